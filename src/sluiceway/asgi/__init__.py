@@ -1,0 +1,1 @@
+"""ASGI glue shared by every protocol: message types, scope building, cycles."""

@@ -1,0 +1,123 @@
+"""The exception hierarchy of sluiceway.
+
+Every protocol error carries its wire meaning as class attributes, so that each
+protocol maps errors to the wire in one function::
+
+    SluicewayError
+    ├─ ConfigError                 bad option or app path (CLI: one line, exit 2)
+    ├─ ProtocolError               status / close_code / h2_error
+    │  ├─ RemoteProtocolError      the peer broke the protocol
+    │  │  ├─ BadRequest            400
+    │  │  ├─ URITooLong            414
+    │  │  ├─ HeadersTooLarge       431
+    │  │  ├─ BodyTooLarge          413 / 1009
+    │  │  ├─ WebSocketProtocolError 1002
+    │  │  ├─ InvalidPayload        1007
+    │  │  └─ MessageTooBig         1009
+    │  └─ LocalProtocolError       we, or the app, misused the protocol
+    │     ├─ ASGIMessageError      malformed or out-of-order ASGI message
+    │     └─ InvalidState
+    ├─ AppError                    wraps an app exception and the phase it hit
+    └─ LayerError                  channel layers
+       ├─ ChannelFull
+       └─ InvalidChannelName
+
+``ClientDisconnected`` is what ``send`` raises once the peer has gone (ASGI
+spec 2.4+ asks for an ``OSError`` subclass), so it derives from ``OSError``.
+
+This module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+
+class SluicewayError(Exception):
+    """Base class of every error sluiceway raises on purpose."""
+
+
+class ConfigError(SluicewayError):
+    """A configuration value, CLI option or app import path is wrong."""
+
+
+class ProtocolError(SluicewayError):
+    """A protocol rule was broken. Subclasses carry their wire meaning."""
+
+    status: int = 400
+    close_code: int = 1002
+    h2_error: int = 0x1  # PROTOCOL_ERROR
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol."""
+
+
+class BadRequest(RemoteProtocolError):
+    status = 400
+
+
+class URITooLong(RemoteProtocolError):
+    status = 414
+
+
+class HeadersTooLarge(RemoteProtocolError):
+    status = 431
+    h2_error = 0xB  # ENHANCE_YOUR_CALM
+
+
+class BodyTooLarge(RemoteProtocolError):
+    status = 413
+    close_code = 1009
+
+
+class WebSocketProtocolError(RemoteProtocolError):
+    close_code = 1002
+
+
+class InvalidPayload(RemoteProtocolError):
+    close_code = 1007
+
+
+class MessageTooBig(RemoteProtocolError):
+    status = 413
+    close_code = 1009
+
+
+class LocalProtocolError(ProtocolError):
+    """We, or the application, misused the protocol."""
+
+    status = 500
+    close_code = 1011
+    h2_error = 0x2  # INTERNAL_ERROR
+
+
+class ASGIMessageError(LocalProtocolError):
+    """The application sent a malformed or out-of-order ASGI message."""
+
+
+class InvalidState(LocalProtocolError):
+    """An operation is not allowed in the current state."""
+
+
+class AppError(SluicewayError):
+    """Wraps an exception raised by the application, with the phase it hit."""
+
+    def __init__(self, phase: str, exc: BaseException) -> None:
+        super().__init__(f"application failed during {phase}: {exc!r}")
+        self.phase = phase
+        self.exc = exc
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` after the client has gone away (ASGI spec 2.4+)."""
+
+
+class LayerError(SluicewayError):
+    """Base class of channel layer errors."""
+
+
+class ChannelFull(LayerError):
+    """The channel is at capacity."""
+
+
+class InvalidChannelName(LayerError, ValueError):
+    """A channel or group name breaks the naming rules."""
