@@ -24,7 +24,7 @@ def is_double_callable(application: Any) -> bool:
         return True
     if inspect.iscoroutinefunction(application):
         return False
-    call = getattr(application, "__call__", None)  # instances with an async __call__
+    call = getattr(application, "__call__", None)  # noqa: B004 - want the method itself
     if call is not None and inspect.iscoroutinefunction(call):
         return False
     try:
