@@ -20,7 +20,8 @@ protocol maps errors to the wire in one function::
     ├─ AppError                    wraps an app exception and the phase it hit
     └─ LayerError                  channel layers
        ├─ ChannelFull
-       └─ InvalidChannelName
+       ├─ InvalidChannelName     also a TypeError, as Channels raises
+       └─ InvalidMessage         not a dict with a "type", not serialisable, too large
 
 ``ClientDisconnected`` is what ``send`` raises once the peer has gone (ASGI
 spec 2.4+ asks for an ``OSError`` subclass), so it derives from ``OSError``.
@@ -119,5 +120,13 @@ class ChannelFull(LayerError):
     """The channel is at capacity."""
 
 
-class InvalidChannelName(LayerError, ValueError):
-    """A channel or group name breaks the naming rules."""
+class InvalidChannelName(LayerError, ValueError, TypeError):
+    """A channel or group name breaks the naming rules.
+
+    Channels raises ``TypeError`` for bad names; deriving from it too lets
+    code written for Channels catch ours unchanged.
+    """
+
+
+class InvalidMessage(LayerError, ValueError):
+    """A layer message is not a dict with a ``type``, cannot be serialised or is too large."""
