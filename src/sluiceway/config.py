@@ -1,10 +1,11 @@
 """The server's configuration: one frozen dataclass, validated on creation.
 
-``Config`` is built by ``cli.py`` (argv and ``SLUICEWAY_*`` environment
-variables) or by ``sluiceway.run(app, **options)``. Names carry their units.
-Every field has an immutable default, so ``Config()`` is a working server on
-127.0.0.1:8000. Validation raises ``ConfigError`` with a one-line message;
-the CLI prints it and exits with code 2.
+``Config`` is built by ``cli.py`` from argv and ``SLUICEWAY_*`` environment
+variables (``sluiceway.options`` parses the text) or by
+``sluiceway.run(app, **options)`` (``config_from_options``). Names carry
+their units. Every field has an immutable default, so ``Config()`` is a
+working server on 127.0.0.1:8000. Validation raises ``ConfigError`` with a
+one-line message; the CLI prints it and exits with code 2.
 
 Imports only the standard library and ``sluiceway.errors``.
 """
@@ -12,6 +13,7 @@ Imports only the standard library and ``sluiceway.errors``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,7 +22,14 @@ from sluiceway.errors import ConfigError
 
 LifespanMode = Literal["auto", "on", "off"]
 WSMode = Literal["auto", "none"]
+LoopName = Literal["auto", "asyncio", "uvloop"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
+
+# RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in a value).
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE_CHARS = re.compile(r"[\x00\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +46,19 @@ class Config:
     lifespan: LifespanMode = "auto"
     factory: bool = False
     app_dir: str = "."
+    env_file: str | None = None
+
+    # Event loop: uvloop when it imports, else asyncio's (said once at start).
+    loop: LoopName = "auto"
 
     # Timeouts, seconds.
     keep_alive_timeout_s: float = 5.0
     graceful_shutdown_timeout_s: float = 30.0
     request_headers_timeout_s: float = 10.0
+    # A lifespan step that hangs must not hang the process (uvicorn waits
+    # forever on startup); a minute covers slow migrations and pool warm-up.
+    lifespan_startup_timeout_s: float = 60.0
+    lifespan_shutdown_timeout_s: float = 30.0
 
     # Limits. Header block default after nginx/Node (large header buffers
     # of 8-16 KiB per line, 64 KiB in all is what the issue asks).
@@ -80,8 +97,16 @@ class Config:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
-        if self.lifespan not in ("auto", "on", "off"):
-            raise ConfigError(f"lifespan must be auto, on or off, got {self.lifespan!r}")
+        if self.uds is not None and self.fd is not None:
+            raise ConfigError("--uds and --fd cannot be used together")
+        if self.fd is not None and self.fd < 0:
+            raise ConfigError(f"fd must not be negative, got {self.fd}")
+        if self.backlog <= 0:
+            raise ConfigError(f"backlog must be positive, got {self.backlog}")
+        _check_choice("lifespan", self.lifespan, ("auto", "on", "off"))
+        _check_choice("loop", self.loop, ("auto", "asyncio", "uvloop"))
+        _check_choice("ws", self.ws, ("auto", "none"))
+        _check_choice("log level", self.log_level, LOG_LEVELS)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError(
                 f"root path must start with '/' and not end with one, got {self.root_path!r}"
@@ -90,20 +115,36 @@ class Config:
             "keep_alive_timeout_s",
             "graceful_shutdown_timeout_s",
             "request_headers_timeout_s",
+            "lifespan_startup_timeout_s",
+            "lifespan_shutdown_timeout_s",
             "ws_ping_interval_s",
             "ws_ping_timeout_s",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
-        for name in ("max_request_headers_bytes", "max_request_line_bytes", "ws_max_size_bytes"):
+        for name in (
+            "max_request_headers_bytes",
+            "max_request_line_bytes",
+            "ws_max_size_bytes",
+            "ws_max_queue",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.max_request_body_bytes is not None and self.max_request_body_bytes < 0:
             raise ConfigError("max_request_body_bytes must not be negative")
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:
             raise ConfigError("limit_concurrency must be positive")
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None) and self.ssl_keyfile:
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        if self.ssl_cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+            raise ConfigError(f"ssl_cert_reqs must be 0, 1 or 2, got {self.ssl_cert_reqs}")
+        if self.ssl_cert_reqs != ssl.CERT_NONE and self.ssl_ca_certs is None:
+            # Without a CA bundle no client certificate can ever verify.
+            raise ConfigError("--ssl-cert-reqs optional/required needs --ssl-ca-certs")
+        if self.ssl_cert_reqs != ssl.CERT_NONE and self.ssl_certfile is None:
+            raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
+        for name, value in self.headers:
+            check_header(name, value)
 
     @property
     def is_ssl(self) -> bool:
@@ -112,3 +153,32 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_header(name: str, value: str) -> None:
+    """Reject a default response header that would break the head on the wire."""
+    if not _TOKEN.match(name):
+        raise ConfigError(f"header name {name!r} is not a valid HTTP token")
+    if _BAD_VALUE_CHARS.search(value):
+        raise ConfigError(f"header {name!r} has a CR, LF or NUL in its value")
+
+
+def config_from_options(**options: Any) -> Config:
+    """Build a ``Config`` from field-name keyword arguments (``sluiceway.run``).
+
+    Raises:
+        ConfigError: an unknown option name or an invalid value.
+    """
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    try:
+        return Config(**options)
+    except TypeError as exc:  # e.g. comparing a str port with an int
+        raise ConfigError(f"invalid option value: {exc}") from exc

@@ -1,0 +1,421 @@
+"""Command-line and environment options, and ``--env-file`` loading.
+
+``OPTIONS`` is the single table of options: each row names its flag, its
+``SLUICEWAY_*`` variable, the ``Config`` field it sets and how its text is
+parsed, so the CLI, the environment and docs/usage.md cannot drift apart.
+Precedence: defaults < environment < argv. A value that does not parse gives
+a ``ConfigError`` naming the flag or the variable.
+
+Imports only the standard library, ``sluiceway.config`` and ``sluiceway.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sluiceway.config import LOG_LEVELS, Config, check_header, config_from_options
+from sluiceway.errors import ConfigError
+
+ENV_PREFIX = "SLUICEWAY_"
+
+# --- Parsing option text (argv and environment) --------------------------------------------
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def parse_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional binary suffix: ``65536``, ``64k``, ``10MiB``, ``1g``."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size in bytes (e.g. 65536, 64k, 10m)")
+    unit = match.group(2)
+    return int(match.group(1)) * (_SIZE_UNITS[unit[0].lower()] if unit else 1)
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def parse_cert_reqs(text: str) -> int:
+    """uvicorn's integers (0, 1, 2) or the names none/optional/required."""
+    lowered = text.strip().lower()
+    if lowered in _CERT_REQS:
+        return int(_CERT_REQS[lowered])
+    if lowered in ("0", "1", "2"):
+        return int(lowered)
+    raise ValueError(f"{text!r} is not one of none, optional, required (or 0, 1, 2)")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not NAME:VALUE")
+    name, value = name.strip(), value.strip()
+    try:
+        check_header(name, value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name, value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return lowered
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+OptionKind = Literal["value", "flag", "switch", "append"]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line option and the ``SLUICEWAY_*`` variable that mirrors it.
+
+    ``kind``: ``value`` takes an argument; ``flag`` is a bare ``--x`` that sets
+    True; ``switch`` is a ``--x/--no-x`` pair; ``append`` repeats (its variable
+    holds one entry per line).
+    """
+
+    flag: str
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+    kind: OptionKind = "value"
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
+
+
+_SIZE_HELP = " (bytes; k/m/g suffixes allowed)"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--host", "host", _text, "Bind to this address.", metavar="ADDRESS"),
+    Option("--port", "port", parse_int, "TCP port (0: any free port).", metavar="PORT"),
+    Option("--uds", "uds", _text, "Bind to this Unix domain socket path.", metavar="PATH"),
+    Option("--fd", "fd", parse_int, "Serve on this inherited listening socket.", metavar="FD"),
+    Option("--backlog", "backlog", parse_int, "Listen backlog (pending connections).", metavar="N"),
+    Option("--root-path", "root_path", _text, "ASGI root_path when mounted below a prefix."),
+    Option(
+        "--lifespan",
+        "lifespan",
+        _choice("auto", "on", "off"),
+        "Lifespan protocol: auto tolerates apps without it.",
+        choices=("auto", "on", "off"),
+    ),
+    Option("--factory", "factory", parse_bool, "APP is a factory: call it for the app.", "flag"),
+    Option("--app-dir", "app_dir", _text, "Look for the app module in this directory first."),
+    Option("--env-file", "env_file", _text, "Load KEY=VALUE lines into the environment first."),
+    Option(
+        "--loop",
+        "loop",
+        _choice("auto", "asyncio", "uvloop"),
+        "Event loop: auto uses uvloop when installed.",
+        choices=("auto", "asyncio", "uvloop"),
+    ),
+    Option(
+        "--timeout-keep-alive",
+        "keep_alive_timeout_s",
+        parse_float,
+        "Close idle keep-alive connections after this many seconds.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--timeout-graceful-shutdown",
+        "graceful_shutdown_timeout_s",
+        parse_float,
+        "On shutdown, cancel requests still running after this many seconds.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--timeout-request-headers",
+        "request_headers_timeout_s",
+        parse_float,
+        "Close a connection whose request head takes longer than this.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--timeout-lifespan-startup",
+        "lifespan_startup_timeout_s",
+        parse_float,
+        "Fail if lifespan startup takes longer than this.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--timeout-lifespan-shutdown",
+        "lifespan_shutdown_timeout_s",
+        parse_float,
+        "Stop waiting for lifespan shutdown after this.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--limit-request-body",
+        "max_request_body_bytes",
+        parse_size,
+        "Answer 413 to request bodies larger than this" + _SIZE_HELP + ".",
+        metavar="BYTES",
+    ),
+    Option(
+        "--limit-request-headers",
+        "max_request_headers_bytes",
+        parse_size,
+        "Answer 431 to request heads larger than this" + _SIZE_HELP + ".",
+        metavar="BYTES",
+    ),
+    Option(
+        "--limit-request-line",
+        "max_request_line_bytes",
+        parse_size,
+        "Answer 414 to request lines longer than this" + _SIZE_HELP + ".",
+        metavar="BYTES",
+    ),
+    Option(
+        "--limit-concurrency",
+        "limit_concurrency",
+        parse_int,
+        "Answer 503 beyond this many concurrent connections.",
+        metavar="N",
+    ),
+    Option("--ssl-certfile", "ssl_certfile", _text, "TLS certificate (PEM).", metavar="PATH"),
+    Option("--ssl-keyfile", "ssl_keyfile", _text, "TLS private key (PEM).", metavar="PATH"),
+    Option(
+        "--ssl-keyfile-password",
+        "ssl_keyfile_password",
+        _text,
+        "Password of the TLS private key.",
+        metavar="PASSWORD",
+    ),
+    Option(
+        "--ssl-ca-certs",
+        "ssl_ca_certs",
+        _text,
+        "CA bundle that client certificates are verified against.",
+        metavar="PATH",
+    ),
+    Option(
+        "--ssl-cert-reqs",
+        "ssl_cert_reqs",
+        parse_cert_reqs,
+        "Client certificates: none, optional or required (or 0, 1, 2).",
+        metavar="REQS",
+    ),
+    Option(
+        "--log-level",
+        "log_level",
+        _choice(*LOG_LEVELS),
+        "Log level of the sluiceway loggers.",
+        choices=LOG_LEVELS,
+    ),
+    Option("--access-log", "access_log", parse_bool, "Log one line per response.", "switch"),
+    Option("--server-header", "server_header", parse_bool, "Send a Server header.", "switch"),
+    Option("--date-header", "date_header", parse_bool, "Send a Date header.", "switch"),
+    Option(
+        "--header",
+        "headers",
+        parse_header,
+        "Add this header to every response (repeatable).",
+        "append",
+        metavar="NAME:VALUE",
+    ),
+    Option(
+        "--ws",
+        "ws",
+        _choice("auto", "none"),
+        "WebSocket support: auto, or none to refuse upgrades.",
+        choices=("auto", "none"),
+    ),
+    Option(
+        "--ws-max-size",
+        "ws_max_size_bytes",
+        parse_size,
+        "Largest WebSocket message accepted" + _SIZE_HELP + ".",
+        metavar="BYTES",
+    ),
+    Option(
+        "--ws-max-queue",
+        "ws_max_queue",
+        parse_int,
+        "WebSocket messages buffered for the app before reading pauses.",
+        metavar="N",
+    ),
+    Option(
+        "--ws-ping-interval",
+        "ws_ping_interval_s",
+        parse_float,
+        "Send a WebSocket ping after this many idle seconds (0: never).",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--ws-ping-timeout",
+        "ws_ping_timeout_s",
+        parse_float,
+        "Close a WebSocket whose pong takes longer than this.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--ws-per-message-deflate",
+        "ws_per_message_deflate",
+        parse_bool,
+        "Offer permessage-deflate compression (true or false).",
+        metavar="BOOL",
+    ),
+)
+
+
+def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Field values from ``SLUICEWAY_*`` variables (empty ones are ignored).
+
+    Raises:
+        ConfigError: naming the variable whose value does not parse.
+    """
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            if option.kind == "append":
+                lines = [line for line in raw.splitlines() if line.strip()]
+                values[option.field] = tuple(option.parse(line) for line in lines)
+            else:
+                values[option.field] = option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value for {option.env}: {exc}") from None
+    return values
+
+
+def options_from_args(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values from parsed argv: ``given`` maps a field to its raw text(s).
+
+    Switches and flags arrive as booleans already; text goes through the
+    option's parser, and an error names the flag.
+    """
+    by_field = {option.field: option for option in OPTIONS}
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        option = by_field[name]
+        try:
+            if option.kind == "append":
+                values[name] = tuple(option.parse(item) for item in raw)
+            elif isinstance(raw, bool):
+                values[name] = raw
+            else:
+                values[name] = option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value for {option.flag}: {exc}") from None
+    return values
+
+
+def config_from_sources(args: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Defaults, overridden by the environment, overridden by argv."""
+    values = options_from_env(environ)
+    values.update(options_from_args(args))
+    return config_from_options(**values)
+
+
+# --- --env-file ----------------------------------------------------------------------------
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def _unquote(raw: str, where: str) -> str:
+    quote = raw[:1]
+    if quote not in ("'", '"'):
+        # Unquoted: an inline comment starts at " #".
+        hash_at = raw.find(" #")
+        return (raw[:hash_at] if hash_at >= 0 else raw).strip()
+    # Find the closing quote; inside double quotes a backslash escapes the next character.
+    end = 1
+    while end < len(raw) and raw[end] != quote:
+        end += 2 if quote == '"' and raw[end] == "\\" else 1
+    if end >= len(raw):
+        raise ConfigError(f"{where}: unterminated quoted value")
+    tail = raw[end + 1 :].strip()
+    if tail and not tail.startswith("#"):
+        raise ConfigError(f"{where}: text after the closing quote")
+    inner = raw[1:end]
+    if quote == "'":
+        return inner
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), inner)
+
+
+def parse_env_file(text: str, source: str = "env file") -> dict[str, str]:
+    """Parse dotenv-style text: ``KEY=VALUE`` lines, ``export``, quotes, ``#`` comments.
+
+    Raises:
+        ConfigError: with the file and line of the first malformed line.
+    """
+    result: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ConfigError(f"{source}:{number}: expected KEY=VALUE")
+        result[match.group(1)] = _unquote(match.group(2), f"{source}:{number}")
+    return result
+
+
+def load_env_file(path: str, environ: MutableMapping[str, str] | None = None) -> None:
+    """Load ``path`` into the environment; variables already set keep their value.
+
+    Raises:
+        ConfigError: the file cannot be read or a line is malformed.
+    """
+    target = os.environ if environ is None else environ
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read env file {path!r}: {reason}") from None
+    for key, value in parse_env_file(text, path).items():
+        target.setdefault(key, value)
