@@ -18,6 +18,7 @@ protocol maps errors to the wire in one function::
     │     ├─ ASGIMessageError      malformed or out-of-order ASGI message
     │     └─ InvalidState
     ├─ AppError                    wraps an app exception and the phase it hit
+    ├─ LifespanFailed              lifespan startup failed (CLI: exit 1)
     └─ LayerError                  channel layers
        ├─ ChannelFull
        ├─ InvalidChannelName     also a TypeError, as Channels raises
@@ -106,6 +107,18 @@ class AppError(SluicewayError):
         super().__init__(f"application failed during {phase}: {exc!r}")
         self.phase = phase
         self.exc = exc
+
+
+class LifespanFailed(SluicewayError):
+    """The application's lifespan startup failed; the server must not serve.
+
+    ``message`` is the app's own text (``lifespan.startup.failed``), or a
+    description of the exception it raised under ``--lifespan on``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ClientDisconnected(OSError):
