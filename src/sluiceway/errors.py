@@ -10,6 +10,8 @@ protocol maps errors to the wire in one function::
     │  │  ├─ BadRequest            400
     │  │  ├─ URITooLong            414
     │  │  ├─ HeadersTooLarge       431
+    │  │  ├─ NotImplementedByServer 501 (unknown transfer coding, CONNECT)
+    │  │  ├─ VersionNotSupported   505
     │  │  ├─ BodyTooLarge          413 / 1009
     │  │  ├─ WebSocketProtocolError 1002
     │  │  ├─ InvalidPayload        1007
@@ -64,6 +66,18 @@ class URITooLong(RemoteProtocolError):
 class HeadersTooLarge(RemoteProtocolError):
     status = 431
     h2_error = 0xB  # ENHANCE_YOUR_CALM
+
+
+class NotImplementedByServer(RemoteProtocolError):
+    """The request asks for something this server does not do (RFC 9110 §15.6.2)."""
+
+    status = 501
+
+
+class VersionNotSupported(RemoteProtocolError):
+    """The request's HTTP version is neither 1.0 nor 1.1 (RFC 9110 §15.6.6)."""
+
+    status = 505
 
 
 class BodyTooLarge(RemoteProtocolError):
