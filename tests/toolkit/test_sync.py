@@ -1,0 +1,267 @@
+"""sync_to_async / async_to_sync: where calls run, what flows, what fails how."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sluiceway.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+def thread_id() -> int:
+    return threading.get_ident()
+
+
+def run_in_plain_thread(fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Run ``fn`` in a fresh thread with no event loop; return or re-raise."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "plain thread hung"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
+
+
+async def test_return_value_and_arguments_pass_through() -> None:
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    assert await sync_to_async(add)(2, b=3) == 5
+    assert await sync_to_async(add, thread_sensitive=False)(4) == 4
+
+
+async def test_exception_passes_through_with_its_traceback() -> None:
+    def explode() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError) as info:
+        await sync_to_async(explode)()
+    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "explode" in frames
+
+
+async def test_thread_sensitive_calls_share_one_thread_off_the_loop() -> None:
+    loop_thread = thread_id()
+    seen = {await sync_to_async(thread_id)() for _ in range(5)}
+    assert len(seen) == 1
+    assert loop_thread not in seen
+
+
+async def test_thread_sensitive_context_gets_its_own_thread() -> None:
+    outside = await sync_to_async(thread_id)()
+    async with ThreadSensitiveContext():
+        first = await sync_to_async(thread_id)()
+        second = await sync_to_async(thread_id)()
+    assert first == second
+    assert first != outside
+    async with ThreadSensitiveContext():
+        other = await sync_to_async(thread_id)()
+    assert other != first
+
+
+async def test_unsensitive_calls_use_the_given_executor() -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mine") as pool:
+        name = await sync_to_async(
+            lambda: threading.current_thread().name, thread_sensitive=False, executor=pool
+        )()
+    assert name.startswith("mine")
+
+
+async def test_contextvars_flow_into_and_back_from_the_thread() -> None:
+    def read_and_set() -> str:
+        before = request_id.get()
+        request_id.set("set-in-thread")
+        return before
+
+    request_id.set("from-loop")
+    assert await sync_to_async(read_and_set)() == "from-loop"
+    assert request_id.get() == "set-in-thread"
+    request_id.set("again")
+    assert await sync_to_async(read_and_set, thread_sensitive=False)() == "again"
+    assert request_id.get() == "set-in-thread"
+
+
+async def test_context_changes_flow_back_even_when_the_call_raises() -> None:
+    def set_then_fail() -> None:
+        request_id.set("failed-call")
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        await sync_to_async(set_then_fail)()
+    assert request_id.get() == "failed-call"
+
+
+async def test_cancellation_returns_at_once_and_logs_a_late_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    finished = threading.Event()
+
+    def slow_then_fail() -> None:
+        release.wait(10)
+        finished.set()
+        raise RuntimeError("late failure")
+
+    task = asyncio.ensure_future(sync_to_async(slow_then_fail)())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert not finished.is_set()  # control came back while the thread still ran
+    with caplog.at_level(logging.ERROR, logger="sluiceway.sync"):
+        release.set()
+        # The next thread-sensitive call queues behind the abandoned one.
+        await asyncio.wait_for(sync_to_async(lambda: None)(), 5)
+        await asyncio.sleep(0)
+    assert finished.is_set()
+    assert any("late failure" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    assert any("cancelled" in r.getMessage() for r in caplog.records)
+
+
+async def test_async_to_sync_inside_sync_to_async_uses_the_outer_loop() -> None:
+    outer = asyncio.get_running_loop()
+
+    async def which_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def bridge() -> asyncio.AbstractEventLoop:
+        return async_to_sync(which_loop)()
+
+    assert await sync_to_async(bridge)() is outer
+    assert await sync_to_async(bridge, thread_sensitive=False)() is outer
+
+
+async def test_nested_thread_sensitive_call_returns_to_the_sync_thread() -> None:
+    async def inner() -> int:
+        return await sync_to_async(thread_id)()
+
+    def outer_sync() -> tuple[int, int]:
+        return thread_id(), async_to_sync(inner)()
+
+    me, nested = await sync_to_async(outer_sync, thread_sensitive=False)()
+    assert me == nested
+
+
+async def test_async_to_sync_from_a_running_loop_is_a_clear_error() -> None:
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="running"):
+        async_to_sync(noop)()
+
+
+def test_async_to_sync_from_a_plain_thread_keeps_one_loop() -> None:
+    lock_holder: list[asyncio.Lock] = []
+
+    async def use_loop_bound_object() -> asyncio.AbstractEventLoop:
+        # An asyncio.Lock binds to the first loop that contends on it; a Redis
+        # pool behaves the same way. A new loop per call would break it.
+        if not lock_holder:
+            lock_holder.append(asyncio.Lock())
+        async with lock_holder[0]:
+            await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    call = async_to_sync(use_loop_bound_object)
+    loops = {call() for _ in range(3)}
+    loops.add(run_in_plain_thread(call))
+    assert len(loops) == 1
+    (loop,) = loops
+    assert loop.is_running() and not loop.is_closed()
+
+
+def test_async_to_sync_serves_thread_sensitive_calls_in_the_caller_thread() -> None:
+    def scenario() -> tuple[int, int, int]:
+        async def inner() -> tuple[int, int]:
+            a = await sync_to_async(thread_id)()
+            b = await sync_to_async(thread_id)()
+            return a, b
+
+        a, b = async_to_sync(inner)()
+        return thread_id(), a, b
+
+    me, a, b = run_in_plain_thread(scenario)
+    assert me == a == b
+
+
+def test_async_to_sync_passes_values_errors_and_context() -> None:
+    async def double(x: int) -> int:
+        assert request_id.get() == "caller"
+        request_id.set("coroutine")
+        return x * 2
+
+    async def fail() -> None:
+        raise LookupError("missing")
+
+    def scenario() -> str:
+        request_id.set("caller")
+        assert async_to_sync(double)(21) == 42
+        with pytest.raises(LookupError):
+            async_to_sync(fail)()
+        return request_id.get()
+
+    assert run_in_plain_thread(scenario) == "coroutine"
+
+
+def test_decorator_forms_and_methods() -> None:
+    class Repo:
+        def __init__(self) -> None:
+            self.items = [1, 2]
+
+        @sync_to_async
+        def count(self) -> int:
+            return len(self.items)
+
+        @async_to_sync
+        async def total(self) -> int:
+            return sum(self.items) + await self.count()
+
+    @sync_to_async(thread_sensitive=False)
+    def ping() -> str:
+        return "pong"
+
+    async def both() -> tuple[int, str]:
+        return await Repo().count(), await ping()
+
+    assert asyncio.run(both()) == (2, "pong")
+    assert run_in_plain_thread(lambda: Repo().total()) == 5
+
+
+def test_loop_inside_the_sensitive_thread_is_refused_not_deadlocked() -> None:
+    def start_own_loop() -> None:
+        asyncio.run(sync_to_async(thread_id)())
+
+    async def scenario() -> None:
+        await sync_to_async(start_own_loop)()
+
+    with pytest.raises(RuntimeError, match="wait for itself"):
+        asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_bad_arguments_are_type_errors() -> None:
+    async def coro() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        sync_to_async(coro)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="executor"):
+        sync_to_async(thread_id, executor=ThreadPoolExecutor(1))
+    with pytest.raises(TypeError):
+        async_to_sync(42)  # type: ignore[arg-type]
