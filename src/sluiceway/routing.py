@@ -1,0 +1,458 @@
+"""Routers: pick the ASGI app for a connection by scope type, URL path or channel.
+
+``ProtocolTypeRouter`` dispatches on ``scope["type"]``, ``URLRouter`` on the
+path with Django-style ``path()`` / ``re_path()`` routes, and
+``ChannelNameRouter`` on ``scope["channel"]``. All three are plain ASGI apps,
+so they nest and wrap like any other.
+
+Invariants:
+
+* Route patterns are compiled once, when ``path()``/``re_path()``/``URLRouter``
+  run. A router whose routes allow it also builds one alternation of all its
+  patterns, so a dispatch is one regex match, not one per route; routes are
+  still tried in order, exactly as the linear scan would.
+* A router never mutates the scope it was given: it hands a copy to the child.
+  ``scope["path"]`` stays whole; nested routers read the unmatched rest from
+  ``scope["path_remaining"]`` (the key Channels uses), and captured values
+  accumulate in ``scope["url_route"] = {"args": tuple, "kwargs": dict}``.
+* ``scope["path"]`` includes ``scope["root_path"]`` (current ASGI reading, as
+  uvicorn and Starlette do it); the outermost router strips ``root_path``
+  before matching, and a path outside ``root_path`` matches nothing.
+* No match answers the client (HTTP 404, WebSocket close before accept, which
+  a server turns into 403); other scope types get a ``ValueError``.
+
+Toolkit module: imports ``sluiceway.asgi`` only, never the server side.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sluiceway.asgi.compat import guarantee_single_callable
+from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
+
+__all__ = [
+    "ChannelNameRouter",
+    "ProtocolTypeRouter",
+    "Route",
+    "URLRouter",
+    "path",
+    "re_path",
+    "register_converter",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# -- converters (Django's path converter interface) ---------------------------
+
+
+class Converter(Protocol):
+    regex: str
+
+    def to_python(self, value: str) -> Any: ...
+
+    def to_url(self, value: Any) -> str: ...
+
+
+class StringConverter:
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+class IntConverter:
+    regex = "[0-9]+"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+class SlugConverter(StringConverter):
+    regex = "[-a-zA-Z0-9_]+"
+
+
+class UUIDConverter:
+    regex = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+    def to_python(self, value: str) -> uuid.UUID:
+        return uuid.UUID(value)
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+class PathConverter(StringConverter):
+    regex = ".+"
+
+
+_CONVERTERS: dict[str, Converter] = {
+    "str": StringConverter(),
+    "int": IntConverter(),
+    "slug": SlugConverter(),
+    "uuid": UUIDConverter(),
+    "path": PathConverter(),
+}
+
+
+def register_converter(converter: Any, type_name: str) -> None:
+    """Make ``<type_name:...>`` available in ``path()`` routes defined afterwards.
+
+    ``converter`` is a class or instance with ``regex``, ``to_python`` and
+    ``to_url`` (Django's converter interface, so Django converters work).
+    ``to_python`` raising ``ValueError`` means "this route does not match".
+    """
+    instance = converter() if isinstance(converter, type) else converter
+    if not isinstance(getattr(instance, "regex", None), str) or not callable(
+        getattr(instance, "to_python", None)
+    ):
+        raise TypeError("a converter needs a str 'regex' and a 'to_python' method")
+    re.compile(instance.regex)  # fail now, not on the first request
+    _CONVERTERS[type_name] = instance
+
+
+# -- routes -------------------------------------------------------------------
+
+_PARAMETER = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<parameter>[^>]+)>")
+# Inline global flags or back references cannot sit inside an alternation of
+# several routes; a router holding such a route falls back to the linear scan.
+_UNCOMBINABLE = re.compile(r"\(\?P=|\\[1-9]|\(\?[aiLmsux]+\)")
+_NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    index: int  # 1-based, relative to the route's own pattern
+    name: str | None
+    converter: Converter | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One compiled route; build it with ``path()`` or ``re_path()``."""
+
+    pattern: str
+    app: ASGIApp
+    regex: re.Pattern[str]
+    # The pattern with groups unnamed, for the router's combined regex, or
+    # None when it cannot be combined.
+    combinable: str | None
+    groups: tuple[_Group, ...]
+    positional: bool  # re_path with no named groups: values go to "args"
+    prefix: bool  # the app is a router: match a prefix and pass on the rest
+    extra_kwargs: Mapping[str, Any]
+    name: str | None
+
+    def extract(self, match: re.Match[str], base: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return (args, kwargs) for a match whose route groups start after ``base``.
+
+        Raises:
+            ValueError: a converter refused the value (the route does not match).
+        """
+        if self.positional:
+            return tuple(match.group(base + g.index) for g in self.groups), dict(self.extra_kwargs)
+        kwargs: dict[str, Any] = {}
+        for g in self.groups:
+            value = match.group(base + g.index)
+            if value is None:
+                continue
+            kwargs[g.name or ""] = value if g.converter is None else g.converter.to_python(value)
+        kwargs.update(self.extra_kwargs)
+        return (), kwargs
+
+
+def _is_router(app: Any) -> bool:
+    # Look through middleware wrappers (``.inner`` as in Channels, or ``.app``)
+    # so that ``path("api/", AuthMiddlewareStack(URLRouter(...)))`` nests.
+    for _ in range(16):
+        if isinstance(app, URLRouter):
+            return True
+        app = getattr(app, "inner", None) or getattr(app, "app", None)
+        if app is None:
+            return False
+    return False
+
+
+def path(
+    route: str,
+    app: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> Route:
+    """A Django-style route: ``path("rooms/<int:room_id>/", app)``.
+
+    Literal text matches exactly; ``<converter:name>`` captures a value
+    (converter defaults to ``str``). A route whose app is a ``URLRouter``
+    matches a prefix of the path; any other route matches the whole rest.
+
+    Raises:
+        ValueError: unknown converter or a parameter name that is not an identifier.
+    """
+    prefix = _is_router(app)
+    parts = ["^"]
+    groups: list[_Group] = []
+    count = 0
+    position = 0
+    for m in _PARAMETER.finditer(route):
+        parts.append(re.escape(route[position : m.start()]))
+        position = m.end()
+        parameter = m.group("parameter")
+        if not parameter.isidentifier():
+            raise ValueError(f"route {route!r}: {parameter!r} is not a Python identifier")
+        converter_name = m.group("converter") or "str"
+        converter = _CONVERTERS.get(converter_name)
+        if converter is None:
+            raise ValueError(f"route {route!r}: unknown converter {converter_name!r}")
+        count += 1
+        groups.append(_Group(count, parameter, converter))
+        parts.append(f"({converter.regex})")
+        count += re.compile(converter.regex).groups
+    parts.append(re.escape(route[position:]))
+    if not prefix:
+        parts.append(r"\Z")
+    source = "".join(parts)
+    return Route(
+        pattern=route,
+        app=guarantee_single_callable(app),
+        regex=re.compile(source),
+        combinable=None if _UNCOMBINABLE.search(source) else source,
+        groups=tuple(groups),
+        positional=False,
+        prefix=prefix,
+        extra_kwargs=dict(kwargs or {}),
+        name=name,
+    )
+
+
+def re_path(
+    regex: str,
+    app: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> Route:
+    """A regex route: ``re_path(r"^rooms/(?P<room>\\w+)/$", app)``.
+
+    Searched against the rest of the path (as Django does); named groups go to
+    ``kwargs`` as strings, or, when there are none, all groups go to ``args``.
+    A trailing ``$`` on a non-router route means the true end of the path.
+
+    Raises:
+        re.error: the regex does not compile.
+    """
+    prefix = _is_router(app)
+    source = regex
+    if not prefix and source.endswith("$") and not source.endswith("\\$"):
+        # Django's fullmatch rule: "$" alone would also match before a final
+        # newline, and a newline can arrive percent-encoded in the path.
+        source = source[:-1] + r"\Z"
+    compiled = re.compile(source)
+    names = {index: group_name for group_name, index in compiled.groupindex.items()}
+    if names:
+        groups = tuple(_Group(i, n, None) for i, n in sorted(names.items()))
+    else:
+        groups = tuple(_Group(i, None, None) for i in range(1, compiled.groups + 1))
+    combinable: str | None = None
+    if source.startswith("^") and not _UNCOMBINABLE.search(source):
+        unnamed = _NAMED_GROUP.sub("(", source)
+        try:
+            if re.compile(unnamed).groups == compiled.groups:
+                combinable = unnamed
+        except re.error:
+            combinable = None
+    return Route(
+        pattern=regex,
+        app=guarantee_single_callable(app),
+        regex=compiled,
+        combinable=combinable,
+        groups=groups,
+        positional=not names,
+        prefix=prefix,
+        extra_kwargs=dict(kwargs or {}),
+        name=name,
+    )
+
+
+# -- the routers --------------------------------------------------------------
+
+
+class URLRouter:
+    """Route ``http`` and ``websocket`` scopes by path to the first matching route.
+
+    Args:
+        routes: ``Route`` objects from ``path()`` and ``re_path()``, in priority order.
+    """
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        for route in self.routes:
+            if not isinstance(route, Route):
+                raise TypeError(f"URLRouter takes path()/re_path() routes, got {route!r}")
+        self._combined: re.Pattern[str] | None = None
+        self._starts: dict[int, int] = {}  # wrapper group number -> route index
+        sources = [route.combinable for route in self.routes]
+        if sources and all(s is not None for s in sources):
+            parts = []
+            group = 1
+            for index, (route, source) in enumerate(zip(self.routes, sources, strict=True)):
+                self._starts[group] = index
+                parts.append(f"({source})")
+                group += 1 + route.regex.groups
+            try:
+                self._combined = re.compile("|".join(parts))
+            except re.error:  # pragma: no cover - every part compiled alone
+                self._combined = None
+
+    def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:
+        """Return (route, args, kwargs, unmatched rest) for ``rest``, or None."""
+        start = 0
+        combined = self._combined
+        if combined is not None:
+            m = combined.match(rest)
+            if m is None:
+                return None
+            wrapper = m.lastindex or 0
+            index = self._starts[wrapper]
+            route = self.routes[index]
+            try:
+                args, kwargs = route.extract(m, wrapper)
+            except ValueError:
+                start = index + 1  # converter said no: go on from the next route
+            else:
+                return route, args, kwargs, rest[m.end(wrapper) :]
+        for route in self.routes[start:]:
+            m = route.regex.search(rest)
+            if m is None:
+                continue
+            try:
+                args, kwargs = route.extract(m, 0)
+            except ValueError:
+                continue
+            return route, args, kwargs, rest[m.end() :]
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rest = scope.get("path_remaining")
+        if rest is None:
+            full = scope.get("path")
+            if not isinstance(full, str):
+                raise ValueError("URLRouter needs a scope with a 'path' (http or websocket)")
+            rest = _strip_root_path(full, scope.get("root_path") or "")
+        if rest is not None and rest.startswith("/"):
+            rest = rest[1:]
+        found = None if rest is None else self.match(rest)
+        if found is None:
+            await _no_route(scope, receive, send)
+            return
+        route, args, kwargs, remainder = found
+        outer = scope.get("url_route")
+        if outer:
+            args = (*outer.get("args", ()), *args)
+            kwargs = {**outer.get("kwargs", {}), **kwargs}
+        child = dict(scope)
+        child["url_route"] = {"args": args, "kwargs": kwargs}
+        if route.prefix:
+            child["path_remaining"] = remainder
+        else:
+            child.pop("path_remaining", None)
+        await route.app(child, receive, send)
+
+
+def _strip_root_path(full: str, root_path: str) -> str | None:
+    """Return the path below ``root_path``, or None if it lies outside it."""
+    root = root_path.rstrip("/")
+    if not root:
+        return full
+    if full == root or full.startswith(root + "/"):
+        return full[len(root) :]
+    return None
+
+
+async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope.get("type")
+    logger.debug("no route for %s %r", kind, scope.get("path"))
+    if kind == "http":
+        body = b"Not Found"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+    elif kind == "websocket":
+        # ASGI www spec, WebSocket Connect: a close before accept is answered
+        # by the server with HTTP 403. Wait for the connect event first.
+        message = await receive()
+        if message.get("type") == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1000})
+    else:
+        raise ValueError(f"No route found for path {scope.get('path')!r} in a {kind!r} scope")
+
+
+class ProtocolTypeRouter:
+    """Dispatch on ``scope["type"]``: ``ProtocolTypeRouter({"http": app, ...})``.
+
+    An unrouted ``lifespan`` scope is answered with startup/shutdown complete,
+    so the router runs under servers that have lifespan on; any other unrouted
+    type raises ``ValueError`` naming it.
+    """
+
+    def __init__(self, application_mapping: Mapping[str, Any]) -> None:
+        self.application_mapping: dict[str, ASGIApp] = {
+            kind: guarantee_single_callable(app) for kind, app in application_mapping.items()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        app = self.application_mapping.get(kind)
+        if app is not None:
+            await app(scope, receive, send)
+        elif kind == "lifespan":
+            await _answer_lifespan(receive, send)
+        else:
+            raise ValueError(f"No application configured for scope type {kind!r}")
+
+
+async def _answer_lifespan(receive: Receive, send: Send) -> None:
+    # ASGI lifespan spec: acknowledge both phases; nothing to set up.
+    while True:
+        message = await receive()
+        kind = message.get("type")
+        if kind == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif kind == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class ChannelNameRouter:
+    """Dispatch ``channel`` scopes by ``scope["channel"]`` (background workers)."""
+
+    def __init__(self, application_mapping: Mapping[str, Any]) -> None:
+        self.application_mapping: dict[str, ASGIApp] = {
+            name: guarantee_single_callable(app) for name, app in application_mapping.items()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "channel" not in scope:
+            raise ValueError("ChannelNameRouter got a scope with no 'channel' key")
+        app = self.application_mapping.get(scope["channel"])
+        if app is None:
+            raise ValueError(f"No application configured for channel name {scope['channel']!r}")
+        await app(scope, receive, send)
