@@ -260,8 +260,9 @@ class WebSocketCycle:
                 raise ClientDisconnected("the client went away during the handshake")
             if kind == "websocket.accept":
                 subprotocol, headers = self._accept_args(message)
-                self.state = WSState.CONNECTED
+                # The sink may still refuse (ASGIMessageError): stay CONNECTING, so run() answers 500.
                 self.sink.accept(subprotocol, headers)
+                self.state = WSState.CONNECTED
             elif kind == "websocket.close":
                 # ASGI www.rst "Close": before accept, HTTP 403 and no handshake.
                 self.state = WSState.CLOSED
