@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -67,14 +66,19 @@ def servers() -> list[Server]:
         ),
         Server(
             "granian",
-            [py, "-m", "granian", "--interface", "asgi", "--port", "{port}", "--workers", "1"]
-            + ["--loop", "uvloop", "--log-level", "warning", "--no-ws-compression", APP]
-            if _granian_has("--no-ws-compression")
-            else [py, "-m", "granian", "--interface", "asgi", "--port", "{port}"]
-            + ["--workers", "1", "--loop", "uvloop", "--log-level", "warning", APP],
+            _granian_argv(
+                [py, "-m", "granian", "--interface", "asgi", "--port", "{port}", "--workers", "1"]
+            ),
             "granian",
         ),
     ]
+
+
+def _granian_argv(base: list[str]) -> list[str]:
+    extra = ["--loop", "uvloop", "--log-level", "warning"]
+    if _granian_has("--no-ws-compression"):
+        extra.append("--no-ws-compression")
+    return [*base, *extra, APP]
 
 
 def _granian_has(flag: str) -> bool:
@@ -263,7 +267,8 @@ def main() -> int:
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} cores ({platform.machine()}), "
         f"server on core {SERVER_CORE}, bench/wsload.c on core {LOAD_CORE}; "
-        f"{args.rounds} interleaved rounds, medians; {args.seconds:g} s per echo run after 1 s warm-up; "
+        f"{args.rounds} interleaved rounds, medians; "
+        f"{args.seconds:g} s per echo run after 1 s warm-up; "
         f"idle RSS with {args.idle} connections open.",
         "",
         "| server | version | text 100 B msg/s | p99 ms | x fastest uvicorn | binary 64 KiB msg/s "
@@ -272,11 +277,13 @@ def main() -> int:
     ]
     for server in chosen:
         m = med[server.name]
+        text_x = m["text_mps"] / base_text if base_text else 0.0
+        bin_x = m["bin_mps"] / base_bin if base_bin else 0.0
         lines.append(
             f"| {server.name} | {version(server.package)} | {m['text_mps']:,.0f} "
-            f"| {m['text_p99_us'] / 1000:.2f} | {m['text_mps'] / base_text if base_text else 0:.2f} "
+            f"| {m['text_p99_us'] / 1000:.2f} | {text_x:.2f} "
             f"| {m['bin_mps']:,.0f} | {m['bin_p99_us'] / 1000:.2f} "
-            f"| {m['bin_mps'] / base_bin if base_bin else 0:.2f} | {m['idle_kib']:.1f} |"
+            f"| {bin_x:.2f} | {m['idle_kib']:.1f} |"
         )
     lines += ["", "Raw rounds:", "", "```"]
     lines += [f"{n}: {json.dumps(rows)}" for n, rows in results.items()]

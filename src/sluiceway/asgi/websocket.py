@@ -260,7 +260,7 @@ class WebSocketCycle:
                 raise ClientDisconnected("the client went away during the handshake")
             if kind == "websocket.accept":
                 subprotocol, headers = self._accept_args(message)
-                # The sink may still refuse (ASGIMessageError): stay CONNECTING, so run() answers 500.
+                # The sink may still refuse (ASGIMessageError): stay CONNECTING, run() answers 500.
                 self.sink.accept(subprotocol, headers)
                 self.state = WSState.CONNECTED
             elif kind == "websocket.close":
