@@ -1,0 +1,553 @@
+"""HTTP/1.1 benchmark: sluiceway beside uvicorn, granian and gunicorn, one command.
+
+    python bench/http.py                      # 3 rounds of 10 s, every server, every scenario
+    python bench/http.py --duration 3 --rounds 1 --servers sluiceway,uvicorn --scenarios a,b
+
+Each server runs one worker with one thread, pinned to core 0, serving bench/apps/http_apps.py;
+wrk runs pinned to core 1. Scenarios (issue 3): (a) plaintext keep-alive, (b) small JSON with a
+query string, (c) 1 MiB download in 64 KiB chunks, (d) 1 MiB upload read in full, (e) a new
+connection per request. Rounds are interleaved: round 1 runs every server on every scenario,
+then round 2, with the server order rotated each round so no server always goes first. Each
+cell is the median over rounds. A full run writes bench/results/http.md; a shortened run only
+prints unless --output is given.
+
+Invariants: before each measured run the scenario's response is checked for correctness (a
+server that answers fast but wrong gets no number); a server that fails to start or breaks is
+reported in one line and the run goes on with the others. Must not import: sluiceway.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This script shares its name with the standard library's `http` package, and Python puts the
+# script's folder first on sys.path: take it off before importing http.client, then put it at
+# the end so `common` (beside this file) still imports. Hence the imports below the fix-up.
+# ruff: noqa: E402
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.append(str(_HERE))
+
+import argparse
+import http.client
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from common import (
+    HOST,
+    BenchError,
+    LoadResult,
+    RunningServer,
+    ServerSpec,
+    fail,
+    format_table,
+    machine_info,
+    measure,
+    median,
+    python_module_version,
+    run_wrk,
+    start_server,
+)
+
+BENCH_DIR = _HERE
+APPS_DIR = BENCH_DIR / "apps"
+DEFAULT_OUTPUT = BENCH_DIR / "results" / "http.md"
+BASELINE = "uvicorn"
+MIB = 1024 * 1024
+
+# Ratios to uvicorn that issue 3 asks sluiceway to reach (requests/s).
+TARGETS = {"a": 1.3, "b": 1.4, "c": 1.4, "d": 1.1, "e": 1.3}
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+def _sluiceway_argv(port: int) -> list[str]:
+    return [
+        shutil.which("sluiceway") or "sluiceway", "run", "http_apps:app",
+        "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _uvicorn_argv(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "http_apps:app", "--host", HOST, "--port", str(port),
+        "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _granian_argv(port: int) -> list[str]:
+    return [
+        shutil.which("granian") or "granian", "--interface", "asgi", "--http", "1",
+        "--host", HOST, "--port", str(port), "--workers", "1", "--runtime-threads", "1",
+        "--no-access-log", "--log-level", "warning", "http_apps:app",
+    ]  # fmt: skip
+
+
+def _gunicorn_argv(port: int) -> list[str]:
+    # "-k asgi" is gunicorn's own asyncio ASGI worker (gunicorn >= 24); no access log by default.
+    return [
+        sys.executable, "-m", "gunicorn", "-k", "asgi", "--asgi-loop", "uvloop", "-w", "1",
+        "-b", f"{HOST}:{port}", "--log-level", "warning", "http_apps:app",
+    ]  # fmt: skip
+
+
+def _sluiceway_version() -> str | None:
+    version = python_module_version("sluiceway")()
+    if version is None or not (Path(_sluiceway_src()) / "cli.py").exists():
+        return None  # no CLI yet: nothing to run
+    return version
+
+
+def _sluiceway_src() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("sluiceway")
+    if spec is None or spec.origin is None:
+        return ""
+    return str(Path(spec.origin).parent)
+
+
+SERVERS: dict[str, ServerSpec] = {
+    "sluiceway": ServerSpec("sluiceway", _sluiceway_argv, _sluiceway_version),
+    "uvicorn": ServerSpec("uvicorn", _uvicorn_argv, python_module_version("uvicorn")),
+    "granian": ServerSpec("granian", _granian_argv, python_module_version("granian")),
+    "gunicorn": ServerSpec("gunicorn", _gunicorn_argv, python_module_version("gunicorn")),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, bool]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), resp.will_close
+    finally:
+        conn.close()
+
+
+def _check_plaintext(port: int) -> None:
+    status, body, _ = _get(port, "/")
+    if (status, body) != (200, b"Hello, world!"):
+        raise BenchError(f"GET / answered {status} {body[:60]!r}")
+
+
+def _check_json(port: int) -> None:
+    status, body, _ = _get(port, "/json?name=sluice&page=2")
+    expected = {"message": "Hello, world!", "name": "sluice", "page": 2}
+    if status != 200 or json.loads(body) != expected:
+        raise BenchError(f"GET /json answered {status} {body[:80]!r}")
+
+
+def _check_download(port: int) -> None:
+    status, body, _ = _get(port, "/download")
+    if status != 200 or len(body) != MIB:
+        raise BenchError(f"GET /download answered {status} with {len(body)} bytes")
+
+
+def _check_upload(port: int) -> None:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("POST", "/upload", body=b"x" * MIB)
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    finally:
+        conn.close()
+    if (status, body) != (200, str(MIB).encode()):
+        raise BenchError(f"POST /upload answered {status} {body[:60]!r}")
+
+
+def _check_close(port: int) -> None:
+    status, body, will_close = _get(port, "/", {"Connection": "close"})
+    if (status, body, will_close) != (200, b"Hello, world!", True):
+        raise BenchError(f"GET / with Connection: close answered {status}, close={will_close}")
+
+
+_UPLOAD_LUA = f"""
+wrk.method = "POST"
+wrk.body = string.rep("x", {MIB})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    name: str
+    title: str
+    path: str
+    check: Callable[[int], None]
+    lua: str = ""
+    headers: tuple[str, ...] = ()
+
+
+SCENARIOS = [
+    Scenario("a", "plaintext", "(a) plaintext, keep-alive", "/", _check_plaintext),
+    Scenario("b", "json", "(b) small JSON, query string", "/json?name=sluice&page=2", _check_json),
+    Scenario("c", "download", "(c) 1 MiB download, 64 KiB chunks", "/download", _check_download),
+    Scenario(
+        "d", "upload", "(d) 1 MiB upload, read in full", "/upload", _check_upload, _UPLOAD_LUA
+    ),
+    Scenario(
+        "e",
+        "close",
+        "(e) new connection per request",
+        "/",
+        _check_close,
+        headers=("Connection: close",),
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Cell:
+    """Every round's result for one (server, scenario), and the first failure if any."""
+
+    results: list[LoadResult]
+    failure: str = ""
+
+    def med(self, attr: str) -> float:
+        return median([getattr(r, attr) for r in self.results])
+
+
+Results = dict[tuple[str, str], Cell]
+
+
+def run(
+    servers: Sequence[ServerSpec],
+    scenarios: Sequence[Scenario],
+    *,
+    rounds: int,
+    duration_s: float,
+    warmup_s: float,
+    connections: int,
+    log_dir: Path,
+) -> Results:
+    results: Results = {(s.name, sc.key): Cell([]) for s in servers for sc in scenarios}
+    for round_no in range(rounds):
+        shift = round_no % len(servers)
+        for spec in [*servers[shift:], *servers[:shift]]:
+            print(f"round {round_no + 1}/{rounds}: {spec.name}", flush=True)
+            try:
+                server = start_server(spec, cwd=APPS_DIR, log_dir=log_dir)
+            except BenchError as exc:
+                _fail_all(results, spec.name, scenarios, f"did not start: {exc}")
+                continue
+            try:
+                for sc in scenarios:
+                    cell = results[(spec.name, sc.key)]
+                    if cell.failure:
+                        continue
+                    try:
+                        result = _run_scenario(server, sc, duration_s, warmup_s, connections)
+                    except (BenchError, OSError, ValueError, http.client.HTTPException) as exc:
+                        cell.failure = str(exc).splitlines()[0]
+                        print(f"  {sc.title}: FAILED: {cell.failure}", flush=True)
+                        continue
+                    cell.results.append(result)
+                    print(_progress_line(sc, result), flush=True)
+            finally:
+                server.stop()
+    return results
+
+
+def _run_scenario(
+    server: RunningServer, sc: Scenario, duration_s: float, warmup_s: float, connections: int
+) -> LoadResult:
+    sc.check(server.port)
+    url = f"http://{HOST}:{server.port}{sc.path}"
+
+    def load(seconds: float) -> Callable[[], LoadResult]:
+        return lambda: run_wrk(
+            url, connections=connections, duration_s=seconds, lua=sc.lua, headers=sc.headers
+        )
+
+    if warmup_s > 0:
+        load(warmup_s)()
+    return measure(server, load(duration_s))
+
+
+def _progress_line(sc: Scenario, r: LoadResult) -> str:
+    return (
+        f"  {sc.title:<36} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
+        f"  {r.per_cpu_s:>9,.0f} req/CPU-s  errors {r.error_detail() or 0}"
+    )
+
+
+def _fail_all(results: Results, server: str, scenarios: Sequence[Scenario], why: str) -> None:
+    print(f"  {server} {why.splitlines()[0]}", flush=True)
+    for sc in scenarios:
+        cell = results[(server, sc.key)]
+        cell.failure = cell.failure or why.splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base > 0 and value > 0 else "n/a"
+
+
+def scenario_table(
+    results: Results, servers: Sequence[str], sc: Scenario, *, markdown: bool
+) -> str:
+    header = [
+        "server",
+        "req/s",
+        "p99 ms",
+        "req/CPU-s",
+        "CPU %",
+        "vs uvicorn",
+        "vs uvicorn (CPU)",
+        "errors",
+    ]
+    base = results.get((BASELINE, sc.key))
+    base_rps = base.med("rps") if base and base.results else 0.0
+    base_cpu = base.med("per_cpu_s") if base and base.results else 0.0
+    rows = []
+    for name in servers:
+        cell = results[(name, sc.key)]
+        if not cell.results:
+            rows.append([name, "-", "-", "-", "-", "-", "-", f"failed: {cell.failure}"])
+            continue
+        cpu_pct = median([100 * r.server_cpu_s / r.duration_s for r in cell.results])
+        rows.append(
+            [
+                name,
+                f"{cell.med('rps'):,.0f}",
+                f"{cell.med('p99_ms'):.2f}",
+                f"{cell.med('per_cpu_s'):,.0f}",
+                f"{cpu_pct:.0f}",
+                _ratio(cell.med("rps"), base_rps),
+                _ratio(cell.med("per_cpu_s"), base_cpu),
+                str(sum(r.errors for r in cell.results)) + (" (partial)" if cell.failure else ""),
+            ]
+        )
+    return format_table(header, rows, markdown=markdown)
+
+
+def targets_table(results: Results, scenarios: Sequence[Scenario]) -> str:
+    header = [
+        "scenario",
+        "target",
+        "req/s ratio",
+        "req/CPU-s ratio",
+        "p99 sluiceway",
+        "p99 uvicorn",
+        "met",
+    ]
+    rows = []
+    for sc in scenarios:
+        ours, base = results.get(("sluiceway", sc.key)), results.get((BASELINE, sc.key))
+        if not (ours and ours.results and base and base.results):
+            rows.append([sc.title, f"{TARGETS[sc.key]:.1f}x", "-", "-", "-", "-", "n/a"])
+            continue
+        ratio = ours.med("rps") / base.med("rps")
+        p99_ok = ours.med("p99_ms") <= base.med("p99_ms")
+        met = "yes" if ratio >= TARGETS[sc.key] and p99_ok else "no"
+        rows.append(
+            [
+                sc.title,
+                f"{TARGETS[sc.key]:.1f}x",
+                f"{ratio:.2f}x",
+                _ratio(ours.med("per_cpu_s"), base.med("per_cpu_s")),
+                f"{ours.med('p99_ms'):.2f}",
+                f"{base.med('p99_ms'):.2f}",
+                met,
+            ]
+        )
+    return format_table(header, rows, markdown=True)
+
+
+def raw_table(results: Results, servers: Sequence[str], scenarios: Sequence[Scenario]) -> str:
+    header = [
+        "scenario",
+        "server",
+        "round",
+        "req/s",
+        "p99 ms",
+        "server CPU s",
+        "req/CPU-s",
+        "errors",
+    ]
+    rows = []
+    for sc in scenarios:
+        for name in servers:
+            for i, r in enumerate(results[(name, sc.key)].results, 1):
+                rows.append(
+                    [
+                        sc.key, name, str(i), f"{r.rps:,.0f}", f"{r.p99_ms:.2f}",
+                        f"{r.server_cpu_s:.2f}", f"{r.per_cpu_s:,.0f}", str(r.errors),
+                    ]
+                )  # fmt: skip
+    return format_table(header, rows, markdown=True)
+
+
+def markdown_report(
+    results: Results,
+    servers: Sequence[ServerSpec],
+    scenarios: Sequence[Scenario],
+    args: argparse.Namespace,
+    versions: dict[str, str],
+) -> str:
+    info = machine_info()
+    names = [s.name for s in servers]
+    lines = [
+        "# HTTP/1.1 benchmark results",
+        "",
+        f"Written by `python bench/http.py {' '.join(args.argv)}`".rstrip()
+        + f" on {info['date']}.",
+        "",
+        f"- Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}",
+        f"- {info['python']}; {info['wrk']}",
+        "- Servers: " + ", ".join(f"{n} {versions[n]}" for n in names),
+        f"- {args.rounds} interleaved rounds of {args.duration:g} s"
+        f" (after {args.warmup:g} s warm-up), {args.connections} connections, one wrk thread;"
+        " each cell is the median over rounds.",
+        "- Each server: one worker, one thread, pinned to core 0 (`taskset -c 0`); wrk on core 1.",
+        "- req/CPU-s: requests per CPU-second of the server's whole process tree (utime+stime from"
+        " /proc); CPU % is that CPU time over the run's wall time (100 = core 0 saturated).",
+        "",
+        "## Ratio to uvicorn (requests/s)",
+        "",
+        _ratio_matrix(results, names, scenarios),
+        "",
+    ]
+    if "sluiceway" in names and BASELINE in names:
+        lines += [
+            "## sluiceway against its targets (issue 3)",
+            "",
+            targets_table(results, scenarios),
+            "",
+        ]
+    for sc in scenarios:
+        lines += [f"## {sc.title}", "", scenario_table(results, names, sc, markdown=True), ""]
+    lines += ["## Every round", "", raw_table(results, names, scenarios), ""]
+    return "\n".join(lines)
+
+
+def _ratio_matrix(results: Results, names: Sequence[str], scenarios: Sequence[Scenario]) -> str:
+    rows = []
+    for sc in scenarios:
+        base = results.get((BASELINE, sc.key))
+        base_rps = base.med("rps") if base and base.results else 0.0
+        row = [sc.title]
+        for name in names:
+            cell = results[(name, sc.key)]
+            row.append(_ratio(cell.med("rps"), base_rps) if cell.results else "failed")
+        rows.append(row)
+    return format_table(["scenario", *names], rows, markdown=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/http.py", description="HTTP/1.1 benchmark of sluiceway and its peers."
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured seconds first (default 1)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma list from {','.join(SERVERS)}"
+    )
+    parser.add_argument(
+        "--scenarios", default="a,b,c,d,e", help="comma list of a,b,c,d,e (or their names)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None,
+        help=f"markdown file to write (default {DEFAULT_OUTPUT.relative_to(BENCH_DIR.parent)}"
+        " for a full run: 3+ rounds of 10+ s)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
+        parser.error("--rounds, --duration and --connections must be at least 1, --warmup >= 0")
+    return args
+
+
+def _pick(kind: str, wanted: str, known: dict[str, object]) -> list[str]:
+    picked = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [p for p in picked if p not in known]
+    if unknown or not picked:
+        fail(f"unknown {kind} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}")
+    return picked
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    by_name: dict[str, object] = {**{s.key: s for s in SCENARIOS}, **{s.name: s for s in SCENARIOS}}
+    scenario_keys = _pick("scenario", args.scenarios, by_name)
+    scenarios = [s for s in SCENARIOS if s.key in scenario_keys or s.name in scenario_keys]
+    versions: dict[str, str] = {}
+    servers = []
+    for name in _pick("server", args.servers, dict(SERVERS)):
+        version = SERVERS[name].version()
+        if version is None:
+            print(
+                f"skipping {name}: not installed (or, for sluiceway, no CLI yet)", file=sys.stderr
+            )
+            continue
+        versions[name] = version
+        servers.append(SERVERS[name])
+    if not servers:
+        fail("no server to run")
+    if shutil.which("taskset") is None or shutil.which("wrk") is None:
+        fail("needs taskset (util-linux) and wrk on PATH")
+
+    with tempfile.TemporaryDirectory(prefix="sluiceway-bench-logs-") as logs:
+        try:
+            results = run(
+                servers,
+                scenarios,
+                rounds=args.rounds,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                connections=args.connections,
+                log_dir=Path(logs),
+            )
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    names = [s.name for s in servers]
+    print()
+    for sc in scenarios:
+        print(sc.title)
+        print(scenario_table(results, names, sc, markdown=False))
+        print()
+
+    output = args.output
+    full_run = args.rounds >= 3 and args.duration >= 10
+    if output is None and full_run:
+        output = DEFAULT_OUTPUT
+    if output is None:
+        print("shortened run: results not written (pass --output FILE to keep them)")
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(markdown_report(results, servers, scenarios, args, versions))
+        print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
