@@ -1,0 +1,289 @@
+"""The in-memory channel layer, and the bounded expiring store it is built on.
+
+``ChannelStore`` holds one FIFO per channel with a capacity and a deadline per
+message. The Redis layer reuses it as its process-local receive buffer.
+
+Invariants:
+
+* a channel never holds more than its capacity; a full channel refuses the
+  new message (``put`` returns ``False``), it never drops an old one;
+* an expired message is never returned by ``get``;
+* expiry is driven by a heap holding at most one entry per non-empty channel,
+  keyed by (a lower bound of) its oldest deadline, so each call pays for the
+  channels that actually expired, never a scan of every channel;
+* a channel with neither messages nor waiting receivers is deleted, so memory
+  is bounded by live channels times their capacity;
+* many receivers may wait on one channel; each message goes to exactly one,
+  and a cancelled receiver passes its wake-up on, so nothing is stranded.
+
+The layer is for one process (one event loop at a time). Imports the standard
+library and ``sluiceway.layers.base``/``serializers`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sluiceway.errors import ChannelFull
+from sluiceway.layers.base import (
+    BaseChannelLayer,
+    CapacityPatterns,
+    require_valid_channel_name,
+    require_valid_group_name,
+    require_valid_message,
+)
+from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
+
+logger = logging.getLogger(__name__)
+
+_Entry = tuple[float, dict[str, Any]]  # (deadline on time.monotonic(), message)
+
+
+class _Queue:
+    __slots__ = ("items", "scheduled", "waiters")
+
+    def __init__(self) -> None:
+        self.items: deque[_Entry] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.scheduled = False  # has an entry in the expiry heap
+
+
+class ChannelStore:
+    """Bounded per-channel FIFOs with per-message deadlines.
+
+    Deadlines are ``time.monotonic()`` values supplied by the caller.
+    """
+
+    def __init__(self, get_capacity: Callable[[str], int]) -> None:
+        self._get_capacity = get_capacity
+        self._queues: dict[str, _Queue] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def depth(self, channel: str) -> int:
+        """Messages queued on ``channel`` (expired ones included until purged)."""
+        q = self._queues.get(channel)
+        return len(q.items) if q else 0
+
+    def put(self, channel: str, message: dict[str, Any], deadline: float) -> bool:
+        """Queue ``message``; ``False`` (and nothing queued) when the channel is full."""
+        now = time.monotonic()
+        if self._heap and self._heap[0][0] <= now:
+            self.purge_expired(now)
+        q = self._queues.get(channel)
+        if q is None:
+            q = self._queues[channel] = _Queue()
+        items = q.items
+        while items and items[0][0] <= now:
+            items.popleft()
+        if len(items) >= self._get_capacity(channel):
+            return False
+        items.append((deadline, message))
+        if not q.scheduled:
+            q.scheduled = True
+            heapq.heappush(self._heap, (items[0][0], channel))
+        _wake_one(q)
+        return True
+
+    async def get(self, channel: str) -> dict[str, Any]:
+        """Wait for and return the oldest unexpired message on ``channel``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            # Looked up afresh each turn: while we slept the queue may have been
+            # emptied by another receiver and deleted.
+            q = self._queues.get(channel)
+            if q is None:
+                q = self._queues[channel] = _Queue()
+            items = q.items
+            if items:
+                now = time.monotonic()
+                while items:
+                    deadline, message = items.popleft()
+                    if deadline > now:
+                        if items:
+                            _wake_one(q)
+                        else:
+                            self._forget_if_idle(channel, q)
+                        return message
+                self._forget_if_idle(channel, q)
+                continue
+            waiter: asyncio.Future[None] = loop.create_future()
+            q.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.cancel():
+                    with contextlib.suppress(ValueError):
+                        q.waiters.remove(waiter)
+                    self._forget_if_idle(channel, q)
+                else:
+                    # We were woken for a message we will not take: pass it on.
+                    _wake_one(q)
+                raise
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Drop expired messages at the head of channels the heap says are due."""
+        if now is None:
+            now = time.monotonic()
+        heap = self._heap
+        dropped = 0
+        while heap and heap[0][0] <= now:
+            _, channel = heapq.heappop(heap)
+            q = self._queues.get(channel)
+            if q is None:
+                continue
+            q.scheduled = False
+            items = q.items
+            while items and items[0][0] <= now:
+                items.popleft()
+                dropped += 1
+            if items:
+                q.scheduled = True
+                heapq.heappush(heap, (items[0][0], channel))
+            else:
+                self._forget_if_idle(channel, q)
+        return dropped
+
+    def clear(self) -> None:
+        """Drop every message. Waiting receivers keep waiting."""
+        for q in self._queues.values():
+            q.items.clear()
+        self._heap.clear()
+        for channel, q in list(self._queues.items()):
+            q.scheduled = False
+            self._forget_if_idle(channel, q)
+
+    def _forget_if_idle(self, channel: str, q: _Queue) -> None:
+        if not q.items and not q.waiters and self._queues.get(channel) is q:
+            del self._queues[channel]
+
+
+def _wake_one(q: _Queue) -> None:
+    waiters = q.waiters
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """A channel layer inside one process: the embedded default.
+
+    Messages are packed with msgpack on ``send`` and unpacked into the queue,
+    exactly as the Redis layer would, so an app that works here works there.
+
+    Args:
+        expiry_s, group_expiry_s, capacity, channel_capacity: see ``BaseChannelLayer``.
+        max_message_bytes: the largest packed message accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        expiry_s: float = 60.0,
+        group_expiry_s: float = 86400.0,
+        capacity: int = 100,
+        channel_capacity: CapacityPatterns | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(
+            expiry_s=expiry_s,
+            group_expiry_s=group_expiry_s,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        self._serializer = MessageSerializer(max_message_bytes=max_message_bytes)
+        self._store = ChannelStore(self.get_capacity)
+        # group -> {channel: membership deadline (monotonic)}
+        self._groups: dict[str, dict[str, float]] = {}
+        self._client_id = secrets.token_hex(6)
+
+    def _copy(self, message: dict[str, Any]) -> dict[str, Any]:
+        ser = self._serializer
+        return ser.loads(ser.dumps(message))
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on ``channel``.
+
+        Raises:
+            InvalidChannelName, InvalidMessage: bad input.
+            ChannelFull: the channel holds ``capacity`` messages already.
+        """
+        require_valid_channel_name(channel)
+        copy = self._copy(require_valid_message(message))
+        if not self._store.put(channel, copy, time.monotonic() + self.expiry_s):
+            raise ChannelFull(f"channel {channel!r} is full")
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next unexpired message on ``channel``."""
+        require_valid_channel_name(channel)
+        return await self._store.get(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A fresh process-local channel name, ``<prefix>.<layer id>!<random>``."""
+        return require_valid_channel_name(f"{prefix}.{self._client_id}!{secrets.token_hex(8)}")
+
+    async def group_add(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry_s
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._groups[group]
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on every member of ``group``; full members are skipped.
+
+        The message is serialised and copied once; each member gets its own
+        shallow copy of that, so receivers never see each other's edits to
+        top-level keys.
+        """
+        require_valid_group_name(group)
+        copy = self._copy(require_valid_message(message))
+        members = self._groups.get(group)
+        if not members:
+            return
+        now = time.monotonic()
+        deadline = now + self.expiry_s
+        put = self._store.put
+        expired: list[str] = []
+        full = 0
+        for channel, member_deadline in members.items():
+            if member_deadline <= now:
+                expired.append(channel)
+            elif not put(channel, dict(copy), deadline):
+                full += 1
+        for channel in expired:
+            del members[channel]
+        if not members:
+            del self._groups[group]
+        if full:
+            self.group_send_full_skips += full
+            logger.warning(
+                "group_send to %r skipped %d full channel(s) (capacity reached)", group, full
+            )
+
+    async def flush(self) -> None:
+        """Drop every message and group."""
+        self._store.clear()
+        self._groups.clear()
+
+    async def close(self) -> None:
+        """Nothing to release; here for the ``ChannelLayer`` contract."""
