@@ -1,0 +1,38 @@
+"""Consumers: Channels-style classes that handle one connection each.
+
+See ``consumers.base`` for the dispatch rules and the channel-layer seam.
+"""
+
+from __future__ import annotations
+
+from sluiceway.consumers.base import (
+    AcceptConnection,
+    AsyncConsumer,
+    ConsumerApp,
+    DenyConnection,
+    StopConsumer,
+    SyncConsumer,
+    get_handler_name,
+)
+from sluiceway.consumers.http import AsyncHttpConsumer
+from sluiceway.consumers.websocket import (
+    AsyncJsonWebsocketConsumer,
+    AsyncWebsocketConsumer,
+    JsonWebsocketConsumer,
+    WebsocketConsumer,
+)
+
+__all__ = [
+    "AcceptConnection",
+    "AsyncConsumer",
+    "AsyncHttpConsumer",
+    "AsyncJsonWebsocketConsumer",
+    "AsyncWebsocketConsumer",
+    "ConsumerApp",
+    "DenyConnection",
+    "JsonWebsocketConsumer",
+    "StopConsumer",
+    "SyncConsumer",
+    "WebsocketConsumer",
+    "get_handler_name",
+]

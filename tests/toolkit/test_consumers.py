@@ -1,0 +1,216 @@
+"""Base consumers: dispatch by type, as_asgi, threads, and the channel-layer seam."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sluiceway.consumers import (
+    AsyncConsumer,
+    StopConsumer,
+    SyncConsumer,
+    get_handler_name,
+)
+from sluiceway.layers import channel_layers
+from sluiceway.testing import ApplicationCommunicator
+
+NO_LAYER = "no-such-layer"  # an alias nothing configures: get_channel_layer -> None
+
+
+@pytest.fixture
+def memory_layer() -> Iterator[None]:
+    channel_layers.configure({"default": {"BACKEND": "memory"}})
+    yield
+    channel_layers.reset()
+
+
+def channel_scope() -> dict[str, Any]:
+    return {"type": "channel", "channel": "work"}
+
+
+class Recorder(AsyncConsumer):
+    channel_layer_alias = NO_LAYER
+    greeting = "hello"
+
+    async def work_item(self, message: dict[str, Any]) -> None:
+        await self.send(
+            {
+                "type": "work.done",
+                "greeting": self.greeting,
+                "value": message["value"],
+                "thread": threading.get_ident(),
+            }
+        )
+
+    async def work_stop(self, message: dict[str, Any]) -> None:
+        raise StopConsumer()
+
+
+def test_handler_names() -> None:
+    assert get_handler_name({"type": "websocket.receive"}) == "websocket_receive"
+    assert get_handler_name({"type": "chat_message"}) == "chat_message"
+    for bad in ({}, {"type": 3}, {"type": ""}, {"type": "_private"}, {"type": "send"}):
+        with pytest.raises(ValueError):
+            get_handler_name(bad)
+
+
+async def test_events_are_dispatched_on_the_loop_with_initkwargs() -> None:
+    app = Recorder.as_asgi(greeting="hi")
+    assert app.consumer_class is Recorder
+    comm = ApplicationCommunicator(app, channel_scope())
+    for value in (1, 2):
+        await comm.send_input({"type": "work.item", "value": value})
+    first, second = await comm.receive_output(), await comm.receive_output()
+    assert [first["value"], second["value"]] == [1, 2]
+    assert first["greeting"] == "hi"
+    # No thread hop: the handler ran in the loop's own thread.
+    assert first["thread"] == threading.get_ident()
+    await comm.send_input({"type": "work.stop"})
+    await comm.wait()
+
+
+async def test_one_instance_per_scope() -> None:
+    seen: list[int] = []
+
+    class Counter(AsyncConsumer):
+        channel_layer_alias = NO_LAYER
+
+        async def ping(self, message: dict[str, Any]) -> None:
+            seen.append(id(self))
+            raise StopConsumer()
+
+    app = Counter.as_asgi()
+    for _ in range(2):
+        comm = ApplicationCommunicator(app, channel_scope())
+        await comm.send_input({"type": "ping"})
+        await comm.wait()
+    assert len(set(seen)) == 2
+
+
+def test_unknown_initkwargs_are_refused_early() -> None:
+    with pytest.raises(TypeError, match="nonsense"):
+        Recorder.as_asgi(nonsense=1)
+    with pytest.raises(TypeError):
+        Recorder(_secret=1)
+
+
+async def test_unknown_type_is_a_clear_value_error() -> None:
+    comm = ApplicationCommunicator(Recorder.as_asgi(), channel_scope())
+    await comm.send_input({"type": "work.unknown"})
+    with pytest.raises(ValueError, match=r"work\.unknown.*Recorder has no method work_unknown\(\)"):
+        await comm.wait()
+
+
+async def test_type_naming_an_api_method_is_refused() -> None:
+    comm = ApplicationCommunicator(Recorder.as_asgi(), channel_scope())
+    await comm.send_input({"type": "send", "payload": "x"})
+    with pytest.raises(ValueError, match="not allowed"):
+        await comm.wait()
+
+
+class SlowSync(SyncConsumer):
+    channel_layer_alias = NO_LAYER
+    gates: dict[str, threading.Event] = {}  # noqa: RUF012 - test registry
+
+    def job_run(self, message: dict[str, Any]) -> None:
+        gate = self.gates.get(message["name"])
+        if gate is not None:
+            gate.wait(10)
+        self.send({"type": "job.done", "name": message["name"], "thread": threading.get_ident()})
+
+
+async def test_sync_handlers_run_off_the_loop_in_order() -> None:
+    comm = ApplicationCommunicator(SlowSync.as_asgi(), channel_scope())
+    for name in ("a", "b", "c"):
+        await comm.send_input({"type": "job.run", "name": name})
+    results = [await comm.receive_output(5) for _ in range(3)]
+    assert [r["name"] for r in results] == ["a", "b", "c"]
+    assert all(r["thread"] != threading.get_ident() for r in results)
+    await comm.stop()
+
+
+async def test_a_slow_sync_connection_does_not_stall_another() -> None:
+    gate = threading.Event()
+    SlowSync.gates["blocked"] = gate
+    try:
+        slow = ApplicationCommunicator(SlowSync.as_asgi(), channel_scope())
+        fast = ApplicationCommunicator(SlowSync.as_asgi(), channel_scope())
+        await slow.send_input({"type": "job.run", "name": "blocked"})
+        await fast.send_input({"type": "job.run", "name": "quick"})
+        assert (await fast.receive_output(5))["name"] == "quick"
+        assert await slow.receive_nothing(0.05)
+        gate.set()
+        assert (await slow.receive_output(5))["name"] == "blocked"
+    finally:
+        gate.set()
+        SlowSync.gates.clear()
+    await slow.stop()
+    await fast.stop()
+
+
+async def test_sync_unknown_type_fails_before_any_thread_hop() -> None:
+    comm = ApplicationCommunicator(SlowSync.as_asgi(), channel_scope())
+    await comm.send_input({"type": "job.missing"})
+    with pytest.raises(ValueError, match=r"SlowSync has no method job_missing\(\)"):
+        await comm.wait()
+
+
+class LayerListener(AsyncConsumer):
+    async def client_hello(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "out", "from": "client", "channel": self.channel_name})
+
+    async def chat_message(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "out", "from": "layer", "text": message["text"]})
+
+
+async def test_layer_messages_and_client_messages_are_both_dispatched(memory_layer: None) -> None:
+    comm = ApplicationCommunicator(LayerListener.as_asgi(), channel_scope())
+    await comm.send_input({"type": "client.hello"})
+    hello = await comm.receive_output()
+    assert hello["from"] == "client"
+    layer = channel_layers["default"]
+    await layer.send(hello["channel"], {"type": "chat.message", "text": "hi"})
+    assert await comm.receive_output() == {"type": "out", "from": "layer", "text": "hi"}
+    await comm.send_input({"type": "client.hello"})
+    assert (await comm.receive_output())["from"] == "client"
+    await comm.stop()
+
+
+async def test_no_layer_configured_means_no_channel_name() -> None:
+    class Plain(AsyncConsumer):
+        channel_layer_alias = NO_LAYER
+
+        async def check(self, message: dict[str, Any]) -> None:
+            await self.send(
+                {"type": "out", "layer": self.channel_layer, "named": hasattr(self, "channel_name")}
+            )
+            raise StopConsumer()
+
+    comm = ApplicationCommunicator(Plain.as_asgi(), channel_scope())
+    await comm.send_input({"type": "check"})
+    assert await comm.receive_output() == {"type": "out", "layer": None, "named": False}
+    await comm.wait()
+
+
+async def test_layer_reader_failure_surfaces_in_the_consumer(memory_layer: None) -> None:
+    class Broken:
+        extensions: list[str] = []  # noqa: RUF012
+
+        async def new_channel(self, prefix: str = "specific") -> str:
+            return "specific.x!1"
+
+        async def receive(self, channel: str) -> dict[str, Any]:
+            await asyncio.sleep(0)
+            raise ConnectionError("layer down")
+
+    old = channel_layers.set("default", Broken())  # type: ignore[arg-type]
+    try:
+        comm = ApplicationCommunicator(LayerListener.as_asgi(), channel_scope())
+        with pytest.raises(ConnectionError, match="layer down"):
+            await comm.wait(2)
+    finally:
+        channel_layers.set("default", old)
