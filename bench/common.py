@@ -21,10 +21,12 @@ must not let a broken sluiceway import break the peers' numbers). Standard libra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -92,7 +94,8 @@ class RunningServer:
     def pid(self) -> int:
         return self.proc.pid
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server's process tree so far."""
         return tree_cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -219,13 +222,15 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime+stime, in seconds, of ``pid`` and its live descendants (all threads of each).
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) in seconds of ``pid`` and its live descendants (all threads of each).
+
+    On loopback the system share is large: a write() runs the peer's TCP receive path too.
 
     Raises:
         BenchError: ``pid`` itself is gone (the server died).
     """
-    total_ticks = 0
+    user_ticks = sys_ticks = 0
     for member in process_tree(pid):
         try:
             stat = Path(f"/proc/{member}/stat").read_text()
@@ -235,8 +240,9 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         # proc(5): utime and stime are fields 14 and 15, i.e. 11 and 12 after the state field.
-        total_ticks += int(fields[11]) + int(fields[12])
-    return total_ticks / _CLOCK_TICKS
+        user_ticks += int(fields[11])
+        sys_ticks += int(fields[12])
+    return user_ticks / _CLOCK_TICKS, sys_ticks / _CLOCK_TICKS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +275,23 @@ class LoadResult:
     write_errors: int
     non_2xx: int
     timeouts: int
-    server_cpu_s: float = 0.0
+    load_cpu_s: float = 0.0
+    server_user_s: float = 0.0
+    server_sys_s: float = 0.0
+
+    @property
+    def server_cpu_s(self) -> float:
+        return self.server_user_s + self.server_sys_s
+
+    @property
+    def load_cpu_share(self) -> float:
+        """wrk's CPU time over the run's wall time: near 1.0, the load tool is the bottleneck."""
+        return self.load_cpu_s / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def sys_share(self) -> float:
+        """The kernel's part of the server's CPU time (0..1): syscalls and loopback TCP."""
+        return self.server_sys_s / self.server_cpu_s if self.server_cpu_s > 0 else 0.0
 
     @property
     def rps(self) -> float:
@@ -337,12 +359,16 @@ def run_wrk(
         for header in headers:
             argv += ["-H", header]
         argv.append(url)
+        # wrk is the only child reaped in this window, so the rusage delta of children is its own.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             out = subprocess.run(
                 pinned(LOAD_CORE, argv), capture_output=True, text=True, timeout=seconds + 60
             )
         except subprocess.TimeoutExpired:
             raise BenchError(f"wrk did not finish within {seconds + 60} s") from None
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     for line in out.stdout.splitlines():
         if line.startswith(_RESULT_MARK):
             data = json.loads(line[len(_RESULT_MARK) :])
@@ -358,6 +384,7 @@ def run_wrk(
                 write_errors=data["write"],
                 non_2xx=data["status"],
                 timeouts=data["timeout"],
+                load_cpu_s=load_cpu_s,
             )
     detail = (out.stderr or out.stdout).strip().splitlines()[-3:]
     raise BenchError(f"wrk exited {out.returncode} without a result: {' | '.join(detail)}")
@@ -365,10 +392,12 @@ def run_wrk(
 
 def measure(server: RunningServer, load: Callable[[], LoadResult]) -> LoadResult:
     """Run ``load`` and attach the server tree's CPU seconds spent while it ran."""
-    before = server.cpu_seconds()
+    user_before, sys_before = server.cpu_seconds()
     result = load()
-    after = server.cpu_seconds()
-    return LoadResult(**{**result.__dict__, "server_cpu_s": after - before})
+    user_after, sys_after = server.cpu_seconds()
+    return dataclasses.replace(
+        result, server_user_s=user_after - user_before, server_sys_s=sys_after - sys_before
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -311,6 +311,8 @@ def scenario_table(
         "p99 ms",
         "req/CPU-s",
         "CPU %",
+        "sys %",
+        "wrk CPU %",
         "vs uvicorn",
         "vs uvicorn (CPU)",
         "errors",
@@ -322,7 +324,7 @@ def scenario_table(
     for name in servers:
         cell = results[(name, sc.key)]
         if not cell.results:
-            rows.append([name, "-", "-", "-", "-", "-", "-", f"failed: {cell.failure}"])
+            rows.append([name, *["-"] * 8, f"failed: {cell.failure}"])
             continue
         cpu_pct = median([100 * r.server_cpu_s / r.duration_s for r in cell.results])
         rows.append(
@@ -332,6 +334,8 @@ def scenario_table(
                 f"{cell.med('p99_ms'):.2f}",
                 f"{cell.med('per_cpu_s'):,.0f}",
                 f"{cpu_pct:.0f}",
+                f"{100 * cell.med('sys_share'):.0f}",
+                f"{100 * cell.med('load_cpu_share'):.0f}",
                 _ratio(cell.med("rps"), base_rps),
                 _ratio(cell.med("per_cpu_s"), base_cpu),
                 str(sum(r.errors for r in cell.results)) + (" (partial)" if cell.failure else ""),
