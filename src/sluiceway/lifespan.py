@@ -178,7 +178,7 @@ class Lifespan:
         self._task = asyncio.get_running_loop().create_task(self._run(scope))
         self._inbox.put_nowait(event)
         if not await self._wait(self.startup_timeout_s):
-            await self._cancel()
+            await self.cancel()
             raise LifespanFailed(
                 f"lifespan startup did not complete within {self.startup_timeout_s:g} s"
             )
@@ -263,9 +263,10 @@ class Lifespan:
             return
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(task), grace_s)
-        await self._cancel()
+        await self.cancel()
 
-    async def _cancel(self) -> None:
+    async def cancel(self) -> None:
+        """Cancel the app's lifespan task, if it still runs (forced exit, timeouts)."""
         task = self._task
         if task is None or task.done():
             return

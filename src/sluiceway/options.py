@@ -141,7 +141,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--uds", "uds", _text, "Bind to this Unix domain socket path.", metavar="PATH"),
     Option("--fd", "fd", parse_int, "Serve on this inherited listening socket.", metavar="FD"),
     Option("--backlog", "backlog", parse_int, "Listen backlog (pending connections).", metavar="N"),
-    Option("--root-path", "root_path", _text, "ASGI root_path when mounted below a prefix."),
+    Option(
+        "--root-path",
+        "root_path",
+        _text,
+        "ASGI root_path when mounted below a prefix.",
+        metavar="PATH",
+    ),
     Option(
         "--lifespan",
         "lifespan",
@@ -150,8 +156,20 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "on", "off"),
     ),
     Option("--factory", "factory", parse_bool, "APP is a factory: call it for the app.", "flag"),
-    Option("--app-dir", "app_dir", _text, "Look for the app module in this directory first."),
-    Option("--env-file", "env_file", _text, "Load KEY=VALUE lines into the environment first."),
+    Option(
+        "--app-dir",
+        "app_dir",
+        _text,
+        "Look for the app module in this directory first.",
+        metavar="DIR",
+    ),
+    Option(
+        "--env-file",
+        "env_file",
+        _text,
+        "Load KEY=VALUE lines into the environment first.",
+        metavar="PATH",
+    ),
     Option(
         "--loop",
         "loop",
