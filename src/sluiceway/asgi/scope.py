@@ -1,0 +1,98 @@
+"""Building ASGI connection scopes (HTTP spec 2.5; reused by WebSocket).
+
+The protocol splits the request target once (``split_target``), decodes the
+path only when it holds a ``%`` (``decode_path``) and then builds the scope
+with one dict literal (``http_scope``). Everything constant per connection
+(client, server, scheme, TLS info) comes from a ``ConnectionInfo``-like
+object built once in ``connection_made``.
+
+Invariants: ``path`` is ``root_path`` + the percent-decoded UTF-8 target path
+(the current www spec: ``path`` is the full path, ``root_path`` the mount
+point); ``raw_path`` is the path bytes exactly as sent, with no query and no
+root path; ``extensions`` and ``state`` are fresh dicts in every scope, so an
+app mutating them cannot leak into the next request.
+
+Imports only the standard library and ``sluiceway.asgi.types``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from sluiceway.asgi.types import ASGI_VERSION, HeaderList
+
+_ASGI = ASGI_VERSION
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Split a request target into ``(raw_path, query_string)``.
+
+    Handles origin-form (``/a?b``), absolute-form (``http://h/a?b``, RFC 9112
+    §3.2.2) and asterisk-form (``*``). A fragment, which clients must not send,
+    is dropped.
+    """
+    if b"#" in target:
+        target = target.partition(b"#")[0]
+    path, _, query = target.partition(b"?")
+    if path[:1] != b"/" and path != b"*":
+        # absolute-form: scheme "://" authority path-abempty
+        scheme_end = path.find(b"://")
+        if scheme_end > 0:
+            slash = path.find(b"/", scheme_end + 3)
+            path = path[slash:] if slash >= 0 else b"/"
+    return path, query
+
+
+def decode_path(raw_path: bytes) -> str:
+    """Percent-decode a path as UTF-8 (invalid sequences become U+FFFD)."""
+    text = raw_path.decode("latin-1")
+    if "%" in text:
+        return unquote(text)
+    return text
+
+
+def http_extensions(tls: dict[str, Any] | None) -> dict[str, dict[Any, Any]]:
+    """A fresh ``extensions`` dict listing exactly what sluiceway implements."""
+    ext: dict[str, dict[Any, Any]] = {
+        "http.response.pathsend": {},
+        "http.response.zerocopysend": {},
+        "http.response.early_hint": {},
+        "http.response.trailers": {},
+    }
+    if tls is not None:
+        ext["tls"] = {**tls}
+    return ext
+
+
+def http_scope(
+    *,
+    method: str,
+    http_version: str,
+    scheme: str,
+    raw_path: bytes,
+    query_string: bytes,
+    root_path: str,
+    headers: HeaderList,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    state: dict[str, Any],
+    tls: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Build an ``http`` scope. ``state`` is copied shallowly here."""
+    return {
+        "type": "http",
+        "asgi": {"version": _ASGI["version"], "spec_version": _ASGI["spec_version"]},
+        "http_version": http_version,
+        "method": method,
+        "scheme": scheme,
+        "path": root_path + decode_path(raw_path),
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "state": state.copy(),
+        "extensions": http_extensions(tls),
+    }

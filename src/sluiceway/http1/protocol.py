@@ -1,0 +1,833 @@
+"""HOT PATH: HTTP/1.1 server protocol, an ``asyncio.Protocol`` over httptools (llhttp).
+
+Reads in the order a request flows: ``connection_made``, ``data_received``,
+the parser callbacks in firing order (``on_message_begin``, ``on_url``,
+``on_header``, ``on_headers_complete``, ``on_body``, ``on_message_complete``),
+app start, the ``ResponseSink`` side (``send_head``/``send_body``/...), wire
+errors, keep-alive and ``connection_lost``.
+
+Invariants:
+
+* Callbacks fill the scope directly; there are no intermediate event objects.
+  One ``HTTPCycle`` (``_H1Cycle``) and one task exist per request.
+* Responses go out in request order: one cycle is ``_active`` (its app may
+  write), later pipelined cycles wait in ``_pipeline`` with reading paused.
+* The head and the first body chunk are one ``transport.write``.
+* Every wait on the peer is bounded: ``deadline`` (checked by the
+  ``ServerState`` tick) covers the request head (slowloris) and keep-alive
+  idleness; the request head is capped in bytes (414/431); buffered request
+  body is capped by the high-water mark (reading pauses).
+* A client's mistake gets a status code and a closed connection, never a
+  traceback; the app's mistake gets a 500 (or a closed connection once the
+  head is out) and one logged traceback on ``sluiceway.error``.
+
+Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.http1.*``,
+``sluiceway.server.state`` and ``sluiceway.accesslog``; never the toolkit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from sluiceway import accesslog
+from sluiceway.asgi.http import HTTPCycle, RequestState, ResponseState
+from sluiceway.asgi.scope import http_scope, split_target
+from sluiceway.errors import (
+    ASGIMessageError,
+    BadRequest,
+    BodyTooLarge,
+    ClientDisconnected,
+    HeadersTooLarge,
+    NotImplementedByServer,
+    ProtocolError,
+    URITooLong,
+    VersionNotSupported,
+)
+from sluiceway.http1 import upgrade, wire
+from sluiceway.server.state import ConnectionInfo
+from sluiceway.transport.flow import FlowControl
+
+if TYPE_CHECKING:
+    from sluiceway.asgi.types import ASGIApp
+    from sluiceway.config import Config
+    from sluiceway.server.state import ServerState
+
+_S_HEAD = ResponseState.HEAD
+_S_BODY = ResponseState.BODY
+_S_DONE = ResponseState.DONE
+_S_ABORTED = ResponseState.ABORTED
+_R_CONTINUE = RequestState.CONTINUE
+
+# Header names the protocol looks at while they stream past (RFC 9112 §6-7, §9.3).
+_WATCHED = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade")
+)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_FILE_CHUNK_BYTES = 64 * 1024
+
+
+class Phase(enum.IntEnum):
+    """Where the parser is on the connection (drives deadlines and shutdown)."""
+
+    IDLE = 0  # between requests: the keep-alive timeout applies when nothing is in flight
+    HEAD = 1  # inside a request head: the request-header timeout applies
+    BODY = 2  # head complete, body (if any) streaming
+    CLOSED = 3  # we decided to close, or the peer went away
+
+
+_IDLE, _HEAD, _BODY, _CLOSED = Phase
+
+
+class Shared:
+    """Everything every connection of one server shares; built once by the listener."""
+
+    __slots__ = (
+        "access_log",
+        "app",
+        "config",
+        "headers_timeout_s",
+        "keep_alive_s",
+        "limit_concurrency",
+        "max_body",
+        "max_head",
+        "max_line",
+        "root_path",
+        "state",
+        "tls_info",
+        "ws_enabled",
+    )
+
+    def __init__(
+        self, config: Config, app: ASGIApp, state: ServerState, tls_info: Any = None
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.state = state
+        self.tls_info = tls_info
+        self.access_log = config.access_log
+        self.keep_alive_s = config.keep_alive_timeout_s
+        self.headers_timeout_s = config.request_headers_timeout_s
+        self.limit_concurrency = config.limit_concurrency
+        self.max_body = config.max_request_body_bytes
+        self.max_head = config.max_request_headers_bytes
+        self.max_line = config.max_request_line_bytes
+        self.root_path = config.root_path
+        self.ws_enabled = config.ws != "none"
+
+
+class _H1Cycle(HTTPCycle):
+    """An ``HTTPCycle`` plus the HTTP/1.1 facts its response needs."""
+
+    __slots__ = ("http10", "is_head", "keep_alive", "started", "target", "te_trailers")
+
+    keep_alive: bool
+    is_head: bool
+    http10: bool
+    te_trailers: bool
+    started: float
+    target: bytes
+
+
+class HTTP1Protocol(asyncio.Protocol):
+    """One HTTP/1.1 connection. Also the ``ResponseSink`` of its active cycle."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+        self._state = shared.state
+        self._app = shared.app
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once by connection_made
+        self._flow: FlowControl = None  # type: ignore[assignment]  # same
+        self._parser = httptools.HttpRequestParser(self)
+        self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
+        self.deadline: float | None = None
+        self._phase = _IDLE
+        self._access = False
+        self._client_text = "-"
+        # Request being parsed.
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._head_fed = 0
+        self._body_bytes = 0
+        self._host_count = 0
+        self._content_length = -1
+        self._te: bytes | None = None
+        self._expect_continue = False
+        self._te_trailers = False
+        self._upgrade: bytes | None = None
+        self._parsing: _H1Cycle | None = None
+        self._upgrade_cycle: _H1Cycle | None = None
+        # Responses, in request order.
+        self._active: _H1Cycle | None = None
+        self._pipeline: deque[_H1Cycle] = deque()
+        self._pending_error = 0
+        # Framing of the active response.
+        self._chunked = False
+        self._no_body = False
+        self._remaining = -1
+        self._sent = 0
+        self._trailer_parts: list[bytes] = []
+
+    # -- connection_made ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        self._flow = FlowControl(transport)
+        self.info = connection_info(transport, self._shared)
+        state = self._state
+        state.start_clock(self._loop)
+        state.add_connection(self)
+        self._access = self._shared.access_log and accesslog.access_enabled()
+        if self._access:
+            self._client_text = accesslog.format_client(self.info.client)
+        if state.shutting_down:
+            self._close()
+            return
+        # A new connection must send its first head within the header timeout.
+        self.deadline = self._loop.time() + self._shared.headers_timeout_s
+
+    # -- data_received -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase is _CLOSED:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data, int(exc.args[0]))
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                self._reject(cause)
+                return
+            raise
+        except httptools.HttpParserInvalidMethodError:
+            self._reject(BadRequest("invalid method"))
+            return
+        except httptools.HttpParserError as exc:
+            self._reject(BadRequest(str(exc)))
+            return
+        if self._phase is _HEAD:
+            # A head arriving in pieces: llhttp buffers partial names/values
+            # itself, so bound the bytes fed to it since the head began.
+            fed = self._head_fed + len(data) if phase is _HEAD else 0
+            self._head_fed = fed
+            if fed > self._shared.max_head + self._shared.max_line:
+                self._reject(HeadersTooLarge("request head too large"))
+
+    # -- parser callbacks, in firing order ---------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._phase = _HEAD
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self._host_count = 0
+        self._content_length = -1
+        self._te = None
+        self._expect_continue = False
+        self._te_trailers = False
+        self._upgrade = None
+        if self._active is None:
+            self.deadline = self._loop.time() + self._shared.headers_timeout_s
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._shared.max_line:
+            raise URITooLong("request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._shared.max_head:
+            raise HeadersTooLarge("request header fields too large")
+        if self._phase is not _HEAD:
+            return  # a trailer field of a chunked body (RFC 9112 §7.1.2): not passed on
+        name = name.lower()
+        if name in _WATCHED:
+            self._watch(name, value)
+        self._headers.append((name, value))
+
+    def _watch(self, name: bytes, value: bytes) -> None:
+        if name == b"host":
+            self._host_count += 1
+        elif name == b"content-length":
+            # llhttp already rejected malformed and duplicate values.
+            self._content_length = int(value)
+        elif name == b"transfer-encoding":
+            self._te = value
+        elif name == b"expect":
+            self._expect_continue = value.strip(b" \t").lower() == b"100-continue"
+        elif name == b"te":
+            self._te_trailers = b"trailers" in value.lower()
+        else:
+            self._upgrade = value.strip(b" \t").lower()
+
+    def on_headers_complete(self) -> None:
+        if self._phase is _CLOSED:
+            return
+        shared = self._shared
+        parser = self._parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            # RFC 9112 §3.2: exactly one Host on HTTP/1.1.
+            if self._host_count != 1:
+                raise BadRequest("missing or duplicate Host header")
+        elif version == "1.0":
+            if self._host_count > 1:
+                raise BadRequest("duplicate Host header")
+            if self._te is not None:
+                # RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding is faulty framing.
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        else:
+            raise VersionNotSupported(f"HTTP/{version}")
+        if self._te is not None:
+            wire.check_transfer_encoding(self._te)
+        if shared.max_body is not None and self._content_length > shared.max_body:
+            raise BodyTooLarge("declared Content-Length over the limit")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        if method == "CONNECT":
+            raise NotImplementedByServer("CONNECT is not supported")
+        url = self._url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            raw_path, query = url, b""
+        else:
+            raw_path, query = split_target(url)
+        info = self.info
+        scope = http_scope(
+            method=method,
+            http_version=version,
+            scheme=info.scheme,
+            raw_path=raw_path,
+            query_string=query,
+            root_path=shared.root_path,
+            headers=self._headers,
+            client=info.client,
+            server=info.server,
+            state=self._state.lifespan_state,
+            tls=info.tls,
+        )
+        has_body = self._content_length > 0 or self._te is not None
+        cycle = _H1Cycle(
+            scope, self, expect_continue=self._expect_continue and has_body and version == "1.1"
+        )
+        cycle.keep_alive = parser.should_keep_alive()
+        cycle.is_head = method == "HEAD"
+        cycle.http10 = version == "1.0"
+        cycle.te_trailers = self._te_trailers
+        if self._access:
+            cycle.started = self._loop.time()
+            cycle.target = url
+        self._parsing = cycle
+        self._phase = _BODY
+        self.deadline = None
+        if parser.should_upgrade():
+            # Held until llhttp raises HttpParserUpgrade (after the body, if any).
+            self._upgrade_cycle = cycle
+            return
+        self._enqueue(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        limit = self._shared.max_body
+        if limit is not None and self._body_bytes > limit:
+            raise BodyTooLarge("request body over the limit")
+        if self._parsing is not None:
+            self._parsing.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._phase is _CLOSED:
+            return
+        self._phase = _IDLE
+        if self._parsing is not None:
+            self._parsing.feed_end()
+            self._parsing = None
+
+    # -- upgrade seam ----------------------------------------------------------------------
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        cycle = self._upgrade_cycle
+        self._upgrade_cycle = None
+        rest = data[offset:]
+        if cycle is None:
+            self._reject(BadRequest("unexpected upgrade"))
+            return
+        if self._shared.ws_enabled and self._active is None and not self._pipeline:
+            request = upgrade.UpgradeRequest(
+                protocol=self,
+                transport=self._transport,
+                info=self.info,
+                scope=dict(cycle.scope),
+                upgrade=self._upgrade or b"",
+                buffered=rest,
+                app=self._app,
+                config=self._shared.config,
+                state=self._state,
+            )
+            if upgrade.try_upgrade(request):
+                self._phase = _CLOSED
+                self.deadline = None
+                self._state.remove_connection(self)
+                return
+        # Declined: serve it as plain HTTP. llhttp stays in upgrade mode, so
+        # the bytes after the head go to a fresh parser.
+        self._parser = httptools.HttpRequestParser(self)
+        self._phase = _IDLE
+        self._enqueue(cycle)
+        if rest:
+            self.data_received(rest)
+
+    # -- app start ------------------------------------------------------------------------
+
+    def _enqueue(self, cycle: _H1Cycle) -> None:
+        if self._active is None:
+            self._start(cycle)
+        else:
+            # Pipelined: answer in order; stop reading until the queue drains.
+            self._pipeline.append(cycle)
+            self._flow.pause_reading()
+
+    def _start(self, cycle: _H1Cycle) -> None:
+        self._active = cycle
+        state = self._state
+        limit = self._shared.limit_concurrency
+        if state.shutting_down:
+            self._finish_with_error(cycle, 503)
+            return
+        if limit is not None and len(state.tasks) >= limit:
+            self._finish_with_error(cycle, 503)
+            return
+        task = self._loop.create_task(self._run_app(cycle))
+        cycle.task = task
+        state.tasks.add(task)
+
+    async def _run_app(self, cycle: _H1Cycle) -> None:
+        try:
+            await self._app(cycle.scope, cycle.receive, cycle.send)
+        except asyncio.CancelledError:
+            # The runner cancels leftovers after the graceful timeout.
+            if cycle.response_state < _S_DONE:
+                self._close()
+            raise
+        except BaseException as exc:
+            self._app_failed(cycle, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if cycle.response_state < _S_DONE:
+                self._app_returned_early(cycle)
+        finally:
+            if cycle.task is not None:
+                self._state.tasks.discard(cycle.task)
+
+    def _app_failed(self, cycle: _H1Cycle, exc: BaseException) -> None:
+        state = cycle.response_state
+        if state is _S_ABORTED or (isinstance(exc, ClientDisconnected) and self._flow.closed):
+            return  # the client left: www spec 2.4 says not to log it as an error
+        accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
+        if state <= _S_HEAD:
+            self._finish_with_error(cycle, 500)
+        elif state < _S_DONE:
+            self._close()
+
+    def _app_returned_early(self, cycle: _H1Cycle) -> None:
+        state = cycle.response_state
+        if state is _S_ABORTED:
+            return
+        if state <= _S_HEAD:
+            accesslog.error_logger.error("ASGI application returned without sending a response")
+            self._finish_with_error(cycle, 500)
+        else:
+            accesslog.error_logger.error("ASGI application returned before finishing its response")
+            self._close()
+
+    def _finish_with_error(self, cycle: _H1Cycle, status: int) -> None:
+        """Answer ``cycle`` with a server-made error response (500/503)."""
+        keep = cycle.keep_alive and cycle.body_complete and not self._state.shutting_down
+        cycle.keep_alive = keep
+        data = wire.error_response(status, self._state.default_headers, close=not keep)
+        if cycle.is_head:
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        if not self._flow.closed:
+            self._transport.write(data)
+        cycle.status = status
+        self._sent = 0
+        cycle.response_state = _S_DONE
+        cycle.feed_disconnect()  # wakes a receive() still waiting: the response is over
+        self.response_complete(cycle)
+
+    # -- the ResponseSink side: send ------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._flow.write_paused
+
+    async def drain(self) -> None:
+        await self._flow.drain()
+
+    def send_continue(self) -> None:
+        cycle = self._active
+        if cycle is not None and cycle.response_state < _S_BODY and not self._flow.closed:
+            self._transport.write(wire.CONTINUE_100)
+
+    def send_early_hint(self, links: Iterable[Any]) -> None:
+        cycle = self._active
+        data = wire.encode_early_hint(links)
+        # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+        if cycle is not None and not cycle.http10 and not self._flow.closed:
+            self._transport.write(data)
+
+    def send_head(
+        self, status: int, headers: Iterable[Any], body: bytes, more_body: bool, trailers: bool
+    ) -> None:
+        if self._flow.closed:
+            raise ClientDisconnected("the client has disconnected")
+        cycle: _H1Cycle = self._active  # type: ignore[assignment]  # only the active cycle sends
+        parts, content_length, close, overrides = wire.encode_headers(headers)
+        head = [wire.STATUS_LINES[status]]
+        head += parts
+        head.append(
+            wire.default_headers_without(self._state.default_headers, overrides)
+            if overrides
+            else self._state.default_headers
+        )
+        keep = cycle.keep_alive and not close and not self._state.shutting_down
+        if cycle.request_state is _R_CONTINUE:
+            keep = False  # RFC 9110 §10.1.1: the body never came; we close instead of reading it
+        no_body = cycle.is_head or status in wire.NO_BODY_STATUSES
+        n = len(body)
+        chunked = False
+        remaining = -1
+        if content_length >= 0:
+            remaining = content_length
+        elif status in wire.NO_BODY_STATUSES:
+            pass
+        elif not more_body:
+            # Also for HEAD: the length a GET would have had (RFC 9110 §9.3.2).
+            head.append(b"content-length: %d\r\n" % n)
+            remaining = n
+        elif cycle.is_head:
+            pass
+        elif cycle.http10:
+            keep = False  # no chunked coding for HTTP/1.0 (RFC 9112 §6.1): close-delimited
+        else:
+            chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+        if not keep:
+            if not close:
+                head.append(b"connection: close\r\n")
+        elif cycle.http10:
+            head.append(b"connection: keep-alive\r\n")
+        head.append(wire.CRLF)
+        if no_body:
+            pass
+        elif chunked:
+            if n:
+                head += (wire.chunk_header(n), body, wire.CRLF)
+            if not more_body and not trailers:
+                head.append(wire.LAST_CHUNK)
+        else:
+            if remaining >= 0:
+                if n > remaining or (not more_body and n != remaining):
+                    raise ASGIMessageError(
+                        f"response body is {n} bytes but Content-Length says {content_length}"
+                    )
+                remaining -= n
+            head.append(body)
+        cycle.keep_alive = keep
+        self._chunked = chunked
+        self._no_body = no_body
+        self._remaining = remaining
+        self._sent = 0 if no_body else n
+        self._trailer_parts = []
+        self._transport.write(b"".join(head))
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        if self._flow.closed:
+            raise ClientDisconnected("the client has disconnected")
+        if self._no_body:
+            return
+        n = len(body)
+        if self._chunked:
+            cycle = self._active
+            last = b"" if more_body or (cycle is not None and cycle.trailers) else wire.LAST_CHUNK
+            if n:
+                self._transport.write(b"".join((wire.chunk_header(n), body, wire.CRLF, last)))
+            elif last:
+                self._transport.write(last)
+        else:
+            remaining = self._remaining
+            if remaining >= 0:
+                if n > remaining or (not more_body and n != remaining):
+                    self._close()
+                    raise ASGIMessageError(
+                        "response body does not match its Content-Length"
+                        f" ({'longer' if n > remaining else 'shorter'} than declared)"
+                    )
+                self._remaining = remaining - n
+            if n:
+                self._transport.write(body)
+        self._sent += n
+
+    async def send_file(
+        self, file: Any, offset: int | None, count: int | None, more_body: bool
+    ) -> None:
+        """pathsend (a path) and zerocopysend (a file object) as body content."""
+        if isinstance(file, str):
+            try:
+                handle = open(file, "rb")  # noqa: SIM115 - closed below, after an await
+            except OSError as exc:
+                raise ASGIMessageError(f"pathsend cannot open {file!r}: {exc.strerror}") from exc
+            try:
+                await self._send_file_object(handle, 0, None, more_body)
+            finally:
+                handle.close()
+        else:
+            if not hasattr(file, "fileno"):
+                raise ASGIMessageError("zerocopysend needs a file object with fileno()")
+            start = file.tell() if offset is None else offset
+            await self._send_file_object(file, start, count, more_body)
+
+    async def _send_file_object(
+        self, file: Any, offset: int, count: int | None, more_body: bool
+    ) -> None:
+        if self._flow.closed:
+            raise ClientDisconnected("the client has disconnected")
+        size = os.fstat(file.fileno()).st_size
+        n = max(0, size - offset) if count is None else count
+        if self._no_body:
+            return
+        cycle = self._active
+        last = not more_body and not (cycle is not None and cycle.trailers)
+        if self._chunked:
+            if n:
+                self._transport.write(wire.chunk_header(n))
+        elif self._remaining >= 0:
+            if n > self._remaining or (not more_body and n != self._remaining):
+                self._close()
+                raise ASGIMessageError("file size does not match the response Content-Length")
+            self._remaining -= n
+        if n:
+            await self._transfer_file(file, offset, n)
+        if self._chunked:
+            tail = wire.CRLF if n else b""
+            self._transport.write(tail + wire.LAST_CHUNK if last else tail)
+        self._sent += n
+
+    async def _transfer_file(self, file: Any, offset: int, count: int) -> None:
+        await self._flow.drain()
+        try:
+            # os.sendfile when the loop and transport allow (plain TCP on the
+            # asyncio loop); otherwise asyncio's own read/write fallback.
+            await self._loop.sendfile(self._transport, file, offset, count)
+            return
+        except NotImplementedError:
+            pass  # uvloop has no loop.sendfile: copy in chunks below
+        except (ConnectionError, RuntimeError) as exc:
+            raise ClientDisconnected("the client has disconnected") from exc
+        fd = file.fileno()
+        end = offset + count
+        while offset < end:
+            chunk = await self._loop.run_in_executor(
+                None, os.pread, fd, min(_FILE_CHUNK_BYTES, end - offset), offset
+            )
+            if not chunk:
+                self._close()
+                raise ASGIMessageError("file shrank while it was being sent")
+            if self._flow.closed:
+                raise ClientDisconnected("the client has disconnected")
+            self._transport.write(chunk)
+            offset += len(chunk)
+            await self._flow.drain()
+
+    def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None:
+        if self._flow.closed:
+            raise ClientDisconnected("the client has disconnected")
+        cycle = self._active
+        parts, _, _, _ = wire.encode_headers(headers)
+        self._trailer_parts += parts
+        if more_trailers or self._no_body or not self._chunked:
+            return  # trailers need chunked coding; without it they are dropped
+        if cycle is not None and cycle.te_trailers:
+            self._transport.write(b"0\r\n" + b"".join(self._trailer_parts) + wire.CRLF)
+        else:
+            # The client did not send "TE: trailers" (extensions spec): drop them.
+            self._transport.write(wire.LAST_CHUNK)
+        self._trailer_parts = []
+
+    def pause_reading(self) -> None:
+        self._flow.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._pipeline and self._phase is not _CLOSED:
+            self._flow.resume_reading()
+
+    # -- keep-alive: the response is complete ------------------------------------------
+
+    def response_complete(self, cycle: HTTPCycle) -> None:
+        assert isinstance(cycle, _H1Cycle)
+        if self._access:
+            accesslog.log_access(
+                self._client_text,
+                cycle.scope["method"],
+                cycle.target,
+                cycle.scope["http_version"],
+                cycle.status,
+                self._sent,
+                self._loop.time() - cycle.started,
+            )
+        if cycle is not self._active:
+            return
+        self._active = None
+        if not cycle.keep_alive or self._phase is _CLOSED or self._state.shutting_down:
+            self._close()
+            return
+        if self._pipeline:
+            self._start(self._pipeline.popleft())
+            if self._pipeline or self._active is not None:
+                return
+        if self._pending_error:
+            self._write_error(self._pending_error)
+            return
+        parsing = self._parsing
+        if parsing is None or parsing.buffered_bytes <= 64 * 1024:
+            # Reading resumes once the queue is empty; a body the app did
+            # not read is parsed and discarded (the cycle drops it).
+            self._flow.resume_reading()
+        if self._phase is _IDLE and self._active is None:
+            self.deadline = self._loop.time() + self._shared.keep_alive_s
+
+    # -- wire errors ------------------------------------------------------------------------
+
+    def _reject(self, exc: ProtocolError) -> None:
+        """The peer broke HTTP: answer with 4xx/5xx in order, then close."""
+        status = wire.protocol_error_status(exc)
+        if accesslog.error_logger.isEnabledFor(10):
+            accesslog.error_logger.debug(
+                "Bad request from %s: %s", self._client_text, accesslog.escape(str(exc))
+            )
+        self._flow.pause_reading()
+        phase = self._phase
+        self._phase = _CLOSED
+        self.deadline = None
+        culprit = self._parsing if phase is _BODY else None
+        if culprit is not None:
+            self._parsing = None
+            if culprit in self._pipeline:
+                self._pipeline.remove(culprit)
+            elif culprit is self._active:
+                # Its app is running: it sees http.disconnect from now on.
+                started = culprit.response_state >= _S_BODY
+                culprit.feed_disconnect()
+                self._active = None
+                if started:
+                    self._close()
+                else:
+                    self._write_error(status)
+                return
+        if self._active is None and not self._pipeline:
+            self._write_error(status)
+        else:
+            self._pending_error = status  # sent after the responses ahead of it
+
+    def _write_error(self, status: int) -> None:
+        if not self._flow.closed:
+            self._transport.write(wire.error_response(status, self._state.default_headers))
+        self._close()
+
+    # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
+
+    def on_deadline(self) -> None:
+        """Keep-alive idle or request-header timeout: close quietly."""
+        self.deadline = None
+        if self._active is None and not self._pipeline:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Graceful: close now if idle, else finish the in-flight response then close."""
+        self._pipeline.clear()
+        self._pending_error = 0
+        self._flow.pause_reading()
+        if self._active is None:
+            self._close()
+        else:
+            self._active.keep_alive = False
+
+    def abort(self) -> None:
+        """Drop the connection at once (after the graceful timeout)."""
+        self._phase = _CLOSED
+        self._transport.abort()
+
+    def _close(self) -> None:
+        self._phase = _CLOSED
+        self.deadline = None
+        if not self._transport.is_closing():
+            self._transport.close()
+
+    # -- flow control callbacks from the transport --------------------------------------
+
+    def pause_writing(self) -> None:
+        self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._flow.resume_writing()
+
+    # -- connection_lost -------------------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = _CLOSED
+        self.deadline = None
+        self._flow.connection_lost()
+        self._state.remove_connection(self)
+        for cycle in (self._active, self._parsing, self._upgrade_cycle, *self._pipeline):
+            if cycle is not None:
+                cycle.feed_disconnect()
+        self._pipeline.clear()
+        self._parsing = None
+        self._upgrade_cycle = None
+
+    def eof_received(self) -> bool | None:
+        # Half-close from the client: finish what is in flight, then close
+        # (returning True keeps our side open so the response can go out;
+        # CLOSED makes response_complete close instead of keeping alive).
+        if self._active is None and not self._pipeline:
+            return None
+        self._phase = _CLOSED
+        return True
+
+
+def connection_info(transport: asyncio.BaseTransport, shared: Shared) -> ConnectionInfo:
+    """Build the per-connection facts once (ASGI www spec: client/server keys)."""
+    peer = transport.get_extra_info("peername")
+    sock = transport.get_extra_info("sockname")
+    client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+    server: tuple[str, int | None] | None
+    if isinstance(sock, tuple) and len(sock) >= 2:
+        server = (str(sock[0]), int(sock[1]))
+    elif isinstance(sock, str) and sock:
+        server = (sock, None)  # Unix socket: [path, None]
+    else:
+        server = None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return ConnectionInfo(client=client, server=server, scheme="http")
+    tls = None
+    if shared.tls_info is not None:
+        from sluiceway.transport.tls import tls_extension
+
+        tls = tls_extension(ssl_object, shared.tls_info)
+    return ConnectionInfo(
+        client=client, server=server, scheme="https", ssl_object=ssl_object, tls=tls
+    )

@@ -1,0 +1,239 @@
+"""HTTP/1.1 bytes on the wire: status lines, response heads, chunks, error replies.
+
+The response side validates what the application hands us before any byte of
+it reaches the socket (RFC 9110 §5.5, RFC 9112 §4): header names must be
+tokens, values must not contain CR, LF or NUL (response splitting,
+CVE-2020-7695 in uvicorn), status must be an int in 100..599, and each header
+must be a pair of ``bytes``. A violation raises ``ASGIMessageError``; the
+caller turns it into a 500 (or a closed connection if the head already went).
+
+The request side adds the checks llhttp leaves to us (RFC 9112 §6.1, §3.2):
+the transfer coding must be exactly ``chunked``, and ``Host`` must appear
+once on HTTP/1.1.
+
+Invariants: every function here is pure (bytes in, bytes out, or an
+exception); nothing here does I/O. Imports only ``sluiceway.errors`` and the
+standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from sluiceway.errors import (
+    ASGIMessageError,
+    BadRequest,
+    NotImplementedByServer,
+    ProtocolError,
+)
+
+CRLF = b"\r\n"
+_SEP = b": "
+
+
+def _reason(code: int) -> bytes:
+    try:
+        return HTTPStatus(code).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+# Precomputed once: the status line is a dict lookup per response.
+STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, _reason(code)) for code in range(100, 600)
+}
+
+# Statuses whose responses never carry content (RFC 9110 §6.4.1).
+NO_BODY_STATUSES = frozenset((*range(100, 200), 204, 304))
+
+# Kinds of response header the head builder treats specially.
+PLAIN, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, DATE, SERVER = range(6)
+_SPECIAL_NAMES = {
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"connection": CONNECTION,
+    b"date": DATE,
+    b"server": SERVER,
+}
+# RFC 9110 §5.6.2: token = 1*tchar
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# Header names already validated, mapped to their kind. Names come from a
+# small set in practice (apps reuse constants), so this turns validation into
+# one dict lookup; the size cap keeps a hostile app from growing it.
+_NAME_KINDS: dict[bytes, int] = {}
+_NAME_CACHE_MAX = 4096
+
+
+def _name_kind(name: Any) -> int:
+    if type(name) is not bytes:
+        raise ASGIMessageError(f"response header name must be bytes, got {type(name).__name__}")
+    if _TOKEN(name) is None:
+        raise ASGIMessageError(f"invalid response header name {name!r}")
+    kind = _SPECIAL_NAMES.get(name.lower(), PLAIN)
+    if len(_NAME_KINDS) < _NAME_CACHE_MAX:
+        _NAME_KINDS[name] = kind
+    return kind
+
+
+def _check_value(value: Any) -> None:
+    if type(value) is not bytes:
+        raise ASGIMessageError(f"response header value must be bytes, got {type(value).__name__}")
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise ASGIMessageError(f"response header value contains CR, LF or NUL: {value!r}")
+
+
+def check_status(status: Any) -> int:
+    """Return ``status`` if it is an int in 100..599, else raise ``ASGIMessageError``."""
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ASGIMessageError(f"response status must be an int in 100..599, got {status!r}")
+    return status
+
+
+def encode_headers(headers: Iterable[Any]) -> tuple[list[bytes], int, bool, int]:
+    """Validate and encode the application's response headers.
+
+    Returns ``(parts, content_length, close, overrides)``: the encoded header
+    lines as a list of byte pieces (join them), the declared Content-Length or
+    -1, whether the app asked for ``Connection: close``, and a bit set of
+    default headers the app supplied itself (``1 << DATE``, ``1 << SERVER``).
+    ``Transfer-Encoding`` is dropped: the server owns framing (ASGI www spec,
+    Response Start).
+    """
+    parts: list[bytes] = []
+    content_length = -1
+    close = False
+    overrides = 0
+    kinds = _NAME_KINDS
+    try:
+        for name, value in headers:
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _name_kind(name)
+            _check_value(value)
+            if kind:
+                if kind == TRANSFER_ENCODING:
+                    continue
+                if kind == CONTENT_LENGTH:
+                    length = parse_content_length(value)
+                    if content_length not in (-1, length):
+                        raise ASGIMessageError("conflicting Content-Length response headers")
+                    if content_length == length:
+                        continue
+                    content_length = length
+                elif kind == CONNECTION:
+                    close = close or b"close" in value.lower()
+                else:
+                    overrides |= 1 << kind
+            parts += (name, _SEP, value, CRLF)
+    except ASGIMessageError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ASGIMessageError(f"response headers must be [name, value] pairs: {exc}") from exc
+    return parts, content_length, close, overrides
+
+
+def parse_content_length(value: bytes) -> int:
+    """Parse a Content-Length value strictly (RFC 9110 §8.6: 1*DIGIT)."""
+    value = value.strip(b" \t")
+    if not value.isdigit() or len(value) > 18:
+        raise ASGIMessageError(f"invalid Content-Length response header {value!r}")
+    return int(value)
+
+
+def default_headers_without(default_headers: bytes, overrides: int) -> bytes:
+    """Drop the defaults (Date, Server) that the application set itself."""
+    drop = []
+    if overrides & (1 << DATE):
+        drop.append(b"date:")
+    if overrides & (1 << SERVER):
+        drop.append(b"server:")
+    lines = default_headers.split(CRLF)
+    kept = [line for line in lines if line and not line.lower().startswith(tuple(drop))]
+    return b"".join(line + CRLF for line in kept)
+
+
+# -- chunked transfer coding (RFC 9112 §7.1) ----------------------------------
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk_header(size: int) -> bytes:
+    return b"%x\r\n" % size
+
+
+def encode_trailers(headers: Iterable[Any]) -> bytes:
+    """Encode trailer fields after the last chunk (RFC 9112 §7.1.2)."""
+    parts, _, _, _ = encode_headers(headers)
+    return b"0\r\n" + b"".join(parts) + CRLF
+
+
+def encode_early_hint(links: Iterable[Any]) -> bytes:
+    """A 103 Early Hints head with one Link field per entry (RFC 8297)."""
+    parts = [STATUS_LINES[103]]
+    try:
+        for link in links:
+            _check_value(link)
+            parts += (b"link: ", link, CRLF)
+    except TypeError as exc:
+        raise ASGIMessageError("early_hint links must be an iterable of bytes") from exc
+    parts.append(CRLF)
+    return b"".join(parts)
+
+
+# -- error replies ------------------------------------------------------------
+
+_ERROR_BODIES = {
+    400: b"Bad Request",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    503: b"Service Unavailable",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def error_response(status: int, default_headers: bytes, *, close: bool = True) -> bytes:
+    """A complete plain-text error response. No exception text ever goes here."""
+    body = _ERROR_BODIES.get(status) or _reason(status) or b"Error"
+    return b"".join(
+        (
+            STATUS_LINES[status],
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n" if close else b"",
+            default_headers,
+            CRLF,
+            body,
+        )
+    )
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# -- request-side strictness llhttp leaves to us --------------------------------
+
+
+def check_transfer_encoding(value: bytes) -> None:
+    """Accept exactly ``chunked`` (RFC 9112 §6.1, §7).
+
+    llhttp already rejects ``chunked`` that is not last and repeated codings;
+    what it lets through (``gzip, chunked``) names a coding we cannot decode,
+    so RFC 9112 §6.1 says 501.
+    """
+    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    if codings == [b"chunked"]:
+        return
+    if codings and codings[-1] == b"chunked" and all(_TOKEN(c) for c in codings):
+        raise NotImplementedByServer(f"unsupported transfer coding {value!r}")
+    raise BadRequest(f"invalid Transfer-Encoding {value!r}")
+
+
+def protocol_error_status(exc: ProtocolError) -> int:
+    status = exc.status
+    return status if status in _ERROR_BODIES else 400
