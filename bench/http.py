@@ -97,6 +97,10 @@ def _gunicorn_argv(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _ceiling_argv(port: int) -> list[str]:
+    return [sys.executable, str(APPS_DIR / "raw_uvloop.py"), str(port)]
+
+
 def _sluiceway_version() -> str | None:
     version = python_module_version("sluiceway")()
     if version is None or not (Path(_sluiceway_src()) / "cli.py").exists():
@@ -118,7 +122,12 @@ SERVERS: dict[str, ServerSpec] = {
     "uvicorn": ServerSpec("uvicorn", _uvicorn_argv, python_module_version("uvicorn")),
     "granian": ServerSpec("granian", _granian_argv, python_module_version("granian")),
     "gunicorn": ServerSpec("gunicorn", _gunicorn_argv, python_module_version("gunicorn")),
+    # Not a server: a uvloop protocol answering without parsing (bench/apps/raw_uvloop.py).
+    "ceiling": ServerSpec("ceiling", _ceiling_argv, python_module_version("uvloop")),
 }
+DEFAULT_SERVERS = ("sluiceway", "uvicorn", "granian", "gunicorn")
+# Scenarios a server can run at all (the ceiling only knows one answer).
+ONLY_SCENARIOS = {"ceiling": {"a", "e"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +246,10 @@ def run(
     log_dir: Path,
 ) -> Results:
     results: Results = {(s.name, sc.key): Cell([]) for s in servers for sc in scenarios}
+    for s in servers:
+        for sc in scenarios:
+            if sc.key not in ONLY_SCENARIOS.get(s.name, {sc.key}):
+                results[(s.name, sc.key)].failure = "not applicable"
     for round_no in range(rounds):
         shift = round_no % len(servers)
         for spec in [*servers[shift:], *servers[:shift]]:
@@ -288,10 +301,11 @@ def _progress_line(sc: Scenario, r: LoadResult) -> str:
 
 
 def _fail_all(results: Results, server: str, scenarios: Sequence[Scenario], why: str) -> None:
-    print(f"  {server} {why.splitlines()[0]}", flush=True)
+    print(f"  {server} {why}", flush=True)  # with the server's log tail
+    short = why.split("; its log ends", 1)[0]
     for sc in scenarios:
         cell = results[(server, sc.key)]
-        cell.failure = cell.failure or why.splitlines()[0]
+        cell.failure = cell.failure or short
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +338,8 @@ def scenario_table(
     for name in servers:
         cell = results[(name, sc.key)]
         if not cell.results:
-            rows.append([name, *["-"] * 8, f"failed: {cell.failure}"])
+            why = "n/a" if cell.failure == "not applicable" else f"failed: {cell.failure}"
+            rows.append([name, *["-"] * 8, why])
             continue
         cpu_pct = median([100 * r.server_cpu_s / r.duration_s for r in cell.results])
         rows.append(
@@ -452,7 +467,10 @@ def _ratio_matrix(results: Results, names: Sequence[str], scenarios: Sequence[Sc
         row = [sc.title]
         for name in names:
             cell = results[(name, sc.key)]
-            row.append(_ratio(cell.med("rps"), base_rps) if cell.results else "failed")
+            if cell.results:
+                row.append(_ratio(cell.med("rps"), base_rps))
+            else:
+                row.append("n/a" if cell.failure == "not applicable" else "failed")
         rows.append(row)
     return format_table(["scenario", *names], rows, markdown=True)
 
@@ -472,7 +490,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help=f"comma list from {','.join(SERVERS)}"
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma list from {','.join(SERVERS)} (default {','.join(DEFAULT_SERVERS)})",
     )
     parser.add_argument(
         "--scenarios", default="a,b,c,d,e", help="comma list of a,b,c,d,e (or their names)"
