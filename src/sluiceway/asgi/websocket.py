@@ -265,8 +265,8 @@ class WebSocketCycle:
                 self.state = WSState.CONNECTED
             elif kind == "websocket.close":
                 # ASGI www.rst "Close": before accept, HTTP 403 and no handshake.
-                self.state = WSState.CLOSED
                 self.sink.send_response(403, [], b"", False)
+                self.state = WSState.CLOSED
             elif kind == "websocket.http.response.start":
                 self._response_status, self._response_headers = _response_start_args(message)
                 self.state = WSState.RESPONSE
@@ -287,12 +287,14 @@ class WebSocketCycle:
             more = bool(message.get("more_body", False))
             if self._disconnect is not None:
                 raise ClientDisconnected("the client went away")
-            if not more:
-                self.state = WSState.CLOSED
-            self._response_started = True
+            # The sink validates the head on the first body: if it raises, nothing
+            # went out and run() can still answer 500.
             self.sink.send_response(
                 self._response_status, self._response_headers, bytes(body), more
             )
+            self._response_started = True
+            if not more:
+                self.state = WSState.CLOSED
         else:
             if kind not in _KNOWN_SEND_TYPES:
                 raise ASGIMessageError(f"unknown ASGI message type {kind!r}")

@@ -28,6 +28,14 @@ Return ``False`` to decline: the request is served as plain HTTP (what uvicorn
 does with ``--ws none``) and the buffered bytes are parsed as the next request.
 
 Must not import ``http1/protocol.py`` (that module imports this one).
+
+WebSocket (``Upgrade: websocket``): the handshake is checked with
+``websocket.handshake.validate_request``; a bad one is answered here (400, or
+426 with ``Sec-WebSocket-Version: 13``) and the connection closed. A good one
+gets a ``websocket`` scope derived from the ``http`` one and a
+``WebSocketProtocol`` that takes the transport and the buffered bytes. While
+the server shuts down, or at ``limit_concurrency``, the upgrade is declined so
+that HTTP/1 answers 503 as it does for any request.
 """
 
 from __future__ import annotations
@@ -35,6 +43,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
+from sluiceway.websocket.handshake import Rejection, validate_request
+from sluiceway.websocket.protocol import WebSocketProtocol
 
 if TYPE_CHECKING:
     from sluiceway.asgi.types import ASGIApp
@@ -57,4 +69,53 @@ class UpgradeRequest:
 
 def try_upgrade(request: UpgradeRequest) -> bool:
     """Offer the connection to another protocol; see the module docstring."""
-    return False
+    if request.upgrade != b"websocket":
+        return False
+    config = request.config
+    state = request.state
+    limit = config.limit_concurrency
+    if (
+        config.ws == "none"
+        or state.shutting_down
+        or (limit is not None and len(state.tasks) >= limit)
+    ):
+        return False
+    scope = request.scope
+    result = validate_request(
+        scope["method"],
+        scope["http_version"],
+        scope["headers"],
+        deflate=DEFAULT_DEFLATE_SETTINGS if config.ws_per_message_deflate else None,
+    )
+    transport = request.transport
+    if isinstance(result, Rejection):
+        transport.write(result.to_bytes())
+        transport.close()
+        return True
+    protocol = WebSocketProtocol(
+        request.app, websocket_scope(scope, result.subprotocols), result, config, state
+    )
+    transport.set_protocol(protocol)
+    protocol.start(transport, request.buffered)
+    return True
+
+
+def websocket_scope(http_scope: dict[str, Any], subprotocols: tuple[str, ...]) -> dict[str, Any]:
+    """The ``websocket`` scope of an upgrade request (ASGI www spec 2.5).
+
+    Everything the request line and headers gave the ``http`` scope carries
+    over (path, raw_path, query_string, root_path, headers, client, server,
+    state); ``method`` goes, ``scheme`` becomes ws/wss, and ``extensions``
+    lists what a WebSocket can use: the denial response, and TLS facts.
+    """
+    scope = dict(http_scope)
+    scope.pop("method", None)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if http_scope.get("scheme") == "https" else "ws"
+    scope["subprotocols"] = list(subprotocols)
+    extensions: dict[str, dict[object, object]] = {"websocket.http.response": {}}
+    tls = http_scope.get("extensions", {}).get("tls")
+    if tls is not None:
+        extensions["tls"] = tls
+    scope["extensions"] = extensions
+    return scope
