@@ -1,0 +1,479 @@
+"""Run a server: bind, lifespan, serve, signals, graceful drain; ``run()`` and ``Server``.
+
+``Server(config, app)`` is the async object (tests and embedding):
+``await start()`` loads the app, binds the listening sockets (so a port in
+use fails before the app's startup runs), runs lifespan startup, then starts
+accepting; ``port``/``sockets`` tell what was bound. ``await shutdown()``
+stops accepting, asks every connection to finish (idle keep-alive ones close
+at once, in-flight requests complete) for up to
+``graceful_shutdown_timeout_s``, aborts what is left and cancels its app
+tasks, then runs lifespan shutdown. ``await serve()`` does both around
+SIGINT/SIGTERM; a second signal skips the wait (``forced`` becomes True).
+
+``run(app, **options)`` builds the ``Config``, sets up logging and the event
+loop (uvloop unless unavailable: said once) and serves until a signal.
+
+Start-up failures raise ``ConfigError`` (bad app path, unreadable TLS file,
+port in use: the CLI exits 2) or ``LifespanFailed`` (exit 1).
+
+Imports ``sluiceway.config``, ``sluiceway.server.*``, ``sluiceway.transport``,
+``sluiceway.lifespan``, ``sluiceway.importer``; never the toolkit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sluiceway import __version__
+from sluiceway.asgi.compat import guarantee_single_callable
+from sluiceway.asgi.types import ASGIApp
+from sluiceway.config import Config, config_from_options
+from sluiceway.errors import ConfigError
+from sluiceway.importer import load_app
+from sluiceway.lifespan import Lifespan
+from sluiceway.server.state import ServerState
+
+logger = logging.getLogger("sluiceway.error")
+
+# make_protocol_factory(config, app, state, ssl_context) -> protocol factory.
+ProtocolFactoryMaker = Callable[..., Callable[[], asyncio.Protocol]]
+
+# Unix socket mode: owner and group may connect. A proxy running as another
+# user joins the socket's group (uvicorn uses 0o666: anyone on the host).
+UDS_MODE = 0o660
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server:
+    """One listening server on a running event loop; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: Any,
+        *,
+        protocol_factory: ProtocolFactoryMaker | None = None,
+    ) -> None:
+        self.config = config
+        self.app_source = app
+        self.app: ASGIApp | None = None
+        self.state = ServerState(config)
+        self.lifespan: Lifespan | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sockets: list[socket.socket] = []
+        self.forced = False
+        # Set once start() is serving: serve() as a task, then await this.
+        self.started = asyncio.Event()
+        self._protocol_factory = protocol_factory
+        self._exit: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
+        self._started = False
+        self._stopped = False
+        self._uds_path: str | None = None
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port bound (the real one when the config said 0); None on a Unix socket."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        return None
+
+    async def start(self) -> None:
+        """Load the app, bind, run lifespan startup, start accepting.
+
+        Raises:
+            ConfigError: the app cannot be loaded, a TLS file is bad, or binding failed.
+            LifespanFailed: the app's lifespan startup failed.
+        """
+        if self._started:
+            raise RuntimeError("Server.start() called twice")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._exit = asyncio.Event()
+        self._force = asyncio.Event()
+        config = self.config
+        self.app = self._load_app()
+        ssl_context = None
+        if config.is_ssl:
+            from sluiceway.transport.tls import create_ssl_context
+
+            ssl_context = create_ssl_context(config)
+        self.sockets = bind_sockets(config)
+        self._uds_path = config.uds
+        try:
+            self.lifespan = Lifespan(
+                self.app,
+                config.lifespan,
+                self.state.lifespan_state,
+                config.lifespan_startup_timeout_s,
+                config.lifespan_shutdown_timeout_s,
+            )
+            await self.lifespan.startup()
+            factory = self._make_factory()(config, self.app, self.state, ssl_context)
+            for sock in self.sockets:
+                self.servers.append(await _serve_on(loop, sock, factory, ssl_context, config))
+        except BaseException:
+            self._close_sockets()
+            raise
+        self.state.start_clock(loop)
+        logger.info(
+            "sluiceway %s (pid %d, %s loop, Python %s)",
+            __version__,
+            os.getpid(),
+            type(loop).__module__.split(".")[0],
+            sys.version.split()[0],
+        )
+        scheme = "https" if ssl_context is not None else "http"
+        for sock in self.sockets:
+            logger.info("Listening on %s", describe_socket(sock, scheme, config))
+        self.started.set()
+
+    async def serve(self) -> None:
+        """Start, wait for SIGINT/SIGTERM (or ``request_exit()``), shut down."""
+        await self.start()
+        assert self._exit is not None
+        installed = self._install_signal_handlers()
+        if installed:
+            logger.info("Press CTRL+C to stop.")
+        try:
+            await self._exit.wait()
+        finally:
+            await self.shutdown()
+            self._remove_signal_handlers(installed)
+
+    def request_exit(self, force: bool = False) -> None:
+        """Ask ``serve()`` to shut down (a second request, or ``force``, skips the drain)."""
+        if self._exit is None or self._force is None:
+            return
+        if self._exit.is_set() or force:
+            self.forced = True
+            self._force.set()
+        self._exit.set()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain connections (bounded), then lifespan shutdown."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        state = self.state
+        state.shutting_down = True
+        for server in self.servers:
+            server.close()
+        for conn in list(state.connections):
+            conn.shutdown()
+        await self._drain()
+        state.stop_clock()
+        if self.lifespan is not None and not self.forced:
+            await self.lifespan.shutdown()
+        elif self.lifespan is not None:
+            # Forced: tell nobody, cancel the lifespan task.
+            await self.lifespan.cancel()
+        for server in self.servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._close_sockets()
+        logger.info("Server stopped.")
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _load_app(self) -> ASGIApp:
+        config = self.config
+        source = self.app_source
+        if isinstance(source, str):
+            if config.env_file is not None:
+                from sluiceway.options import load_env_file
+
+                load_env_file(config.env_file)
+            source = load_app(source, config.app_dir, config.factory)
+        elif config.factory:
+            try:
+                source = source()
+            except Exception as exc:
+                raise ConfigError(f"app factory raised {type(exc).__name__}: {exc}") from None
+        return guarantee_single_callable(source)
+
+    def _make_factory(self) -> ProtocolFactoryMaker:
+        if self._protocol_factory is not None:
+            return self._protocol_factory
+        from sluiceway.server.listener import make_protocol_factory
+
+        maker: ProtocolFactoryMaker = make_protocol_factory
+        return maker
+
+    async def _drain(self) -> None:
+        state = self.state
+        assert self._force is not None
+        timeout = self.config.graceful_shutdown_timeout_s
+        if state.connections and not self.forced:
+            closed = asyncio.ensure_future(state.wait_connections_closed())
+            forced = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait({closed, forced}, timeout=timeout, return_when="FIRST_COMPLETED")
+            for waiter in (closed, forced):
+                waiter.cancel()
+        if state.connections:
+            if not self.forced:
+                logger.warning(
+                    "Graceful shutdown timed out after %g s; closing %d connection(s).",
+                    timeout,
+                    len(state.connections),
+                )
+            for conn in list(state.connections):
+                conn.abort()
+        tasks = [task for task in state.tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Cancelled apps get a moment to run their finally blocks.
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def _install_signal_handlers(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in HANDLED_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (ValueError, RuntimeError, NotImplementedError):
+                # Not the main thread, or a loop without signal support.
+                continue
+            installed.append(sig)
+        return installed
+
+    def _remove_signal_handlers(self, installed: list[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._exit is not None and self._exit.is_set():
+            logger.warning("Received %s again: forcing exit.", sig.name)
+        else:
+            logger.info(
+                "Received %s: shutting down (up to %g s for requests in flight).",
+                sig.name,
+                self.config.graceful_shutdown_timeout_s,
+            )
+        self.request_exit()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        if self._uds_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._uds_path)
+            self._uds_path = None
+
+
+async def _serve_on(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    factory: Callable[[], asyncio.Protocol],
+    ssl_context: Any,
+    config: Config,
+) -> asyncio.AbstractServer:
+    if sock.family == socket.AF_UNIX:
+        return await loop.create_unix_server(
+            factory, sock=sock, ssl=ssl_context, backlog=config.backlog
+        )
+    return await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=config.backlog)
+
+
+# --- binding ----------------------------------------------------------------------------
+
+
+def bind_sockets(config: Config) -> list[socket.socket]:
+    """Create and bind the listening sockets (``listen()`` happens when serving starts).
+
+    Raises:
+        ConfigError: one line saying what could not be bound and why.
+    """
+    if config.fd is not None:
+        return [_socket_from_fd(config.fd)]
+    if config.uds is not None:
+        return [_bind_unix(config.uds)]
+    return _bind_tcp(config.host, config.port)
+
+
+def _socket_from_fd(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"--fd {fd}: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError(f"--fd {fd}: not a stream socket")
+    return sock
+
+
+def _bind_unix(path: str) -> socket.socket:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot use Unix socket {path!r}: {exc.strerror}") from None
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(f"cannot use Unix socket {path!r}: a file that is not a socket")
+        if _unix_socket_alive(path):
+            raise ConfigError(f"cannot use Unix socket {path!r}: another server listens on it")
+        os.unlink(path)  # stale, left by a server that did not clean up
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, UDS_MODE)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind Unix socket {path!r}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _unix_socket_alive(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def _bind_tcp(host: str, port: int) -> list[socket.socket]:
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    seen = set()
+    sockets: list[socket.socket] = []
+    bound_port = port
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address[0]) in seen:
+                continue
+            seen.add((family, address[0]))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # One socket per family, as asyncio does: no v4-mapped surprises.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # With port 0 and several addresses (localhost: 127.0.0.1 and ::1)
+            # every socket takes the port the first one was given.
+            host_text = str(address[0])
+            target = (host_text, bound_port, *address[2:])
+            try:
+                sock.bind(target)
+            except OSError as exc:
+                raise ConfigError(_bind_error(host_text, bound_port, exc)) from None
+            bound_port = sock.getsockname()[1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def describe_socket(sock: socket.socket, scheme: str, config: Config) -> str:
+    """The address a client would use, e.g. ``http://127.0.0.1:8000`` or ``unix:/run/app.sock``."""
+    if sock.family == socket.AF_UNIX:
+        where = f"unix:{sock.getsockname() or config.uds}"
+    else:
+        host, port = sock.getsockname()[:2]
+        where = (
+            f"{scheme}://[{host}]:{port}"
+            if sock.family == socket.AF_INET6
+            else (f"{scheme}://{host}:{port}")
+        )
+    if config.fd is not None:
+        where += f" (fd {config.fd})"
+    return where
+
+
+# --- run() --------------------------------------------------------------------------------
+
+
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """uvloop for ``auto``/``uvloop`` when it imports; asyncio's loop otherwise."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise ConfigError("--loop uvloop: uvloop is not installed") from None
+            logger.warning("uvloop is not installed: using the asyncio event loop.")
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+def run(app: Any, **options: Any) -> None:
+    """Serve ``app`` (an ASGI app or a ``"module:attribute"`` string) until a signal.
+
+    ``options`` are ``Config`` field names (``host``, ``port``, ``uds``,
+    ``lifespan``, ``keep_alive_timeout_s``, ...).
+
+    Raises:
+        ConfigError: a bad option, app path, TLS file or address.
+        LifespanFailed: the app's lifespan startup failed.
+        KeyboardInterrupt: a second signal forced the exit.
+    """
+    from sluiceway.logconfig import configure_logging
+
+    config = config_from_options(**options)
+    configure_logging(config.log_level, config.access_log)
+    serve_config(config, app)
+
+
+def serve_config(config: Config, app: Any) -> None:
+    """``run()`` for an already built ``Config`` (the CLI's entry point)."""
+    loop = new_event_loop(config.loop)
+    server = Server(config, app)
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.serve())
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+    if server.forced:
+        raise KeyboardInterrupt
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

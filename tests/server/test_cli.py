@@ -1,0 +1,146 @@
+"""The command line as a user meets it: real subprocesses, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sluiceway import __version__
+
+TIMEOUT = 30
+
+
+def sluiceway(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sluiceway", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        env=full_env,
+    )
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], needle: str, code: int = 2
+) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sluiceway: error: "), lines[0]
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "hello.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    (tmp_path / "broken_import.py").write_text("import not_a_real_dependency_xyz\n")
+    return tmp_path
+
+
+def test_version() -> None:
+    result = sluiceway("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"sluiceway {__version__} (")
+
+
+def test_help_lists_options_and_env_names() -> None:
+    result = sluiceway("run", "--help")
+    assert result.returncode == 0
+    for text in (
+        "--timeout-graceful-shutdown",
+        "SLUICEWAY_PORT",
+        "--no-access-log",
+        "--ws-max-size",
+    ):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "hello:app", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "hello:app", "--port", "eighty"], "--port: 'eighty' is not an integer"),
+        (["run", "hello:app", "--port", "70000"], "port must be between 0 and 65535"),
+        (["run", "hello:app", "--lifespan", "maybe"], "--lifespan: 'maybe' is not one of"),
+        (["run", "hello:app", "--header", "no-colon"], "--header: 'no-colon' is not NAME:VALUE"),
+        (["run", "hello:app", "--limit-request-body", "lots"], "is not a size"),
+        (["run", "hello:app", "--ssl-keyfile", "k.pem"], "--ssl-keyfile needs --ssl-certfile"),
+        (["run"], "missing APP"),
+        (["run", "hello"], 'must be "module:attribute"'),
+        ([], "COMMAND"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(app_dir: Path, args: list[str], needle: str) -> None:
+    assert_one_line_error(sluiceway(*args, cwd=app_dir), needle)
+
+
+def test_missing_module(app_dir: Path) -> None:
+    assert_one_line_error(
+        sluiceway("run", "nope_module:app", cwd=app_dir), "module 'nope_module' not found"
+    )
+
+
+def test_missing_attribute(app_dir: Path) -> None:
+    assert_one_line_error(
+        sluiceway("run", "hello:application", cwd=app_dir),
+        "attribute 'application' not found in module 'hello'",
+    )
+
+
+def test_import_error_inside_the_module_is_reported_as_such(app_dir: Path) -> None:
+    result = sluiceway("run", "broken_import:app", cwd=app_dir)
+    assert_one_line_error(result, "importing module 'broken_import' failed: ModuleNotFoundError")
+    assert "not_a_real_dependency_xyz" in result.stderr
+
+
+def test_app_dir_option(app_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = sluiceway("run", "hello:application", "--app-dir", str(app_dir), cwd=elsewhere)
+    # Found the module through --app-dir: the error is now about the attribute.
+    assert_one_line_error(result, "attribute 'application' not found in module 'hello'")
+
+
+def test_bad_env_value_names_the_variable(app_dir: Path) -> None:
+    result = sluiceway("run", "hello:app", cwd=app_dir, env={"SLUICEWAY_PORT": "x"})
+    assert_one_line_error(result, "invalid value for SLUICEWAY_PORT: 'x' is not an integer")
+
+
+def test_app_from_env(app_dir: Path) -> None:
+    result = sluiceway("run", cwd=app_dir, env={"SLUICEWAY_APP": "hello:nothing"})
+    assert_one_line_error(result, "attribute 'nothing' not found in module 'hello'")
+
+
+def test_missing_env_file(app_dir: Path) -> None:
+    result = sluiceway("run", "hello:app", "--env-file", "missing.env", cwd=app_dir)
+    assert_one_line_error(result, "cannot read env file 'missing.env'")
+
+
+def test_env_file_can_set_sluiceway_options(app_dir: Path) -> None:
+    (app_dir / "bad.env").write_text("SLUICEWAY_LIFESPAN=sometimes\n")
+    result = sluiceway("run", "hello:app", "--env-file", "bad.env", cwd=app_dir)
+    assert_one_line_error(result, "invalid value for SLUICEWAY_LIFESPAN")
+
+
+def test_bad_tls_files(app_dir: Path) -> None:
+    result = sluiceway("run", "hello:app", "--port", "0", "--ssl-certfile", "nope.pem", cwd=app_dir)
+    assert_one_line_error(result, "TLS certificate or key file not found: nope.pem")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sluiceway.worker") is not None, reason="the worker exists"
+)
+def test_worker_placeholder_without_a_worker_module() -> None:
+    assert_one_line_error(
+        sluiceway("worker", "hello:app", "chan"), "worker command is not available"
+    )
