@@ -125,7 +125,7 @@ def fresh_redis() -> Iterator[RedisServer]:
 LayerFactory = Callable[..., BaseChannelLayer]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -60,10 +60,18 @@ class ChannelStore:
     """Bounded per-channel FIFOs with per-message deadlines.
 
     Deadlines are ``time.monotonic()`` values supplied by the caller.
+    ``on_remove(channel, count)``, if given, is told of every message that
+    leaves the store, whether received, expired or cleared (the Redis layer
+    uses it to release capacity it holds in Redis).
     """
 
-    def __init__(self, get_capacity: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        get_capacity: Callable[[str], int],
+        on_remove: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._get_capacity = get_capacity
+        self._on_remove = on_remove
         self._queues: dict[str, _Queue] = {}
         self._heap: list[tuple[float, str]] = []
 
@@ -84,8 +92,12 @@ class ChannelStore:
         if q is None:
             q = self._queues[channel] = _Queue()
         items = q.items
+        dropped = 0
         while items and items[0][0] <= now:
             items.popleft()
+            dropped += 1
+        if dropped and self._on_remove is not None:
+            self._on_remove(channel, dropped)
         if len(items) >= self._get_capacity(channel):
             return False
         items.append((deadline, message))
@@ -107,14 +119,20 @@ class ChannelStore:
             items = q.items
             if items:
                 now = time.monotonic()
+                taken = 0
                 while items:
                     deadline, message = items.popleft()
+                    taken += 1
                     if deadline > now:
+                        if self._on_remove is not None:
+                            self._on_remove(channel, taken)
                         if items:
                             _wake_one(q)
                         else:
                             self._forget_if_idle(channel, q)
                         return message
+                if self._on_remove is not None:
+                    self._on_remove(channel, taken)
                 self._forget_if_idle(channel, q)
                 continue
             waiter: asyncio.Future[None] = loop.create_future()
@@ -144,9 +162,13 @@ class ChannelStore:
                 continue
             q.scheduled = False
             items = q.items
+            before = len(items)
             while items and items[0][0] <= now:
                 items.popleft()
-                dropped += 1
+            if before != len(items):
+                dropped += before - len(items)
+                if self._on_remove is not None:
+                    self._on_remove(channel, before - len(items))
             if items:
                 q.scheduled = True
                 heapq.heappush(heap, (items[0][0], channel))
@@ -156,7 +178,9 @@ class ChannelStore:
 
     def clear(self) -> None:
         """Drop every message. Waiting receivers keep waiting."""
-        for q in self._queues.values():
+        for channel, q in self._queues.items():
+            if q.items and self._on_remove is not None:
+                self._on_remove(channel, len(q.items))
             q.items.clear()
         self._heap.clear()
         for channel, q in list(self._queues.items()):

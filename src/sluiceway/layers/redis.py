@@ -1,0 +1,579 @@
+"""The Redis channel layer: the same API across processes and machines.
+
+Key layout (``P`` is the ``prefix``, default ``sluiceway``)::
+
+    P:c:<channel>       list   messages of a normal channel, oldest first
+    P:c:<prefix.id!>    list   the inbox of one process: messages of all its
+                               process-local channels ``prefix.id!*``
+    P:n:<prefix.id!>    hash   channel -> messages queued for it and not yet
+                               received by the app (in the inbox or in the
+                               process's local buffer): its capacity count
+    P:g:<group>         zset   channel -> membership deadline (ms), on the host
+                               that holds the member's messages
+    P:gc:<group>        hash   channel -> capacity, only for channels matched
+                               by a ``channel_capacity`` pattern
+
+An entry is ``<13-digit deadline ms><channel>\\n<payload>``; the payload is the
+msgpack (optionally Fernet-sealed) message. Every key gets a TTL, so the keys
+of a dead process vanish on their own.
+
+Round trips: ``send`` is one EVALSHA (expired head trimmed, capacity checked,
+pushed, TTL set, atomically). ``group_send`` is one EVALSHA per host, run
+concurrently, whatever the group's size: a group's members are stored on the
+host of each member's messages, so each host's script reads its members,
+drops expired ones and pushes to each with its capacity check. A normal
+``receive`` is one BLPOP. Process-local channels are received by one loop per
+inbox and event loop, which moves messages into a bounded local buffer
+(``LPOP count`` when busy, BLPOP when idle); the capacity a message holds in
+Redis is released (``P:n`` decremented, batched) when the app receives it, so
+a slow consumer makes senders see ``ChannelFull``: backpressure, never a
+silently dropped message.
+
+Connections: one client (pool) per host per event loop, so a layer used from
+several loops (tests, threads running their own loops) never shares a
+connection across loops.
+
+Imports redis (redis-py's asyncio client), msgpack via serializers, and
+``sluiceway.layers.base``/``memory``/``sharding``; never the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sluiceway.errors import ChannelFull, ConfigError, InvalidMessage
+from sluiceway.layers.base import (
+    BaseChannelLayer,
+    CapacityPatterns,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+    require_valid_message,
+)
+from sluiceway.layers.memory import ChannelStore
+from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
+from sluiceway.layers.sharding import HashRing
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_INBOX_BATCH = 100
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+# Shared Lua: drop expired entries at the head of a list, releasing their
+# capacity count when the list is an inbox.
+_LUA_TRIM = """
+local function trim(key, counts, now)
+  local head = redis.call('LINDEX', key, 0)
+  while head and tonumber(string.sub(head, 1, 13)) <= now do
+    redis.call('LPOP', key)
+    if counts then
+      local ch = string.sub(head, 14, string.find(head, '\\n', 14, true) - 1)
+      if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
+    end
+    head = redis.call('LINDEX', key, 0)
+  end
+end
+local function push(key, counts, ch, cap, entry, ttl, now)
+  trim(key, counts, now)
+  if counts then
+    if tonumber(redis.call('HGET', counts, ch) or '0') >= cap then return 0 end
+    redis.call('HINCRBY', counts, ch, 1)
+    redis.call('PEXPIRE', counts, ttl)
+  elseif redis.call('LLEN', key) >= cap then
+    return 0
+  end
+  redis.call('RPUSH', key, entry)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+"""
+
+# KEYS: list, counts ('' for a normal channel)
+# ARGV: now ms, capacity, entry, ttl ms, channel
+_LUA_SEND = (
+    _LUA_TRIM
+    + """
+local counts = KEYS[2]
+if counts == '' then counts = nil end
+return push(KEYS[1], counts, ARGV[5], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[1]))
+"""
+)
+
+# KEYS: group zset, group capacity hash
+# ARGV: now ms, deadline (13 digits), payload, ttl ms, default capacity, key prefix 'P:'
+# Returns the members skipped because they were full.
+_LUA_GROUP_SEND = (
+    _LUA_TRIM
+    + """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local full = {}
+for _, ch in ipairs(members) do
+  local bang = string.find(ch, '!', 1, true)
+  local key, counts
+  if bang then
+    local inbox = string.sub(ch, 1, bang)
+    key = ARGV[6] .. 'c:' .. inbox
+    counts = ARGV[6] .. 'n:' .. inbox
+  else
+    key = ARGV[6] .. 'c:' .. ch
+  end
+  local cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5])
+  local entry = ARGV[2] .. ch .. '\\n' .. ARGV[3]
+  if push(key, counts, ch, cap, entry, ARGV[4], now) == 0 then full[#full + 1] = ch end
+end
+return full
+"""
+)
+
+# KEYS: counts hash; ARGV: channel, n, channel, n, ...
+_LUA_RELEASE = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+
+def _host_spec(host: object) -> tuple[str, dict[str, Any]]:
+    """Normalise one ``hosts`` item: a URL, ``(host, port)`` or ``{"address": ..., **kw}``."""
+    if isinstance(host, str):
+        url = host if "://" in host else f"redis://{host}"
+        return url, {}
+    if isinstance(host, (tuple, list)) and len(host) == 2:
+        return f"redis://{host[0]}:{int(host[1])}/0", {}
+    if isinstance(host, Mapping):
+        options = dict(host)
+        address = options.pop("address", None)
+        if address is None:
+            raise ConfigError(f"redis host {host!r} needs an 'address'")
+        url, _ = _host_spec(address)
+        return url, options
+    raise ConfigError(f"redis host {host!r}: expected a URL, (host, port) or a dict")
+
+
+def _public_id(url: str) -> str:
+    """The URL without its password: a host's identity on the hash ring."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _as_bytes(value: object) -> bytes:
+    # redis-py types replies as a union of every reply type; ours are bytes
+    # because no client is built with decode_responses.
+    if not isinstance(value, bytes):
+        raise TypeError(f"unexpected redis reply {value!r}")
+    return value
+
+
+class _Shard:
+    __slots__ = ("client", "group_send", "release", "send")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.send = client.register_script(_LUA_SEND)
+        self.group_send = client.register_script(_LUA_GROUP_SEND)
+        self.release = client.register_script(_LUA_RELEASE)
+
+
+class _LoopState:
+    """Everything bound to one event loop: connections, inbox loops, local buffer."""
+
+    def __init__(self, layer: RedisChannelLayer) -> None:
+        defaults: dict[str, Any] = {
+            # redis-py retries 10 times by default: that can deliver a send twice
+            # and stall a caller for a minute. The layer retries itself, where
+            # retrying is safe (receiving), with its own backoff.
+            "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": 5.0,
+            # A BLPOP waits receive_timeout_s for data: the socket must wait longer.
+            "socket_timeout": layer.receive_timeout_s + 5.0,
+        }
+        self.shards = [
+            _Shard(aioredis.Redis.from_url(url, **{**defaults, **options}))
+            for url, options in layer._hosts
+        ]
+        self.client_id = secrets.token_hex(6)
+        self.store = ChannelStore(layer.get_capacity, self.on_remove)
+        self.inbox_tasks: dict[str, asyncio.Task[None]] = {}
+        self.releases: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        self.release_task: asyncio.Task[None] | None = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self.layer = layer
+        # redis-py (8.1) sometimes swallows a cancellation that lands inside a
+        # command, so loops also check this flag rather than trust cancel().
+        self.closing = False
+
+    def on_remove(self, channel: str, count: int) -> None:
+        # Runs synchronously inside ChannelStore; the Redis write is batched
+        # in one task so a burst of receives costs one round trip.
+        self.releases[non_local_name(channel)][channel] += count
+        if self.release_task is None or self.release_task.done():
+            self.release_task = asyncio.get_running_loop().create_task(self.layer._release(self))
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """A channel layer on one or more Redis servers.
+
+    Args:
+        hosts: Redis URLs (``redis://[:password@]host:port/db``, ``rediss://``
+            for TLS, ``unix://``), ``(host, port)`` pairs, or dicts with an
+            ``address`` and extra ``redis.asyncio.Redis`` options. Several
+            hosts are sharded by a consistent-hash ring. Default: localhost.
+        prefix: the start of every key this layer touches.
+        expiry_s, group_expiry_s, capacity, channel_capacity: see ``BaseChannelLayer``.
+        symmetric_encryption_keys: encrypt message bodies; the first key
+            encrypts, all decrypt (rotation).
+        max_message_bytes: the largest serialised message accepted.
+        receive_timeout_s: how long one BLPOP blocks before it is reissued;
+            bounds how long a dead connection can go unnoticed.
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[object] | None = None,
+        *,
+        prefix: str = "sluiceway",
+        expiry_s: float = 60.0,
+        group_expiry_s: float = 86400.0,
+        capacity: int = 100,
+        channel_capacity: CapacityPatterns | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        receive_timeout_s: float = 2.0,
+    ) -> None:
+        super().__init__(
+            expiry_s=expiry_s,
+            group_expiry_s=group_expiry_s,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if isinstance(hosts, str):
+            hosts = [hosts]
+        self._hosts = [_host_spec(h) for h in (hosts or ["redis://localhost:6379/0"])]
+        if not _PREFIX_RE.match(prefix):
+            raise ConfigError(f"redis key prefix {prefix!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        if receive_timeout_s <= 0:
+            raise ConfigError("receive_timeout_s must be positive")
+        self.prefix = prefix
+        self._key = prefix + ":"
+        self.receive_timeout_s = receive_timeout_s
+        self._ring = HashRing([_public_id(url) for url, _ in self._hosts])
+        self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._ttl_ms = int(self.expiry_s * 1000) + 1000
+        # Messages that reached this process's local buffer when it was full
+        # (only possible if processes disagree on capacities): logged, counted.
+        self.receive_buffer_overflows = 0
+        # Messages found expired when received (never delivered).
+        self.expired_on_receive = 0
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            for other in [lp for lp in self._loops if lp.is_closed()]:
+                # A closed loop's sockets cannot be closed politely any more;
+                # dropping the clients lets their transports be collected.
+                del self._loops[other]
+            state = self._loops[loop] = _LoopState(self)
+        return state
+
+    def _shard(self, state: _LoopState, channel: str) -> _Shard:
+        return state.shards[self._ring.index_for(non_local_name(channel))]
+
+    def _entry(self, deadline_ms: int, channel: str, payload: bytes) -> bytes:
+        return b"%013d%s\n%s" % (deadline_ms, channel.encode("ascii"), payload)
+
+    def _parse(self, entry: bytes) -> tuple[float, str, bytes]:
+        newline = entry.index(b"\n", 13)
+        return int(entry[:13]) / 1000.0, entry[13:newline].decode("ascii"), entry[newline + 1 :]
+
+    # -- the API ----------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on ``channel``, in one round trip.
+
+        Raises:
+            InvalidChannelName, InvalidMessage: bad input.
+            ChannelFull: the channel holds ``capacity`` messages already.
+            redis.exceptions.ConnectionError: Redis is unreachable (never retried:
+                a retry could deliver twice).
+        """
+        require_valid_channel_name(channel)
+        payload = self._serializer.dumps(require_valid_message(message))
+        state = self._state()
+        shard = self._shard(state, channel)
+        now_ms = int(time.time() * 1000)
+        local = non_local_name(channel)
+        counts = self._key + "n:" + local if local != channel else ""
+        entry = self._entry(now_ms + int(self.expiry_s * 1000), channel, payload)
+        args: list[bytes | str | int] = [
+            now_ms,
+            self.get_capacity(channel),
+            entry,
+            self._ttl_ms,
+            channel,
+        ]
+        if not await shard.send(keys=[self._key + "c:" + local, counts], args=args):
+            raise ChannelFull(f"channel {channel!r} is full")
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next unexpired message on ``channel``.
+
+        Survives Redis restarts: connection errors are retried with backoff,
+        never raised. Cancelling it loses no message.
+        """
+        require_valid_channel_name(channel)
+        state = self._state()
+        local = non_local_name(channel)
+        if local != channel:
+            task = state.inbox_tasks.get(local)
+            if task is None or task.done():
+                state.inbox_tasks[local] = asyncio.get_running_loop().create_task(
+                    self._inbox_loop(state, local)
+                )
+            return await state.store.get(channel)
+        return await self._receive_plain(state, channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A fresh process-local channel name, ``<prefix>.<loop id>!<random>``."""
+        state = self._state()
+        return require_valid_channel_name(f"{prefix}.{state.client_id}!{secrets.token_hex(8)}")
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew its membership), in one round trip."""
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        shard = self._shard(state, channel)
+        group_ms = int(self.group_expiry_s * 1000)
+        gkey = self._key + "g:" + group
+        async with shard.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(gkey, {channel: int(time.time() * 1000) + group_ms})
+            pipe.pexpire(gkey, group_ms)
+            capacity = self.get_capacity(channel)
+            if capacity != self.capacity:
+                ckey = self._key + "gc:" + group
+                pipe.hset(ckey, channel, capacity)
+                pipe.pexpire(ckey, group_ms)
+            await pipe.execute()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        shard = self._shard(state, channel)
+        async with shard.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._key + "g:" + group, channel)
+            pipe.hdel(self._key + "gc:" + group, channel)
+            await pipe.execute()
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on every member of ``group``: one round trip per host.
+
+        Full members are skipped, counted in ``group_send_full_skips`` and
+        logged; the others are served regardless.
+        """
+        require_valid_group_name(group)
+        payload = self._serializer.dumps(require_valid_message(message))
+        state = self._state()
+        now_ms = int(time.time() * 1000)
+        args: list[bytes | str | int] = [
+            now_ms,
+            b"%013d" % (now_ms + int(self.expiry_s * 1000)),
+            payload,
+            self._ttl_ms,
+            self.capacity,
+            self._key,
+        ]
+        keys = [self._key + "g:" + group, self._key + "gc:" + group]
+        results = await asyncio.gather(*(s.group_send(keys=keys, args=args) for s in state.shards))
+        full = sum(len(r) for r in results)
+        if full:
+            self.group_send_full_skips += full
+            logger.warning(
+                "group_send to %r skipped %d full channel(s) (capacity reached)", group, full
+            )
+
+    async def flush(self) -> None:
+        """Delete every key under this layer's prefix (SCAN + UNLINK, never KEYS)."""
+        state = self._state()
+        pattern = self._key + "*"
+        for shard in state.shards:
+            batch: list[bytes] = []
+            async for key in shard.client.scan_iter(match=pattern, count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await shard.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await shard.client.unlink(*batch)
+        state.store.clear()
+        state.releases.clear()
+
+    async def close(self) -> None:
+        """Stop this loop's inbox loops and close its connections."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.pop(loop, None)
+        if state is None:
+            return
+        state.closing = True
+        tasks = [*state.inbox_tasks.values(), *state.background]
+        if state.release_task is not None:
+            tasks.append(state.release_task)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=0.05)
+            if pending:
+                # Cut the sockets under any BLPOP that swallowed the cancel.
+                for shard in state.shards:
+                    await shard.client.connection_pool.disconnect(inuse_connections=True)
+                await asyncio.wait(pending, timeout=self.receive_timeout_s + 1.0)
+        for shard in state.shards:
+            await shard.client.aclose()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _receive_plain(self, state: _LoopState, channel: str) -> dict[str, Any]:
+        shard = self._shard(state, channel)
+        key = self._key + "c:" + channel
+        backoff = _BACKOFF_FIRST_S
+        while True:
+            pop = asyncio.ensure_future(shard.client.blpop([key], timeout=self.receive_timeout_s))
+            try:
+                result = await asyncio.shield(pop)
+            except asyncio.CancelledError:
+                # The BLPOP may already have taken a message off the list:
+                # put it back at the head rather than lose it.
+                pop.add_done_callback(lambda t: self._requeue(state, shard, key, t))
+                raise
+            except _RETRYABLE as exc:
+                logger.warning("redis receive on %r failed (%s); retrying", channel, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_FIRST_S
+            if result is None:
+                continue
+            message = self._open(_as_bytes(result[1]))
+            if message is not None:
+                return message
+
+    def _requeue(
+        self, state: _LoopState, shard: _Shard, key: str, pop: asyncio.Future[Any]
+    ) -> None:
+        if pop.cancelled() or pop.exception() is not None or pop.result() is None:
+            return
+        task = asyncio.ensure_future(shard.client.lpush(key, pop.result()[1]))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+    def _open(self, entry: bytes) -> dict[str, Any] | None:
+        """Decode an entry of a normal channel; ``None`` if expired or unreadable."""
+        deadline, _, payload = self._parse(entry)
+        if deadline <= time.time():
+            self.expired_on_receive += 1
+            return None
+        try:
+            return self._serializer.loads(payload)
+        except InvalidMessage as exc:
+            logger.error("dropped an unreadable layer message: %s", exc)
+            return None
+
+    async def _inbox_loop(self, state: _LoopState, inbox: str) -> None:
+        """Move this process's messages from Redis into the local buffer, forever."""
+        client = state.shards[self._ring.index_for(inbox)].client
+        key = self._key + "c:" + inbox
+        backoff = _BACKOFF_FIRST_S
+        while not state.closing:
+            try:
+                entries = await client.lpop(key, _INBOX_BATCH)
+                if not entries:
+                    popped = await client.blpop([key], timeout=self.receive_timeout_s)
+                    entries = [popped[1]] if popped else []
+            except _RETRYABLE as exc:
+                if state.closing:
+                    return
+                logger.warning("redis inbox %r unreachable (%s); retrying", inbox, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_FIRST_S
+            for entry in entries:
+                self._dispatch(state, _as_bytes(entry))
+
+    def _dispatch(self, state: _LoopState, entry: bytes) -> None:
+        deadline, channel, payload = self._parse(entry)
+        remaining = deadline - time.time()
+        message: dict[str, Any] | None = None
+        if remaining <= 0:
+            self.expired_on_receive += 1
+        else:
+            try:
+                message = self._serializer.loads(payload)
+            except InvalidMessage as exc:
+                logger.error("dropped an unreadable layer message for %r: %s", channel, exc)
+        if message is None:
+            state.on_remove(channel, 1)
+            return
+        if not state.store.put(channel, message, time.monotonic() + remaining):
+            # Redis admitted it, so another process must run a larger capacity
+            # for this channel than we do: say so loudly.
+            self.receive_buffer_overflows += 1
+            state.on_remove(channel, 1)
+            logger.error(
+                "local buffer of %r is full (capacity %d): message dropped;"
+                " do all processes configure the same capacities?",
+                channel,
+                self.get_capacity(channel),
+            )
+
+    async def _release(self, state: _LoopState) -> None:
+        """Hand back, in Redis, the capacity of messages the app has received."""
+        backoff = _BACKOFF_FIRST_S
+        while state.releases and not state.closing:
+            inbox, counts = state.releases.popitem()
+            args: list[Any] = []
+            for channel, n in counts.items():
+                args += [channel, n]
+            shard = state.shards[self._ring.index_for(inbox)]
+            try:
+                await shard.release(keys=[self._key + "n:" + inbox], args=args)
+                backoff = _BACKOFF_FIRST_S
+            except _RETRYABLE as exc:
+                # Keep them: over-counting would block senders for good.
+                pending = state.releases[inbox]
+                for channel, n in counts.items():
+                    pending[channel] += n
+                logger.warning("redis capacity release failed (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
