@@ -1,0 +1,139 @@
+"""examples/toolkit_app.py end to end over a real socket, under uvicorn and sluiceway.
+
+Running the same app under uvicorn proves the toolkit does not depend on our
+server; the clients are independent (httpx, the ``websockets`` client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from examples.toolkit_app import build_application
+
+TIMEOUT_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def under_uvicorn(app: Any) -> AsyncIterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    # Listening before uvicorn starts: clients queue in the backlog instead
+    # of racing the start-up, so no readiness polling is needed.
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT_S)
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def under_sluiceway(app: Any) -> AsyncIterator[str]:
+    from tests.support import serve
+
+    async with serve(app) as served:
+        yield f"{served.host}:{served.port}"
+
+
+SERVERS = {"uvicorn": under_uvicorn, "sluiceway": under_sluiceway}
+
+
+def sluiceway_speaks_websocket() -> bool:
+    try:
+        import sluiceway.websocket.protocol  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_http_pages_sessions_and_login(server: str) -> None:
+    app = build_application(secret="test secret of some length", allowed_hosts=["127.0.0.1"])
+    async with (
+        SERVERS[server](app) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=TIMEOUT_S) as client,
+    ):
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Hello, stranger" in page.text and "Visit number 1" in page.text
+        assert "sessionid" in client.cookies
+        assert (await client.get("/api/me/")).json() == {"user": None, "visits": 1}
+
+        bad = await client.post("/api/login/", content=b"{not json")
+        assert bad.status_code == 400
+        assert (await client.post("/api/login/", json={"user_id": 9})).status_code == 403
+        assert (await client.get("/api/login/")).status_code == 405
+
+        before = client.cookies["sessionid"]
+        login = await client.post("/api/login/", json={"user_id": 1})
+        assert login.json() == {"user": "ada"}
+        assert client.cookies["sessionid"] != before  # new session key on login
+        assert (await client.get("/api/me/")).json() == {"user": "ada", "visits": 1}
+        assert "Hello, ada" in (await client.get("/")).text
+
+        item = await client.get("/api/items/2/")
+        assert (item.status_code, item.json()) == (200, {"id": 2, "name": "kettle"})
+        assert (await client.get("/api/items/99/")).status_code == 404
+        missing = await client.get("/api/nowhere/")
+        assert (missing.status_code, missing.text) == (404, "Not Found")
+        assert (await client.get("/api/items/abc/")).status_code == 404
+
+        assert (await client.post("/api/logout/")).json() == {"user": None}
+        assert (await client.get("/api/me/")).json() == {"user": None, "visits": 0}
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_websocket_echo_with_session_user(server: str) -> None:
+    if server == "sluiceway" and not sluiceway_speaks_websocket():
+        pytest.skip("sluiceway's WebSocket protocol is not in the tree yet")
+    app = build_application(secret="test secret of some length", allowed_hosts=["127.0.0.1"])
+    async with (
+        SERVERS[server](app) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=TIMEOUT_S) as client,
+    ):
+        await client.post("/api/login/", json={"user_id": 2})
+        cookie = f"sessionid={client.cookies['sessionid']}"
+        origin = f"http://{host}"
+        async with connect(
+            f"ws://{host}/ws/echo/",
+            origin=origin,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookie},
+            open_timeout=TIMEOUT_S,
+        ) as ws:
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT_S) == '{"hello": "grace"}'
+            await ws.send('{"n": [1, 2]}')
+            echoed = await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+            assert echoed == '{"user": "grace", "echo": {"n": [1, 2]}}'
+
+        # Anonymous is fine; a foreign origin or an unknown path is refused with 403.
+        async with connect(f"ws://{host}/ws/echo/", origin=origin, open_timeout=TIMEOUT_S) as ws:  # type: ignore[arg-type]
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT_S) == '{"hello": null}'
+        for target, from_origin in [
+            ("/ws/echo/", "https://evil.example"),
+            ("/ws/other/", origin),
+        ]:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    f"ws://{host}{target}",
+                    origin=from_origin,  # type: ignore[arg-type]
+                    open_timeout=TIMEOUT_S,
+                ):
+                    pass
+            assert refused.value.response.status_code == 403
