@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sluiceway.asgi.types import Scope
 from sluiceway.consumers import AsyncHttpConsumer, AsyncJsonWebsocketConsumer
 from sluiceway.middleware import (
     AllowedHostsOriginValidator,
@@ -60,7 +61,7 @@ async def load_user(user_id: Any) -> User | None:
     return USERS.get(user_id)
 
 
-def user_name(scope: dict[str, Any]) -> str | None:
+def user_name(scope: Scope) -> str | None:
     user = scope["user"]
     return getattr(user, "name", None) if user.is_authenticated else None
 
