@@ -1,0 +1,563 @@
+"""``WsgiToAsgi``: serve a WSGI application (PEP 3333) from any ASGI server.
+
+Each request runs the WSGI app in a worker of a bounded thread pool. The
+two sides meet in two small objects:
+
+* ``RequestBody`` is ``wsgi.input``: a reader task on the event loop moves
+  ``http.request`` chunks into a buffer as they arrive; ``read()`` in the
+  worker blocks until the bytes it asked for are there. The reader pauses
+  while ``body_buffer_bytes`` are buffered and nobody is waiting, so a slow
+  app holds a bounded amount of body and the client feels back-pressure.
+* ``_Responder`` implements ``start_response`` and ``write``. Headers leave
+  with the first non-empty chunk (PEP 3333 "Buffering and Streaming"); every
+  chunk is handed to the loop and the worker waits until ``send`` took it, so
+  the response streams with bounded memory. With a ``Content-Length`` (or a
+  one-item list) the last chunk carries ``more_body=False``: a typical Flask
+  response costs one hop to the loop.
+
+Environ rules (PEP 3333 "environ Variables"): ``SCRIPT_NAME`` is
+``root_path``; ``PATH_INFO`` is ``path`` without it; both are "bytes as
+latin-1" strings. Headers become ``HTTP_*`` with repeats joined by ``,``
+(``Cookie`` by ``; ``, RFC 9113 §8.2.3); a header name with ``_`` is
+dropped, because ``X_Foo`` and ``X-Foo`` would both become ``HTTP_X_FOO``
+and a proxy checking one could be bypassed with the other (header smuggling;
+nginx and Apache drop them too). More than ``max_header_repeats`` copies of
+one header is answered 431; conflicting ``Content-Length`` copies, 400.
+
+Errors: an app failure before the headers left gives a plain 500 (details in
+the log, never on the wire); after, the exception propagates so the server
+aborts the response. The iterable's ``close()`` is always called. A
+``websocket`` scope is refused (close before accept: 403); ``lifespan`` is
+answered "complete".
+
+Imports the standard library, ``sluiceway.asgi`` and ``sluiceway.errors``;
+never the server side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+from typing import Any
+
+from sluiceway.asgi.types import HeaderList, Message, Receive, Scope, Send
+from sluiceway.errors import ClientDisconnected
+
+__all__ = ["RequestBody", "WsgiToAsgi", "build_environ"]
+
+logger = logging.getLogger(__name__)
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], None]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# RFC 9110 §5.5: no CR, LF or NUL in a field; names are tokens (§5.1).
+_FORBIDDEN = ("\r", "\n", "\x00")
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+
+class _Reject(Exception):
+    """The request cannot be turned into an environ: answer ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _latin1(text: str) -> str:
+    # PEP 3333 "Unicode Issues": native strings carry the raw bytes as latin-1.
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """Split a Host header into name and port; an IPv6 literal keeps its brackets."""
+    name, sep, port = host.rpartition(":")
+    if not sep or not port.isdigit():
+        return host, ""
+    return name, port
+
+
+def build_environ(scope: Scope, max_header_repeats: int = 32) -> dict[str, Any]:
+    """Build the PEP 3333 environ for an ``http`` scope (``wsgi.input`` not set).
+
+    Raises:
+        _Reject: too many repeats of one header (431) or conflicting
+            ``Content-Length`` values (400).
+    """
+    path: str = scope.get("path") or "/"
+    root_path: str = (scope.get("root_path") or "").rstrip("/")
+    # ASGI www spec 2.x: path includes root_path. A server that strips it
+    # already (older convention) gives a path without the prefix: keep it whole.
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        path_info = path[len(root_path) :]
+    else:
+        path_info = path
+    scheme = scope.get("scheme") or "http"
+    url_scheme = "https" if scheme in ("https", "wss") else "http"
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "SCRIPT_NAME": _latin1(root_path),
+        "PATH_INFO": _latin1(path_info),
+        "QUERY_STRING": bytes(scope.get("query_string", b"")).decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + str(scope.get("http_version", "1.1")),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        # The body ends with EOF even when chunked: apps may read to the end.
+        "wsgi.input_terminated": True,
+        "asgi.scope": scope,
+    }
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        query = environ["QUERY_STRING"]
+        environ["RAW_URI"] = bytes(raw_path).decode("latin-1") + ("?" + query if query else "")
+
+    repeats: dict[str, int] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = bytes(raw_name).decode("latin-1").lower()
+        if "_" in name:
+            continue  # smuggling guard, see module docstring
+        value = bytes(raw_value).decode("latin-1")
+        if name == "content-length":
+            key = "CONTENT_LENGTH"
+        elif name == "content-type":
+            key = "CONTENT_TYPE"
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        previous = environ.get(key)
+        if previous is None:
+            environ[key] = value
+            continue
+        count = repeats[key] = repeats.get(key, 1) + 1
+        if count > max_header_repeats:
+            raise _Reject(431, f"too many {name} headers")
+        if key == "CONTENT_LENGTH":
+            # RFC 9110 §8.6: identical copies may be folded, differing ones are an error.
+            if value.strip() != previous.strip():
+                raise _Reject(400, "conflicting Content-Length headers")
+            continue
+        environ[key] = previous + ("; " if key == "HTTP_COOKIE" else ",") + value
+
+    server = scope.get("server")
+    if server:
+        host, port = server[0], server[1]
+        environ["SERVER_NAME"] = str(host)
+        environ["SERVER_PORT"] = str(port) if port is not None else _DEFAULT_PORTS[url_scheme]
+    else:
+        name, port_text = _split_host(environ.get("HTTP_HOST", ""))
+        environ["SERVER_NAME"] = name or "localhost"
+        environ["SERVER_PORT"] = port_text or _DEFAULT_PORTS[url_scheme]
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"] = str(client[0])
+        environ["REMOTE_PORT"] = str(client[1])
+    return environ
+
+
+class RequestBody:
+    """``wsgi.input``: the request body, readable in the worker as it arrives.
+
+    Reads block the worker thread (never the loop) for at most ``timeout_s``
+    between chunks; a client that disconnects mid-body makes the read raise
+    ``ClientDisconnected`` (an ``OSError``) rather than look like a short body.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        receive: Receive,
+        buffer_bytes: int,
+        timeout_s: float | None,
+    ) -> None:
+        self._loop = loop
+        self._receive = receive
+        self._limit = buffer_bytes
+        self._timeout_s = timeout_s
+        self._buffer = bytearray()
+        self._eof = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._readers_waiting = 0
+        self._pump_paused = False
+        self._resume = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- loop side -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._pump())
+
+    def stop(self) -> None:
+        """The request is over: stop reading and release any blocked reader."""
+        if self._task is not None:
+            self._task.cancel()
+        with self._cond:
+            if not self._eof and self._error is None:
+                self._error = ClientDisconnected("the request is over")
+            self._cond.notify_all()
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    pause = len(self._buffer) >= self._limit and not self._readers_waiting
+                    if pause:
+                        self._pump_paused = True
+                        self._resume.clear()
+                if pause:
+                    await self._resume.wait()
+                    continue
+                message = await self._receive()
+                kind = message.get("type")
+                with self._cond:
+                    if kind == "http.request":
+                        self._buffer += message.get("body", b"")
+                        if not message.get("more_body", False):
+                            self._eof = True
+                    else:
+                        # http.disconnect, or anything else: the body will not finish.
+                        self._error = ClientDisconnected("the client disconnected mid-body")
+                    self._cond.notify_all()
+                    if self._eof or self._error is not None:
+                        return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    # -- worker side (call with self._cond held) -----------------------------
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        while not ready():
+            if self._eof:
+                return
+            if self._error is not None:
+                raise self._error
+            self._readers_waiting += 1
+            if self._pump_paused:
+                self._pump_paused = False
+                self._loop.call_soon_threadsafe(self._resume.set)
+            try:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or not self._cond.wait(remaining):
+                    raise TimeoutError(f"no request body for {self._timeout_s} s")
+            finally:
+                self._readers_waiting -= 1
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        if self._pump_paused and len(self._buffer) < self._limit:
+            self._pump_paused = False
+            self._loop.call_soon_threadsafe(self._resume.set)
+        return data
+
+    # -- the file-like API (PEP 3333 "Input and Error Streams") --------------
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._cond:
+            if size is None or size < 0:
+                parts: list[bytes] = []
+                while True:
+                    self._wait(lambda: bool(self._buffer))
+                    if not self._buffer:
+                        return b"".join(parts)
+                    parts.append(self._take(len(self._buffer)))
+            self._wait(lambda: len(self._buffer) >= size)
+            return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        with self._cond:
+            limit = None if size is None or size < 0 else size
+
+            def ready() -> bool:
+                if limit is not None and len(self._buffer) >= limit:
+                    return True
+                return b"\n" in self._buffer
+
+            self._wait(ready)
+            end = self._buffer.find(b"\n")
+            n = len(self._buffer) if end < 0 else end + 1
+            if limit is not None:
+                n = min(n, limit)
+            return self._take(n)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+class _Responder:
+    """``start_response`` and ``write`` for one request, run in the worker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, timeout_s: float | None):
+        self._loop = loop
+        self._send = send
+        self._timeout_s = timeout_s
+        self.status: int | None = None
+        self.headers: HeaderList = []
+        self.headers_sent = False
+        self.complete = False
+        self.abandoned = False
+        self._content_length: int | None = None
+        self._sent_bytes = 0
+
+    def start_response(
+        self,
+        status: str,
+        response_headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    # PEP 3333: too late to change the response; re-raise.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a reference cycle
+        elif self.status is not None:
+            raise RuntimeError("start_response() called a second time without exc_info")
+        code = status[:3] if isinstance(status, str) else ""
+        if not (code.isdigit() and len(status) >= 3 and (len(status) == 3 or status[3] == " ")):
+            raise ValueError(f"start_response(): status must look like '200 OK', got {status!r}")
+        headers: HeaderList = []
+        content_length: int | None = None
+        for pair in response_headers:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError(f"start_response(): headers are (str, str) tuples, got {pair!r}")
+            name, value = pair
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"start_response(): header {pair!r} is not (str, str)")
+            if any(c in name or c in value for c in _FORBIDDEN):
+                raise ValueError(f"start_response(): header {name!r} holds CR, LF or NUL")
+            try:
+                raw = (name.lower().encode("latin-1"), value.encode("latin-1"))
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"start_response(): header {name!r} is not latin-1") from exc
+            if raw[0] == b"content-length" and value.strip().isdigit():
+                content_length = int(value)
+            headers.append(raw)
+        self.status = int(code)
+        self.headers = headers
+        self._content_length = content_length
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's legacy ``write()``: the data is sent before this returns."""
+        if self.status is None:
+            raise RuntimeError("write() called before start_response()")
+        self.send_chunk(data, final=False)
+
+    def send_chunk(self, data: bytes, final: bool) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"WSGI response chunks must be bytes, got {type(data).__name__}")
+        if self.complete:
+            if data:
+                logger.warning("WSGI app sent body past its Content-Length; dropped")
+            return
+        if not data and not final:
+            return  # PEP 3333: empty chunks neither send headers nor body
+        if self.status is None:
+            raise RuntimeError("the WSGI app returned a body without calling start_response()")
+        messages: list[Message] = []
+        if not self.headers_sent:
+            messages.append(
+                {"type": "http.response.start", "status": self.status, "headers": self.headers}
+            )
+        more = not final
+        if self._content_length is not None:
+            room = self._content_length - self._sent_bytes
+            if len(data) > room:
+                logger.warning("WSGI app sent body past its Content-Length; truncated")
+                data = data[:room]
+            self._sent_bytes += len(data)
+            if self._sent_bytes >= self._content_length:
+                more = False  # the last byte is out: end the response in this message
+        messages.append({"type": "http.response.body", "body": data, "more_body": more})
+        self._deliver(messages)
+        self.headers_sent = True
+        self.complete = not more
+
+    def send_error(self) -> None:
+        body = b"Internal Server Error"
+        self._deliver(
+            [
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                },
+                {"type": "http.response.body", "body": body, "more_body": False},
+            ]
+        )
+        self.headers_sent = self.complete = True
+
+    def _deliver(self, messages: list[Message]) -> None:
+        if self.abandoned:
+            raise ClientDisconnected("the request was abandoned by the server")
+        future = asyncio.run_coroutine_threadsafe(self._send_all(messages), self._loop)
+        try:
+            future.result(self._timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"send() did not complete in {self._timeout_s} s") from None
+
+    async def _send_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            await self._send(message)
+
+
+def _close_iterable(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("WSGI iterable close() failed")
+
+
+class WsgiToAsgi:
+    """Wrap a WSGI app as an ASGI app.
+
+    Args:
+        wsgi_app: the PEP 3333 application.
+        max_workers: threads in the pool that runs the app (requests beyond
+            that wait for a free thread).
+        executor: use this pool instead of creating one.
+        body_buffer_bytes: request body buffered ahead of the app's reads.
+        max_header_repeats: copies of one header accepted before 431.
+        io_timeout_s: the longest a worker waits for the next body chunk or
+            for ``send`` to take a response chunk (``None``: no limit).
+    """
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApp,
+        max_workers: int = 16,
+        *,
+        executor: Executor | None = None,
+        body_buffer_bytes: int = 64 * 1024,
+        max_header_repeats: int = 32,
+        io_timeout_s: float | None = 60.0,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.wsgi_app = wsgi_app
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="sluiceway-wsgi"
+        )
+        self.body_buffer_bytes = body_buffer_bytes
+        self.max_header_repeats = max_header_repeats
+        self.io_timeout_s = io_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1000})
+        else:
+            raise ValueError(f"WsgiToAsgi serves http scopes, not {kind!r}")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            environ = build_environ(scope, self.max_header_repeats)
+        except _Reject as exc:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": exc.status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": exc.reason.encode()})
+            return
+        loop = asyncio.get_running_loop()
+        body = RequestBody(loop, receive, self.body_buffer_bytes, self.io_timeout_s)
+        environ["wsgi.input"] = body
+        responder = _Responder(loop, send, self.io_timeout_s)
+        body.start()
+        ctx = contextvars.copy_context()
+        try:
+            await loop.run_in_executor(self.executor, ctx.run, self._run, environ, responder)
+        finally:
+            responder.abandoned = True
+            body.stop()
+
+    def _run(self, environ: dict[str, Any], responder: _Responder) -> None:
+        """In a worker: call the app and stream its response."""
+        result: Iterable[bytes] | None = None
+        try:
+            result = self.wsgi_app(environ, responder.start_response)
+            if isinstance(result, (list, tuple)) and len(result) == 1:
+                responder.send_chunk(result[0], final=True)
+            else:
+                for chunk in result:
+                    responder.send_chunk(chunk, final=False)
+                    if responder.abandoned:
+                        break
+                if not responder.complete:
+                    responder.send_chunk(b"", final=True)
+        except Exception as exc:
+            if isinstance(exc, OSError) and (
+                responder.abandoned or isinstance(exc, ClientDisconnected)
+            ):
+                logger.debug("WSGI response abandoned: %r", exc)
+                return
+            if responder.headers_sent:
+                raise  # too late for a 500: the server aborts the response
+            logger.exception(
+                "WSGI app failed on %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"]
+            )
+            responder.send_error()
+        finally:
+            if result is not None:
+                _close_iterable(result)
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        # WSGI has no lifespan: say yes to both steps so servers with
+        # lifespan "on" run us happily.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
