@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import httpx
@@ -200,3 +202,34 @@ async def test_header_switches(flag: str) -> None:
         assert ("server" if name == "date" else "date") in response.headers
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
+
+
+async def test_run_from_python(tmp_path: Path) -> None:
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import sluiceway\n"
+        "from cli_apps import app\n"
+        "sluiceway.run(app, host='127.0.0.1', port=0, keep_alive_timeout_s=2.0)\n"
+        "print('run returned', flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    proc = CLIProcess(process)
+    try:
+        address = (await proc.wait_for_line(r"Listening on (\S+)")).group(1)
+        assert (await get(address + "/")).text == "pool-ready"
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit() == 0
+        assert process.stdout is not None
+        assert (await process.stdout.read()).endswith(b"run returned\n")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
