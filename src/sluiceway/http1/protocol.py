@@ -71,6 +71,7 @@ _WATCHED = frozenset(
 )
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _FILE_CHUNK_BYTES = 64 * 1024
+_LINGER_S = 1.0
 
 
 class Phase(enum.IntEnum):
@@ -691,15 +692,18 @@ class HTTP1Protocol(asyncio.Protocol):
         if cycle is not self._active:
             return
         self._active = None
-        if not cycle.keep_alive or self._phase is _CLOSED or self._state.shutting_down:
+        if not cycle.keep_alive or self._state.shutting_down:
             self._close()
             return
         if self._pipeline:
+            # _start may answer at once (503) and come back here for the rest.
             self._start(self._pipeline.popleft())
-            if self._pipeline or self._active is not None:
-                return
+            return
         if self._pending_error:
             self._write_error(self._pending_error)
+            return
+        if self._phase is _CLOSED:
+            self._close()  # half-closed by the client, or it broke the protocol
             return
         parsing = self._parsing
         if parsing is None or parsing.buffered_bytes <= 64 * 1024:
@@ -743,9 +747,21 @@ class HTTP1Protocol(asyncio.Protocol):
             self._pending_error = status  # sent after the responses ahead of it
 
     def _write_error(self, status: int) -> None:
-        if not self._flow.closed:
-            self._transport.write(wire.error_response(status, self._state.default_headers))
-        self._close()
+        if self._flow.closed:
+            return
+        self._transport.write(wire.error_response(status, self._state.default_headers))
+        self._phase = _CLOSED
+        transport = self._transport
+        if transport.can_write_eof() and not transport.is_closing():
+            # Lingering close (RFC 9112 §9.6): closing with unread request bytes
+            # makes the kernel send RST, which can destroy the error response
+            # before the client reads it. Half-close, discard what still comes
+            # in (data_received ignores it) and close at the deadline.
+            transport.write_eof()
+            self._flow.resume_reading()
+            self.deadline = self._loop.time() + _LINGER_S
+        else:
+            self._close()
 
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 
