@@ -88,6 +88,9 @@ _CLOSE = int(Opcode.CLOSE)
 _PING = int(Opcode.PING)
 _PONG = int(Opcode.PONG)
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+# Headers of whole, uncompressed short messages, precomputed (§5.2).
+_TEXT_HEADERS = [bytes((0x80 | _TEXT, n)) for n in range(126)]
+_BINARY_HEADERS = [bytes((0x80 | _BINARY, n)) for n in range(126)]
 
 
 class State(enum.Enum):
@@ -271,17 +274,30 @@ class Connection:
         end = len(src)
         pos = 0
         events = self._events
+        max_size = self._max_size
         try:
-            while True:
-                header = parse_header(src, pos)
-                if header is None:
-                    break
-                b0, b1, length, start = header
-                if not b1 & MASK_BIT:
-                    # §5.1: "The server MUST close the connection upon
-                    # receiving a frame that is not masked."
-                    raise WebSocketProtocolError("client frame is not masked")
-                opcode = self._check_header(b0, length)
+            while end - pos >= 2:
+                b0 = src[pos]
+                b1 = src[pos + 1]
+                if b1 & MASK_BIT and b1 < 0xFE:
+                    # Masked, 7-bit length: the common header, parsed inline.
+                    length = b1 & 0x7F
+                    start = pos + 6
+                else:
+                    header = parse_header(src, pos)
+                    if header is None:
+                        break
+                    _, _, length, start = header
+                    if not b1 & MASK_BIT:
+                        # §5.1: "The server MUST close the connection upon
+                        # receiving a frame that is not masked."
+                        raise WebSocketProtocolError("client frame is not masked")
+                if (b0 == 0x81 or b0 == 0x82) and not self._frag_opcode and length <= max_size:
+                    # A whole, uncompressed data frame outside a fragmented
+                    # message passes every header rule.
+                    opcode = b0 & 0x0F
+                else:
+                    opcode = self._check_header(b0, length)
                 stop = start + length
                 if stop > end:
                     break
@@ -291,13 +307,13 @@ class Connection:
                 else:
                     payload = apply_mask(src[start:stop], src[start - 4 : start])
                 pos = stop
-                if opcode == _TEXT and b0 & FIN and not b0 & RSV1:
+                if b0 == 0x81:
                     # The hot path: a whole, uncompressed text message.
                     try:
                         events.append(TextMessage(payload.decode("utf-8")))
                     except UnicodeDecodeError as exc:
                         raise InvalidPayload("text message is not valid UTF-8") from exc
-                elif opcode == _BINARY and b0 & FIN and not b0 & RSV1:
+                elif b0 == 0x82:
                     events.append(BytesMessage(payload))
                 elif opcode < 8:
                     self._receive_data_frame(opcode, b0, payload)
@@ -479,7 +495,11 @@ class Connection:
         Raises:
             InvalidState: the close handshake has started.
         """
-        self._send_message(_TEXT, text.encode("utf-8"))
+        payload = text.encode("utf-8")
+        if len(payload) < 126 and self._deflate is None and self.state is State.OPEN:
+            self._out.append(_TEXT_HEADERS[len(payload)] + payload)
+        else:
+            self._send_message(_TEXT, payload)
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message.
@@ -487,7 +507,10 @@ class Connection:
         Raises:
             InvalidState: the close handshake has started.
         """
-        self._send_message(_BINARY, data)
+        if len(data) < 126 and self._deflate is None and self.state is State.OPEN:
+            self._out.append(_BINARY_HEADERS[len(data)] + data)
+        else:
+            self._send_message(_BINARY, data)
 
     def _send_message(self, opcode: int, payload: bytes) -> None:
         if self.state is not State.OPEN:
