@@ -50,6 +50,8 @@ def frame(
         head = struct.pack("!BBQ", b0, mask_bit | 127, n)
     if mask is None:
         return head + payload
+    if mask == b"\0\0\0\0":  # XOR with zero: big payloads without a per-byte loop
+        return head + mask + payload
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + masked
 

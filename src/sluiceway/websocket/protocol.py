@@ -291,7 +291,9 @@ class WebSocketProtocol(asyncio.Protocol):
             if drain is None or drain.done():
                 assert self.loop is not None
                 drain = self._drain = self.loop.create_future()
-            await drain
+            # Several app tasks may wait on the one future: a cancelled waiter must
+            # not cancel it for the others.
+            await asyncio.shield(drain)
             if self._lost():
                 raise ClientDisconnected("the connection was lost while sending")
 
