@@ -271,10 +271,11 @@ class HTTPCycle:
     def _on_first_body(self, message: Message) -> None:
         body = _body_of(message)
         more = bool(message.get("more_body", False))
-        headers = self._start_headers
+        # The sink validates before it writes: if it raises, nothing went out
+        # and the state stays HEAD, so the server can still answer 500.
+        self.sink.send_head(self.status, self._start_headers, body, more, self.trailers)
+        self.response_state = _S_BODY
         self._start_headers = ()
-        self.response_state = _S_BODY  # before writing: a sink error must not allow a retry
-        self.sink.send_head(self.status, headers, body, more, self.trailers)
         if not more:
             self._body_ended()
 
@@ -319,10 +320,9 @@ class HTTPCycle:
         self, file: Any, offset: int | None, count: int | None, more: bool
     ) -> None:
         if self.response_state is _S_HEAD:
-            headers = self._start_headers
-            self._start_headers = ()
+            self.sink.send_head(self.status, self._start_headers, b"", True, self.trailers)
             self.response_state = _S_BODY
-            self.sink.send_head(self.status, headers, b"", True, self.trailers)
+            self._start_headers = ()
         await self.sink.send_file(file, offset, count, more)
         if not more and self.response_state is _S_BODY:
             self._body_ended()

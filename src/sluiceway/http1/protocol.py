@@ -703,7 +703,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._write_error(self._pending_error)
             return
         if self._phase is _CLOSED:
-            self._close()  # half-closed by the client, or it broke the protocol
+            self._close()  # the client broke the protocol after this request
             return
         parsing = self._parsing
         if parsing is None or parsing.buffered_bytes <= 64 * 1024:
@@ -813,15 +813,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self._pipeline.clear()
         self._parsing = None
         self._upgrade_cycle = None
-
-    def eof_received(self) -> bool | None:
-        # Half-close from the client: finish what is in flight, then close
-        # (returning True keeps our side open so the response can go out;
-        # CLOSED makes response_complete close instead of keeping alive).
-        if self._active is None and not self._pipeline:
-            return None
-        self._phase = _CLOSED
-        return True
 
 
 def connection_info(transport: asyncio.BaseTransport, shared: Shared) -> ConnectionInfo:
