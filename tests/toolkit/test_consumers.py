@@ -214,3 +214,26 @@ async def test_layer_reader_failure_surfaces_in_the_consumer(memory_layer: None)
             await comm.wait(2)
     finally:
         channel_layers.set("default", old)
+
+
+class Forgetful(AsyncConsumer):
+    """Handles the disconnect but forgets to raise StopConsumer."""
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "websocket.accept"})
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "out", "code": message["code"]})
+
+
+@pytest.mark.parametrize("alias", [NO_LAYER, "default"])
+async def test_consumer_ends_after_a_disconnect_even_without_stop(
+    memory_layer: None, alias: str
+) -> None:
+    app = type("F", (Forgetful,), {"channel_layer_alias": alias}).as_asgi()
+    comm = ApplicationCommunicator(app, {"type": "websocket", "path": "/"})
+    await comm.send_input({"type": "websocket.connect"})
+    assert (await comm.receive_output())["type"] == "websocket.accept"
+    await comm.send_input({"type": "websocket.disconnect", "code": 1001})
+    assert await comm.receive_output() == {"type": "out", "code": 1001}
+    await comm.wait(2)

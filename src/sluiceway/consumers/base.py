@@ -25,7 +25,9 @@ The channel-layer seam, kept small on purpose:
 * WebSocket consumers join ``groups`` on connect and leave them on
   disconnect (``consumers.websocket``).
 
-Invariants: handlers of one consumer never run concurrently; a message type
+Invariants: handlers of one consumer never run concurrently; the consumer
+ends after it handled ``http.disconnect`` / ``websocket.disconnect``, even
+if the handler did not raise ``StopConsumer``; a message type
 with no handler, a missing ``type`` or a type naming a private or API method
 raises ``ValueError`` naming the type and the method looked for.
 
@@ -89,6 +91,11 @@ _RESERVED = frozenset(
         "send_response",
     }
 )
+
+
+# After these the ASGI spec has nothing more to deliver: the consumer ends even
+# if its handler forgot to raise StopConsumer (Channels would wait forever).
+_DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
 
 
 class StopConsumer(Exception):
@@ -163,13 +170,13 @@ class _Inbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._messages: deque[Message] = deque()
+        self._messages: deque[tuple[Message, bool]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
 
-    async def put(self, message: Message) -> None:
-        self._messages.append(message)
+    async def put(self, message: Message, from_client: bool) -> None:
+        self._messages.append((message, from_client))
         _wake(self._waiter)
         while len(self._messages) >= _INBOX_LIMIT:
             if self._space is None or self._space.done():
@@ -180,7 +187,8 @@ class _Inbox:
         self._failure = exc
         _wake(self._waiter)
 
-    async def get(self) -> Message:
+    async def get(self) -> tuple[Message, bool]:
+        """The next message and whether it came from the ASGI receive."""
         while not self._messages:
             if self._failure is not None:
                 raise self._failure
@@ -189,18 +197,18 @@ class _Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._messages.popleft()
+        item = self._messages.popleft()
         if self._space is not None and len(self._messages) < _INBOX_LIMIT:
             _wake(self._space)
-        return message
+        return item
 
-    async def read(self, source: Callable[[], Awaitable[Message]], until_disconnect: bool) -> None:
+    async def read(self, source: Callable[[], Awaitable[Message]], from_client: bool) -> None:
         """Reader task body: move messages from ``source`` into the inbox."""
         try:
             while True:
                 message = await source()
-                await self.put(message)
-                if until_disconnect and str(message.get("type", "")).endswith(".disconnect"):
+                await self.put(message, from_client)
+                if from_client and message.get("type") in _DISCONNECTS:
                     return  # the ASGI receive has nothing after a disconnect
         except asyncio.CancelledError:
             raise
@@ -257,7 +265,10 @@ class _BaseConsumer:
             if layer is None:
                 # No layer: the plain loop, no task per event.
                 while True:
-                    await self.dispatch(await receive())
+                    message = await receive()
+                    await self.dispatch(message)
+                    if message.get("type") in _DISCONNECTS:
+                        return
             else:
                 self.channel_name = await layer.new_channel()
                 await self._listen_both(receive, layer)
@@ -269,12 +280,15 @@ class _BaseConsumer:
         inbox = _Inbox(loop)
         channel_receive = functools.partial(layer.receive, self.channel_name)
         readers = (
-            loop.create_task(inbox.read(receive, until_disconnect=True)),
-            loop.create_task(inbox.read(channel_receive, until_disconnect=False)),
+            loop.create_task(inbox.read(receive, from_client=True)),
+            loop.create_task(inbox.read(channel_receive, from_client=False)),
         )
         try:
             while True:
-                await self.dispatch(await inbox.get())
+                message, from_client = await inbox.get()
+                await self.dispatch(message)
+                if from_client and message.get("type") in _DISCONNECTS:
+                    return
         finally:
             for reader in readers:
                 reader.cancel()
