@@ -1,0 +1,195 @@
+"""Flow control, timeouts, 100-continue, limit-concurrency, graceful shutdown, access log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from sluiceway.accesslog import escape
+from sluiceway.asgi.http import BODY_HIGH_WATER_BYTES
+from tests.http1.apps import echo, hello, read_body
+from tests.support import exchange, raw_connection, serve
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+async def test_send_blocks_while_the_client_does_not_read() -> None:
+    chunk = b"x" * 65536
+    total = 400  # 25 MiB: far beyond any socket + transport buffer
+    progress = [0]
+    blocked = asyncio.Event()
+
+    async def producer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(total):
+            step = asyncio.ensure_future(
+                send({"type": "http.response.body", "body": chunk, "more_body": True})
+            )
+            done, _ = await asyncio.wait({step}, timeout=0.2)
+            if not done:
+                blocked.set()  # send() is waiting on the slow client
+                await step
+            progress[0] += 1
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serve(producer) as srv, raw_connection(srv.port) as conn:
+        await conn.send(GET)
+        await asyncio.wait_for(blocked.wait(), 10)
+        assert progress[0] < total
+        response = await conn.read_response(timeout=30)
+    assert len(response.body) == total * len(chunk)
+
+
+async def test_reading_pauses_while_the_app_does_not_consume() -> None:
+    release = asyncio.Event()
+
+    async def lazy(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        body = await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % len(body)})
+
+    size = 8 * 1024 * 1024
+    async with serve(lazy) as srv, raw_connection(srv.port) as conn:
+        conn.writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        conn.writer.write(b"z" * size)  # no drain: the kernel and our buffer fill up
+        (protocol,) = srv.state.connections
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        buffered = protocol._parsing.buffered_bytes  # type: ignore[attr-defined]
+        # bounded by the high-water mark plus one read from the socket
+        assert buffered <= BODY_HIGH_WATER_BYTES + 256 * 1024
+        assert protocol._flow.read_paused  # type: ignore[attr-defined]
+        release.set()
+        response = await conn.read_response(timeout=30)
+    assert response.body == b"%d" % size
+
+
+async def test_keep_alive_timeout_closes_idle_connection() -> None:
+    async with serve(hello, keep_alive_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
+        await conn.send(GET)
+        await conn.read_response()
+        assert await conn.at_eof(timeout=3)
+
+
+async def test_slowloris_head_is_cut_off_by_header_timeout() -> None:
+    async with serve(hello, request_headers_timeout_s=0.3) as srv, raw_connection(srv.port) as conn:
+        closed = False
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 200:
+            try:
+                await conn.send(bytes([byte]))
+            except ConnectionError:
+                closed = True
+                break
+            if conn.reader.at_eof():
+                closed = True
+                break
+            await asyncio.sleep(0.01)  # a byte every 10 ms keeps the socket busy
+        closed = closed or await conn.at_eof(timeout=3)
+        assert closed
+        assert loop.time() - begin < 3
+
+
+async def test_idle_new_connection_is_closed_by_header_timeout() -> None:
+    async with serve(hello, request_headers_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
+        assert await conn.at_eof(timeout=3)
+
+
+async def test_expect_100_continue_sent_when_app_reads_body() -> None:
+    async with serve(echo) as srv, raw_connection(srv.port) as conn:
+        await conn.send(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = await conn.read_response()
+        assert interim.status == 100
+        await conn.send(b"hello")
+        response = await conn.read_response()
+        assert response.body == b"hello"
+
+
+async def test_expect_100_continue_not_sent_when_app_answers_without_body() -> None:
+    async with serve(hello) as srv, raw_connection(srv.port) as conn:
+        await conn.send(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        response = await conn.read_response()
+        assert response.status == 200
+        assert response.header(b"connection") == b"close"
+        assert await conn.at_eof()
+
+
+async def test_limit_concurrency_answers_503() -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def blocking(scope: Any, receive: Any, send: Any) -> None:
+        entered.set()
+        await release.wait()
+        await hello(scope, receive, send)
+
+    async with serve(blocking, limit_concurrency=1) as srv, raw_connection(srv.port) as first:
+        await first.send(GET)
+        await asyncio.wait_for(entered.wait(), 5)
+        second = await exchange(srv.port, GET)
+        assert second.status == 503
+        release.set()
+        assert (await first.read_response()).status == 200
+
+
+async def test_shutdown_closes_idle_and_finishes_in_flight() -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def blocking(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            entered.set()
+            await release.wait()
+        await hello(scope, receive, send)
+
+    srv_ctx = serve(blocking)
+    async with srv_ctx as srv, raw_connection(srv.port) as idle, raw_connection(srv.port) as busy:
+        await idle.send(GET)
+        await idle.read_response()
+        await busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        await asyncio.wait_for(entered.wait(), 5)
+        srv.state.shutting_down = True
+        for conn in list(srv.state.connections):
+            conn.shutdown()
+        assert await idle.at_eof()
+        release.set()
+        response = await busy.read_response()
+        assert response.status == 200
+        assert response.header(b"connection") == b"close"
+        assert await busy.at_eof()
+        await asyncio.wait_for(srv.state.wait_connections_closed(), 5)
+
+
+async def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="sluiceway.access"):
+        async with serve(hello) as srv:
+            await exchange(srv.port, b"GET /p%0d%0aX?q=%1b[31m HTTP/1.1\r\nHost: a\r\n\r\n")
+    (record,) = [r for r in caplog.records if r.name == "sluiceway.access"]
+    line = record.getMessage()
+    assert '"GET /p%0d%0aX?q=%1b[31m HTTP/1.1" 200 13' in line
+    assert line.startswith("127.0.0.1:")
+    assert "\n" not in line and "\x1b" not in line
+
+
+async def test_access_log_off_formats_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="sluiceway.access"):
+        async with serve(hello, access_log=False) as srv:
+            await exchange(srv.port, GET)
+    assert not [r for r in caplog.records if r.name == "sluiceway.access"]
+
+
+def test_escape_neutralises_control_and_ansi() -> None:
+    assert escape("ok /path") == "ok /path"
+    assert escape("a\nb") == "a\\x0ab"
+    assert escape("\x1b[31mred") == "\\x1b[31mred"
+    assert escape('say "hi"') == 'say \\"hi\\"'
+    assert escape("\u202e") == "\\u202e"
