@@ -366,11 +366,11 @@ async def test_websocket_is_refused_and_lifespan_completes() -> None:
     await life.wait()
 
 
-# -- over a real socket, under an independent ASGI server (uvicorn) ------------
+# -- over a real socket: under sluiceway, and under uvicorn (any server works) --
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
+async def under_uvicorn(app: Any) -> AsyncIterator[str]:
     import uvicorn
 
     sock = socket.socket()
@@ -388,6 +388,17 @@ async def serve(app: Any) -> AsyncIterator[str]:
         sock.close()
 
 
+@contextlib.asynccontextmanager
+async def under_sluiceway(app: Any) -> AsyncIterator[str]:
+    from tests.support import serve
+
+    async with serve(app) as served:
+        yield served.url
+
+
+SERVERS = {"uvicorn": under_uvicorn, "sluiceway": under_sluiceway}
+
+
 def plain_app(environ: Environ, start_response: Any) -> Iterator[bytes]:
     size = int(environ.get("CONTENT_LENGTH") or 0)
     data = environ["wsgi.input"].read(size)
@@ -396,14 +407,16 @@ def plain_app(environ: Environ, start_response: Any) -> Iterator[bytes]:
     yield b";path=" + environ["PATH_INFO"].encode("latin-1")
 
 
-async def test_plain_wsgi_app_over_a_real_socket() -> None:
-    async with serve(WsgiToAsgi(plain_app)) as url, httpx.AsyncClient() as client:
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_plain_wsgi_app_over_a_real_socket(server: str) -> None:
+    async with SERVERS[server](WsgiToAsgi(plain_app)) as url, httpx.AsyncClient() as client:
         response = await client.post(url + "/some/where", content=b"z" * 100_000, timeout=10)
     assert response.status_code == 200
     assert response.text == "len=100000;path=/some/where"
 
 
-async def test_flask_app_over_a_real_socket() -> None:
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_flask_app_over_a_real_socket(server: str) -> None:
     flask = pytest.importorskip("flask")
     app = flask.Flask("sluiceway_test")
 
@@ -416,7 +429,7 @@ async def test_flask_app_over_a_real_socket() -> None:
     def boom() -> Any:
         raise RuntimeError("hidden")
 
-    async with serve(WsgiToAsgi(app.wsgi_app)) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](WsgiToAsgi(app.wsgi_app)) as url, httpx.AsyncClient() as client:
         ok = await client.post(url + "/items/7?q=x", json={"name": "kettle"}, timeout=10)
         missing = await client.get(url + "/nope", timeout=10)
         failed = await client.get(url + "/boom", timeout=10)
