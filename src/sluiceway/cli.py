@@ -121,9 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``sluiceway`` console script. Returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    if args.command == "worker":
-        return run_worker(args.args)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["worker"]:
+        # The worker parses its own options (argparse's REMAINDER would
+        # swallow none that start with "-").
+        return run_worker(arguments[1:])
+    args = build_parser().parse_args(arguments)
     return run_command(vars(args))
 
 

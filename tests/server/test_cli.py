@@ -144,3 +144,10 @@ def test_worker_placeholder_without_a_worker_module() -> None:
     assert_one_line_error(
         sluiceway("worker", "hello:app", "chan"), "worker command is not available"
     )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sluiceway.worker") is None, reason="no worker yet")
+def test_worker_subcommand_hands_its_arguments_to_the_worker() -> None:
+    result = sluiceway("worker", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: sluiceway worker")
