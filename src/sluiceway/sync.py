@@ -210,6 +210,10 @@ class _SyncWaiter:
             func(*more)
         return args[0], args[1], args[2]
 
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
@@ -350,6 +354,7 @@ class SyncToAsync(Generic[P, R]):
         try:
             result = await fut
         except asyncio.CancelledError:
+            logger.debug("sync_to_async: caller cancelled; %r runs on in its thread", self.func)
             raise
         except BaseException:
             _apply_context(ctx, None)
@@ -389,7 +394,9 @@ class AsyncToSync(Generic[P, R]):
         try:
             ok, value, task_ctx = waiter.wait()
         except BaseException:
-            # KeyboardInterrupt while blocked: do not leave the coroutine running.
+            # KeyboardInterrupt while blocked: do not leave the coroutine running,
+            # and send later thread-sensitive calls elsewhere.
+            waiter.close()
             loop.call_soon_threadsafe(waiter.cancel)
             raise
         _apply_context(task_ctx, _waiter_var)
