@@ -154,6 +154,9 @@ class Route:
     prefix: bool  # the app is a router: match a prefix and pass on the rest
     extra_kwargs: Mapping[str, Any]
     name: str | None
+    # The literal first path segment every match starts with, or None if
+    # unknown (re_path, or a parameter inside the first segment).
+    segment: str | None = None
 
     def extract(self, match: re.Match[str], base: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Return (args, kwargs) for a match whose route groups start after ``base``.
@@ -220,6 +223,8 @@ def path(
         parts.append(f"({converter.regex})")
         count += re.compile(converter.regex).groups
     parts.append(re.escape(route[position:]))
+    literal = route[:groups_start] if (groups_start := route.find("<")) >= 0 else route
+    segment = literal[: literal.index("/")] if "/" in literal else None
     if not prefix:
         parts.append(r"\Z")
     source = "".join(parts)
@@ -233,6 +238,7 @@ def path(
         prefix=prefix,
         extra_kwargs=dict(kwargs or {}),
         name=name,
+        segment=segment,
     )
 
 
@@ -287,43 +293,38 @@ def re_path(
 # -- the routers --------------------------------------------------------------
 
 
-class URLRouter:
-    """Route ``http`` and ``websocket`` scopes by path to the first matching route.
+class _RouteSet:
+    """Routes tried in order: one combined regex when possible, else one by one."""
 
-    Args:
-        routes: ``Route`` objects from ``path()`` and ``re_path()``, in priority order.
-    """
+    __slots__ = ("combined", "routes", "starts")
 
-    def __init__(self, routes: Iterable[Route]) -> None:
-        self.routes: tuple[Route, ...] = tuple(routes)
-        for route in self.routes:
-            if not isinstance(route, Route):
-                raise TypeError(f"URLRouter takes path()/re_path() routes, got {route!r}")
-        self._combined: re.Pattern[str] | None = None
-        self._starts: dict[int, int] = {}  # wrapper group number -> route index
-        sources = [route.combinable for route in self.routes]
-        if sources and all(s is not None for s in sources):
-            parts = []
-            group = 1
-            for index, (route, source) in enumerate(zip(self.routes, sources, strict=True)):
-                self._starts[group] = index
-                parts.append(f"({source})")
-                group += 1 + route.regex.groups
-            try:
-                self._combined = re.compile("|".join(parts))
-            except re.error:  # pragma: no cover - every part compiled alone
-                self._combined = None
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self.combined: re.Pattern[str] | None = None
+        self.starts: dict[int, int] = {}  # wrapper group number -> route index
+        sources = [route.combinable for route in routes]
+        if len(routes) < 2 or any(s is None for s in sources):
+            return
+        parts = []
+        group = 1
+        for index, (route, source) in enumerate(zip(routes, sources, strict=True)):
+            self.starts[group] = index
+            parts.append(f"({source})")
+            group += 1 + route.regex.groups
+        try:
+            self.combined = re.compile("|".join(parts))
+        except (re.error, RecursionError):  # pragma: no cover - every part compiled alone
+            self.combined = None
 
     def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:
-        """Return (route, args, kwargs, unmatched rest) for ``rest``, or None."""
         start = 0
-        combined = self._combined
+        combined = self.combined
         if combined is not None:
             m = combined.match(rest)
             if m is None:
                 return None
             wrapper = m.lastindex or 0
-            index = self._starts[wrapper]
+            index = self.starts[wrapper]
             route = self.routes[index]
             try:
                 args, kwargs = route.extract(m, wrapper)
@@ -341,6 +342,45 @@ class URLRouter:
                 continue
             return route, args, kwargs, rest[m.end() :]
         return None
+
+
+# Above this many (segments x unkeyed routes), per-segment sets would repeat
+# too many patterns; one set of all routes is used instead.
+_MAX_BUCKET_COPIES = 4096
+
+
+class URLRouter:
+    """Route ``http`` and ``websocket`` scopes by path to the first matching route.
+
+    Args:
+        routes: ``Route`` objects from ``path()`` and ``re_path()``, in priority order.
+    """
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        for route in self.routes:
+            if not isinstance(route, Route):
+                raise TypeError(f"URLRouter takes path()/re_path() routes, got {route!r}")
+        # A path() route whose literal start holds a "/" can only match paths
+        # whose first segment is that literal: index routes by it, so that a
+        # dispatch tries only the routes that can match, still in order.
+        keys = {r.segment for r in self.routes if r.segment is not None}
+        unkeyed = sum(1 for r in self.routes if r.segment is None)
+        if len(keys) * unkeyed > _MAX_BUCKET_COPIES:
+            keys = set()
+        self._buckets = {
+            key: _RouteSet(tuple(r for r in self.routes if r.segment in (key, None)))
+            for key in keys
+        }
+        self._others = _RouteSet(
+            tuple(r for r in self.routes if r.segment is None or r.segment not in keys)
+        )
+
+    def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:
+        """Return (route, args, kwargs, unmatched rest) for ``rest``, or None."""
+        slash = rest.find("/")
+        segment = rest[:slash] if slash >= 0 else rest
+        return self._buckets.get(segment, self._others).match(rest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rest = scope.get("path_remaining")

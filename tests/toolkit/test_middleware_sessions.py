@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -256,3 +257,32 @@ def test_bad_cookie_configuration_fails_early() -> None:
 def test_secret_key_selects_the_signed_store() -> None:
     assert isinstance(SessionMiddleware(counter_app(), secret_key=SECRET).store, SignedCookieStore)
     assert isinstance(SessionMiddleware(counter_app()).store, InMemorySessionStore)
+
+
+async def test_session_cookie_attributes() -> None:
+    app = SessionMiddleware(
+        counter_app(),
+        InMemorySessionStore(),
+        cookie_name="sid",
+        max_age_s=60,
+        cookie_path="/app",
+        cookie_domain="example.com",
+        secure=True,
+        samesite="strict",
+    )
+    response = await request(app)
+    header = dict(response["headers"])[b"set-cookie"].decode()
+    assert re.fullmatch(
+        r"sid=[A-Za-z0-9_-]{43}; Max-Age=60; Expires=\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT; "
+        r"Domain=example\.com; Path=/app; Secure; HttpOnly; SameSite=Strict",
+        header,
+    ), header
+
+
+async def test_a_store_key_unfit_for_a_cookie_is_refused() -> None:
+    class Broken(InMemorySessionStore):
+        async def save(self, key: str | None, data: dict[str, Any], max_age_s: int) -> str:
+            return "a key; Domain=evil"
+
+    with pytest.raises(ValueError, match="unfit"):
+        await request(SessionMiddleware(counter_app(), Broken()))

@@ -218,26 +218,60 @@ async def test_route_order_wins_like_a_linear_scan() -> None:
     assert (await get(URLRouter(routes), "/fixed/"))[1]["tag"] == "first"
 
 
-async def test_combined_and_linear_agree() -> None:
-    apps = {name: recorder(name) for name in "abcdef"}
-    routes = [
-        path("r/<int:n>/", apps["a"]),
-        re_path(r"^r/(?P<word>[a-z]+)/$", apps["b"]),
-        path("s/<slug:x>/<int:y>/", apps["c"]),
-        re_path(r"^t/(\d+)-(\d+)$", apps["d"]),
-        path("u/<path:p>", apps["e"]),
-    ]
-    combined = URLRouter(routes)
-    # (?i) can not live inside an alternation: that router scans linearly.
-    linear = URLRouter([*routes, re_path(r"(?i)^zz/$", apps["f"])])
-    assert combined._combined is not None
-    assert linear._combined is None
-    for target in ["r/1/", "r/ab/", "s/a-b/3/", "t/1-2", "u/x/y", "r//", "nothing", "ZZ/"]:
-        a, b = combined.match(target), linear.match(target)
-        if target == "ZZ/":
-            assert a is None and b is not None
+def reference_match(routes: list[Any], rest: str) -> Any:
+    """The obvious linear scan the router's indexes and combined regexes must agree with."""
+    for route in routes:
+        m = route.regex.search(rest)
+        if m is None:
             continue
-        assert (a and a[:4]) == (b and b[:4]), target
+        try:
+            args, kwargs = route.extract(m, 0)
+        except ValueError:
+            continue
+        return route, args, kwargs, rest[m.end() :]
+    return None
+
+
+async def test_indexed_and_combined_matching_agree_with_a_linear_scan() -> None:
+    class Odd:
+        regex = "[0-9]+"
+
+        def to_python(self, value: str) -> int:
+            if not int(value) % 2:
+                raise ValueError("even")
+            return int(value)
+
+        def to_url(self, value: int) -> str:
+            return str(value)
+
+    register_converter(Odd, "odd")
+    app = recorder("x")
+    routes = [
+        path("r/<odd:n>/", app),
+        path("r/<int:n>/", app),
+        re_path(r"^r/(?P<word>[a-z]+)/$", app),
+        path("s/<slug:x>/<int:y>/", app),
+        re_path(r"^t/(\d+)-(\d+)$", app),
+        path("u/<path:p>", app),
+        path("v<int:n>/", app),  # parameter inside the first segment: not indexable
+        path("", app),
+        path("w/", URLRouter([path("z/", app)])),
+        re_path(r"(?i)^zz/$", app),  # inline flags: this router cannot combine
+    ]
+    targets = ["r/1/", "r/2/", "r/ab/", "s/a-b/3/", "t/1-2", "u/x/y", "v7/", "", "w/z/", "ZZ/"]
+    targets += ["r//", "nothing", "w/", "v/", "s/a/b/"]
+    for subset in (routes, routes[:-1], routes[4:], routes[::-1]):
+        router = URLRouter(subset)
+        for target in targets:
+            assert router.match(target) == reference_match(subset, target), (subset, target)
+
+
+async def test_many_routes_dispatch_to_the_right_one() -> None:
+    router = URLRouter([path(f"r{i}/<int:pk>/", recorder(f"r{i}")) for i in range(200)])
+    for i in (0, 17, 199):
+        status, seen = await get(router, f"/r{i}/{i * 3}/")
+        assert (status, seen["tag"], seen["url_route"]["kwargs"]) == (200, f"r{i}", {"pk": i * 3})
+    assert (await get(router, "/r200/1/"))[0] == 404
 
 
 async def test_patterns_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:

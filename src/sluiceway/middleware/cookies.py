@@ -151,6 +151,11 @@ def build_set_cookie(
     return "; ".join(parts).encode("latin-1")
 
 
+def is_cookie_value(value: str) -> bool:
+    """Tell whether ``value`` fits RFC 6265 §4.1.1 cookie-value as is."""
+    return _COOKIE_VALUE.match(value) is not None
+
+
 def _check_attribute(name: str, value: str) -> None:
     if not _ATTRIBUTE_VALUE.match(value):
         raise ValueError(f"invalid characters in cookie attribute {name}: {value!r}")

@@ -39,6 +39,8 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, MutableMapping, Sequence
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from typing import Any
 
 from sluiceway.asgi.types import Message, Receive, Scope, Send
@@ -48,6 +50,7 @@ from sluiceway.middleware.cookies import (
     SameSite,
     build_set_cookie,
     cookies_from_scope,
+    is_cookie_value,
 )
 
 __all__ = [
@@ -380,7 +383,22 @@ class SessionMiddleware(BaseMiddleware):
             "httponly": httponly,
             "samesite": samesite,
         }
-        build_set_cookie(cookie_name, "x", **self._cookie_attributes)  # fail now, not per request
+        # Validate the attributes once and keep the fixed parts of the header.
+        sample = build_set_cookie(cookie_name, "x", **self._cookie_attributes)
+        self._cookie_head = f"{cookie_name}=".encode("latin-1")
+        self._cookie_age = f"; Max-Age={max_age_s}; Expires=".encode("ascii")
+        self._cookie_tail = sample[len(self._cookie_head) + 1 :]
+        self._expires_at = -1
+        self._expires = b""
+        self._delete_cookie = build_set_cookie(
+            cookie_name,
+            "",
+            max_age=0,
+            expires="Thu, 01 Jan 1970 00:00:00 GMT",
+            path=cookie_path,
+            domain=cookie_domain,
+            samesite=None,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -410,24 +428,30 @@ class SessionMiddleware(BaseMiddleware):
         await self.inner(scope, receive, send_with_session)
 
     def _session_cookie(self, session: Session) -> tuple[bytes, bytes]:
-        if session.session_key is None:
-            value = build_set_cookie(
-                self.cookie_name,
-                "",
-                max_age=0,
-                expires="Thu, 01 Jan 1970 00:00:00 GMT",
-                path=self._cookie_attributes["path"],
-                domain=self._cookie_attributes["domain"],
-                samesite=None,
-            )
-        else:
-            value = build_set_cookie(
-                self.cookie_name,
-                session.session_key,
-                max_age=self.max_age_s,
-                **self._cookie_attributes,
-            )
-        return (b"set-cookie", value)
+        key = session.session_key
+        if key is None:
+            return (b"set-cookie", self._delete_cookie)
+        if not is_cookie_value(key):
+            raise ValueError(f"{type(self.store).__name__} issued a key unfit for a cookie")
+        now = int(time.time())
+        if now != self._expires_at:
+            # Formatting a date costs more than the rest of the header: once a second.
+            self._expires_at = now
+            self._expires = format_datetime(
+                datetime.fromtimestamp(now + self.max_age_s, timezone.utc), usegmt=True
+            ).encode("ascii")
+        return (
+            b"set-cookie",
+            b"".join(
+                (
+                    self._cookie_head,
+                    key.encode("ascii"),
+                    self._cookie_age,
+                    self._expires,
+                    self._cookie_tail,
+                )
+            ),
+        )
 
 
 def SessionMiddlewareStack(inner: Any, **session_options: Any) -> CookieMiddleware:
