@@ -237,7 +237,7 @@ OPTIONS: tuple[Option, ...] = (
         "--limit-concurrency",
         "limit_concurrency",
         parse_int,
-        "Answer 503 beyond this many concurrent connections.",
+        "Answer 503 while this many requests are in flight.",
         metavar="N",
     ),
     Option("--ssl-certfile", "ssl_certfile", _text, "TLS certificate (PEM).", metavar="PATH"),
