@@ -91,16 +91,27 @@ class ResponseSink(Protocol):
     def send_early_hint(self, links: Iterable[Any]) -> None: ...
 
     def send_head(
-        self, status: int, headers: Iterable[Any], body: bytes, more_body: bool, trailers: bool
+        self,
+        status: int,
+        headers: Iterable[Any],
+        body: bytes,
+        more_body: bool,
+        trailers: bool,
+        file_bytes: int = -1,
     ) -> None:
-        """Write the head together with the first body chunk."""
+        """Write the head together with the first body chunk.
+
+        ``file_bytes >= 0`` says a file of that many bytes follows as content
+        (``body`` is then empty), so the sink can frame it by length.
+        """
 
     def send_body(self, body: bytes, more_body: bool) -> None: ...
 
-    async def send_file(
-        self, file: Any, offset: int | None, count: int | None, more_body: bool
-    ) -> None:
-        """Send a file (path str, or file object / fd) as body content."""
+    def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
+        """Resolve a path (pathsend) or file object (zerocopysend) to a slice to send."""
+
+    async def send_file(self, part: FileSlice, more_body: bool) -> None:
+        """Send the slice as body content (after ``send_head`` if it was first)."""
 
     def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None: ...
 
@@ -110,6 +121,22 @@ class ResponseSink(Protocol):
     def resume_reading(self) -> None: ...
 
     def pause_reading(self) -> None: ...
+
+
+class FileSlice:
+    """A byte range of an open file, as the sink will send it."""
+
+    __slots__ = ("count", "file", "offset", "owned")
+
+    def __init__(self, file: Any, offset: int, count: int, owned: bool) -> None:
+        self.file = file
+        self.offset = offset
+        self.count = count
+        self.owned = owned  # opened by us (pathsend): we close it
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
 
 
 def _body_of(message: Message) -> bytes:
@@ -319,11 +346,17 @@ class HTTPCycle:
     async def _send_file(
         self, file: Any, offset: int | None, count: int | None, more: bool
     ) -> None:
-        if self.response_state is _S_HEAD:
-            self.sink.send_head(self.status, self._start_headers, b"", True, self.trailers)
-            self.response_state = _S_BODY
-            self._start_headers = ()
-        await self.sink.send_file(file, offset, count, more)
+        part = self.sink.open_file(file, offset, count)  # a bad path raises before any write
+        try:
+            if self.response_state is _S_HEAD:
+                self.sink.send_head(
+                    self.status, self._start_headers, b"", more, self.trailers, part.count
+                )
+                self.response_state = _S_BODY
+                self._start_headers = ()
+            await self.sink.send_file(part, more)
+        finally:
+            part.close()
         if not more and self.response_state is _S_BODY:
             self._body_ended()
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from sluiceway import accesslog
-from sluiceway.asgi.http import HTTPCycle, RequestState, ResponseState
+from sluiceway.asgi.http import FileSlice, HTTPCycle, RequestState, ResponseState
 from sluiceway.asgi.scope import http_scope, split_target
 from sluiceway.errors import (
     ASGIMessageError,
@@ -491,7 +491,13 @@ class HTTP1Protocol(asyncio.Protocol):
             self._transport.write(data)
 
     def send_head(
-        self, status: int, headers: Iterable[Any], body: bytes, more_body: bool, trailers: bool
+        self,
+        status: int,
+        headers: Iterable[Any],
+        body: bytes,
+        more_body: bool,
+        trailers: bool,
+        file_bytes: int = -1,
     ) -> None:
         if self._flow.closed:
             raise ClientDisconnected("the client has disconnected")
@@ -517,8 +523,8 @@ class HTTP1Protocol(asyncio.Protocol):
             pass
         elif not more_body:
             # Also for HEAD: the length a GET would have had (RFC 9110 §9.3.2).
-            head.append(b"content-length: %d\r\n" % n)
-            remaining = n
+            remaining = n if file_bytes < 0 else file_bytes
+            head.append(b"content-length: %d\r\n" % remaining)
         elif cycle.is_head:
             pass
         elif cycle.http10:
@@ -539,7 +545,7 @@ class HTTP1Protocol(asyncio.Protocol):
                 head += (wire.chunk_header(n), body, wire.CRLF)
             if not more_body and not trailers:
                 head.append(wire.LAST_CHUNK)
-        else:
+        elif file_bytes < 0:
             if remaining >= 0:
                 if n > remaining or (not more_body and n != remaining):
                     raise ASGIMessageError(
@@ -547,6 +553,12 @@ class HTTP1Protocol(asyncio.Protocol):
                     )
                 remaining -= n
             head.append(body)
+        elif remaining >= 0 and (
+            file_bytes > remaining or (not more_body and file_bytes != remaining)
+        ):
+            raise ASGIMessageError(
+                f"file is {file_bytes} bytes but Content-Length says {content_length}"
+            )
         cycle.keep_alive = keep
         self._chunked = chunked
         self._no_body = no_body
@@ -582,34 +594,30 @@ class HTTP1Protocol(asyncio.Protocol):
                 self._transport.write(body)
         self._sent += n
 
-    async def send_file(
-        self, file: Any, offset: int | None, count: int | None, more_body: bool
-    ) -> None:
-        """pathsend (a path) and zerocopysend (a file object) as body content."""
+    def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
+        """pathsend gives a path; zerocopysend a file object (offset/count optional)."""
         if isinstance(file, str):
             try:
-                handle = open(file, "rb")  # noqa: SIM115 - closed below, after an await
+                handle = open(file, "rb")  # noqa: SIM115 - FileSlice.close() closes it
+                size = os.fstat(handle.fileno()).st_size
             except OSError as exc:
                 raise ASGIMessageError(f"pathsend cannot open {file!r}: {exc.strerror}") from exc
-            try:
-                await self._send_file_object(handle, 0, None, more_body)
-            finally:
-                handle.close()
-        else:
-            if not hasattr(file, "fileno"):
-                raise ASGIMessageError("zerocopysend needs a file object with fileno()")
-            start = file.tell() if offset is None else offset
-            await self._send_file_object(file, start, count, more_body)
+            return FileSlice(handle, 0, size, owned=True)
+        try:
+            start = file.tell() if offset is None else int(offset)
+            size = os.fstat(file.fileno()).st_size
+        except (AttributeError, OSError, ValueError) as exc:
+            raise ASGIMessageError("zerocopysend needs a file object with fileno()") from exc
+        available = max(0, size - start)
+        n = available if count is None else min(int(count), available)
+        return FileSlice(file, start, n, owned=False)
 
-    async def _send_file_object(
-        self, file: Any, offset: int, count: int | None, more_body: bool
-    ) -> None:
+    async def send_file(self, part: FileSlice, more_body: bool) -> None:
         if self._flow.closed:
             raise ClientDisconnected("the client has disconnected")
-        size = os.fstat(file.fileno()).st_size
-        n = max(0, size - offset) if count is None else count
         if self._no_body:
             return
+        n = part.count
         cycle = self._active
         last = not more_body and not (cycle is not None and cycle.trailers)
         if self._chunked:
@@ -621,7 +629,7 @@ class HTTP1Protocol(asyncio.Protocol):
                 raise ASGIMessageError("file size does not match the response Content-Length")
             self._remaining -= n
         if n:
-            await self._transfer_file(file, offset, n)
+            await self._transfer_file(part.file, part.offset, n)
         if self._chunked:
             tail = wire.CRLF if n else b""
             self._transport.write(tail + wire.LAST_CHUNK if last else tail)
