@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 APP = "bench.apps.ws_echo:app"
 SERVER_CORE, LOAD_CORE = "0", "1"
+QUIET = ["--log-level", "warning", "--no-access-log", "--lifespan", "off"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def servers() -> list[Server]:
     return [
         Server(
             "sluiceway",
-            [py, "-m", "sluiceway", APP, "--port", "{port}", "--log-level", "warning"],
+            [py, "-m", "sluiceway", "run", APP, "--port", "{port}", *QUIET, "--loop", "uvloop"],
             "sluiceway",
         ),
         Server("uvicorn-websockets", [*uv, "--ws", "websockets"], "uvicorn"),
