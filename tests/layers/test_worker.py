@@ -1,0 +1,184 @@
+"""``sluiceway worker``: a real subprocess consuming named channels from a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sluiceway.layers.redis import RedisChannelLayer
+from tests.layers.conftest import RedisServer
+
+T = 15.0
+
+APP = textwrap.dedent(
+    """
+    import asyncio
+
+    from sluiceway.consumers import AsyncConsumer
+    from sluiceway.routing import ChannelNameRouter, ProtocolTypeRouter
+
+
+    class Jobs(AsyncConsumer):
+        async def job_run(self, message):
+            if message.get("slow"):
+                await asyncio.sleep(message["slow"])
+            if message.get("crash"):
+                raise RuntimeError("job crashed on purpose")
+            done = {"type": "job.done", "n": message["n"], "by": self.scope["channel"]}
+            await self.channel_layer.send(message["reply_to"], done)
+
+
+    async def raw(scope, receive, send):
+        layer_mod = __import__("sluiceway.layers", fromlist=["get_channel_layer"])
+        layer = layer_mod.get_channel_layer()
+        while True:
+            message = await receive()
+            await layer.send(message["reply_to"], {"type": "raw.done", "n": message["n"]})
+
+
+    routes = {"jobs.a": Jobs.as_asgi(), "jobs.b": Jobs.as_asgi(), "raw": raw}
+    app = ProtocolTypeRouter({"channel": ChannelNameRouter(routes)})
+    """
+)
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "workerapp.py").write_text(APP)
+    return tmp_path
+
+
+def _env(redis: RedisServer) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SLUICEWAY_CHANNEL_LAYER"] = redis.url
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parents[2] / "src"), env.get("PYTHONPATH", "")]
+    )
+    return env
+
+
+@pytest.fixture
+def worker_proc(app_dir: Path, redis_server: RedisServer) -> Iterator[subprocess.Popen[bytes]]:
+    redis_server.flushall()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sluiceway",
+            "worker",
+            "workerapp:app",
+            "jobs.a",
+            "jobs.b",
+            "raw",
+            "--graceful-timeout",
+            "3",
+        ],
+        cwd=app_dir,
+        env=_env(redis_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+@pytest.fixture
+async def client_layer(redis_server: RedisServer) -> AsyncIterator[RedisChannelLayer]:
+    layer = RedisChannelLayer([redis_server.url])
+    yield layer
+    await layer.close()
+
+
+async def test_worker_consumes_named_channels(
+    worker_proc: subprocess.Popen[bytes], client_layer: RedisChannelLayer
+) -> None:
+    reply = await client_layer.new_channel()
+    await client_layer.send("jobs.a", {"type": "job.run", "n": 1, "reply_to": reply})
+    await client_layer.send("jobs.b", {"type": "job.run", "n": 2, "reply_to": reply})
+    await client_layer.send("raw", {"type": "anything", "n": 3, "reply_to": reply})
+    got = [await asyncio.wait_for(client_layer.receive(reply), T) for _ in range(3)]
+    assert sorted(m["n"] for m in got) == [1, 2, 3]
+    by = {m["n"]: m.get("by") for m in got}
+    assert by[1] == "jobs.a" and by[2] == "jobs.b"
+
+
+async def test_worker_survives_a_crashing_consumer(
+    worker_proc: subprocess.Popen[bytes], client_layer: RedisChannelLayer
+) -> None:
+    reply = await client_layer.new_channel()
+    await client_layer.send("jobs.a", {"type": "job.run", "n": 1, "crash": True, "reply_to": reply})
+    await client_layer.send("jobs.a", {"type": "job.run", "n": 2, "reply_to": reply})
+    assert (await asyncio.wait_for(client_layer.receive(reply), T))["n"] == 2
+    assert worker_proc.poll() is None
+
+
+async def test_sigterm_finishes_the_message_in_hand(
+    worker_proc: subprocess.Popen[bytes], client_layer: RedisChannelLayer
+) -> None:
+    reply = await client_layer.new_channel()
+    await client_layer.send("jobs.a", {"type": "job.run", "n": 0, "reply_to": reply})
+    assert (await asyncio.wait_for(client_layer.receive(reply), T))["n"] == 0  # worker is up
+    await client_layer.send("jobs.a", {"type": "job.run", "n": 1, "slow": 1.5, "reply_to": reply})
+    # Wait until the worker has taken the slow job off Redis, then stop it.
+    for _ in range(200):
+        if not await client_layer._state().shards[0].client.exists("sluiceway:c:jobs.a"):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    worker_proc.send_signal(signal.SIGTERM)
+    assert (await asyncio.wait_for(client_layer.receive(reply), T))["n"] == 1
+    code = await asyncio.wait_for(asyncio.to_thread(worker_proc.wait, 10), T)
+    assert code == 0
+    # Messages sent after the stop stay in Redis for the next worker.
+    await client_layer.send("jobs.b", {"type": "job.run", "n": 9, "reply_to": reply})
+    assert await client_layer._state().shards[0].client.llen("sluiceway:c:jobs.b") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["workerapp:app"], "arguments are required"),
+        (["nosuchmodule:app", "x"], "nosuchmodule"),
+        (["workerapp:nothere", "x"], "nothere"),
+        (["workerapp:app", "bad name"], "invalid"),
+        (["workerapp:app", "specific.x!y"], "named channels"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(
+    app_dir: Path, redis_server: RedisServer, argv: list[str], needle: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "worker", *argv],
+        cwd=app_dir,
+        env=_env(redis_server),
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_layer_is_a_usage_error(app_dir: Path, redis_server: RedisServer) -> None:
+    env = _env(redis_server)
+    env["SLUICEWAY_CHANNEL_LAYER"] = "none"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "worker", "workerapp:app", "jobs.a"],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert b"no channel layer" in proc.stderr
