@@ -241,3 +241,30 @@ async def test_groups_per_instance_from_initkwargs(memory_layer: None) -> None:
     assert await comm.receive_from() == "x"
     assert AsyncRoom.groups == ["room"]
     await comm.disconnect()
+
+
+class CrashingRoom(AsyncWebsocketConsumer):
+    groups = ["crashy"]  # noqa: RUF012 - Channels' API
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise ZeroDivisionError("handler bug")
+
+
+class SyncCrashingRoom(WebsocketConsumer):
+    groups = ["crashy"]  # noqa: RUF012 - Channels' API
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise ZeroDivisionError("handler bug")
+
+
+@pytest.mark.parametrize("consumer", [CrashingRoom, SyncCrashingRoom])
+async def test_a_crashed_consumer_leaves_its_groups(memory_layer: None, consumer: Any) -> None:
+    layer = channel_layers["default"]
+    comm = WebsocketCommunicator(consumer.as_asgi(), "/")
+    await comm.connect()
+    groups = layer._groups  # type: ignore[attr-defined]  # memory layer internals
+    assert len(groups["crashy"]) == 1
+    await comm.send_to(text_data="boom")
+    with pytest.raises(ZeroDivisionError):
+        await comm.wait()
+    assert "crashy" not in groups

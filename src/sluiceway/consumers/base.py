@@ -271,7 +271,10 @@ class _BaseConsumer:
                         return
             else:
                 self.channel_name = await layer.new_channel()
-                await self._listen_both(receive, layer)
+                try:
+                    await self._listen_both(receive, layer)
+                finally:
+                    await self._release_layer(layer)
         except StopConsumer:
             pass
 
@@ -298,6 +301,9 @@ class _BaseConsumer:
 
     def _prepare(self, send: Send) -> None:
         """Hook for subclasses to set up per-connection state before the loop."""
+
+    async def _release_layer(self, layer: ChannelLayer) -> None:
+        """Hook: undo layer state (group memberships) however the consumer ended."""
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
         name = get_handler_name(message)

@@ -11,7 +11,9 @@ WebSocket events into three overridable methods, as in Django Channels:
 
 ``send(text_data=..., bytes_data=..., close=...)``, ``close(code, reason)``
 and ``accept(subprotocol, headers)`` build the ASGI messages. With a channel
-layer, ``groups`` are joined before ``connect()`` and left on disconnect.
+layer, ``groups`` are joined before ``connect()`` and left on disconnect, or
+when the consumer ends any other way (a handler raised), so a dead consumer's
+channel does not keep collecting group messages until the group expiry.
 
 The JSON consumers decode each text frame and call ``receive_json``. A frame
 that is not JSON, or a binary frame, closes the socket with 1007 / 1003
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluiceway.asgi.types import Message
 from sluiceway.consumers.base import (
@@ -38,6 +40,9 @@ from sluiceway.consumers.base import (
 )
 from sluiceway.errors import LayerError
 from sluiceway.sync import async_to_sync
+
+if TYPE_CHECKING:
+    from sluiceway.layers.base import ChannelLayer
 
 __all__ = [
     "AsyncJsonWebsocketConsumer",
@@ -88,8 +93,17 @@ def _no_layer(consumer: object) -> LayerError:
     )
 
 
+async def _leave(consumer: AsyncWebsocketConsumer | WebsocketConsumer, layer: ChannelLayer) -> None:
+    """Leave the groups joined on connect, once (disconnect, or the consumer died)."""
+    joined, consumer._joined = consumer._joined, ()
+    for group in joined:
+        await layer.group_discard(group, consumer.channel_name)
+
+
 class AsyncWebsocketConsumer(AsyncConsumer):
     """An async WebSocket consumer; override ``connect``, ``receive``, ``disconnect``."""
+
+    _joined: tuple[str, ...] = ()
 
     async def websocket_connect(self, message: Message) -> None:
         if self.groups:
@@ -97,6 +111,7 @@ class AsyncWebsocketConsumer(AsyncConsumer):
                 raise _no_layer(self)
             for group in self.groups:
                 await self.channel_layer.group_add(group, self.channel_name)
+            self._joined = tuple(self.groups)
         try:
             await self.connect()
         except AcceptConnection:
@@ -145,11 +160,13 @@ class AsyncWebsocketConsumer(AsyncConsumer):
         await super().send(_close_message(code, reason))
 
     async def websocket_disconnect(self, message: Message) -> None:
-        if self.groups and self.channel_layer is not None:
-            for group in self.groups:
-                await self.channel_layer.group_discard(group, self.channel_name)
+        if self.channel_layer is not None:
+            await _leave(self, self.channel_layer)
         await self.disconnect(message.get("code", CLOSE_NO_STATUS))
         raise StopConsumer()
+
+    async def _release_layer(self, layer: ChannelLayer) -> None:
+        await _leave(self, layer)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closed; override."""
@@ -191,6 +208,8 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 class WebsocketConsumer(SyncConsumer):
     """A sync WebSocket consumer: handlers run in a thread pool, in order."""
 
+    _joined: tuple[str, ...] = ()
+
     def websocket_connect(self, message: Message) -> None:
         if self.groups:
             if self.channel_layer is None:
@@ -198,6 +217,7 @@ class WebsocketConsumer(SyncConsumer):
             group_add = async_to_sync(self.channel_layer.group_add)
             for group in self.groups:
                 group_add(group, self.channel_name)
+            self._joined = tuple(self.groups)
         try:
             self.connect()
         except AcceptConnection:
@@ -242,12 +262,13 @@ class WebsocketConsumer(SyncConsumer):
         super().send(_close_message(code, reason))
 
     def websocket_disconnect(self, message: Message) -> None:
-        if self.groups and self.channel_layer is not None:
-            group_discard = async_to_sync(self.channel_layer.group_discard)
-            for group in self.groups:
-                group_discard(group, self.channel_name)
+        if self.channel_layer is not None:
+            async_to_sync(_leave)(self, self.channel_layer)
         self.disconnect(message.get("code", CLOSE_NO_STATUS))
         raise StopConsumer()
+
+    async def _release_layer(self, layer: ChannelLayer) -> None:
+        await _leave(self, layer)
 
     def disconnect(self, code: int) -> None:
         """Called when the socket closed; override."""
