@@ -97,3 +97,61 @@ async def test_app_string_and_root_path(tmp_path: Any) -> None:
         sys.path[:] = saved
         sys.modules.pop("rooted_app", None)
     assert response.text == "/api /api/users"
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_http() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["client"][0], scope["server"]))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"v6"})
+
+    async with running(app, host="::1") as server, httpx.AsyncClient() as client:
+        response = await client.get(f"http://[::1]:{server.port}/", timeout=TIMEOUT_S)
+    assert response.text == "v6"
+    assert seen == [("::1", ("::1", server.port))]
+
+
+def test_loop_choice_falls_back_to_asyncio_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sluiceway.errors import ConfigError
+    from sluiceway.server.runner import new_event_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    with caplog.at_level("WARNING", "sluiceway.error"):
+        loop = new_event_loop("auto")
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "uvloop is not installed: using the asyncio event loop."
+    ]
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        new_event_loop("uvloop")
+
+
+def test_loop_choice_uses_uvloop_when_installed() -> None:
+    pytest.importorskip("uvloop")
+    from sluiceway.server.runner import new_event_loop
+
+    loop = new_event_loop("auto")
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()

@@ -81,16 +81,14 @@ class Server:
         self._started = False
         self._stopped = False
         self._uds_path: str | None = None
+        self._port: int | None = None
 
     # -- public API ----------------------------------------------------------------------
 
     @property
     def port(self) -> int | None:
         """The TCP port bound (the real one when the config said 0); None on a Unix socket."""
-        for sock in self.sockets:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                return int(sock.getsockname()[1])
-        return None
+        return self._port
 
     async def start(self) -> None:
         """Load the app, bind, run lifespan startup, start accepting.
@@ -114,6 +112,11 @@ class Server:
             ssl_context = create_ssl_context(config)
         self.sockets = bind_sockets(config)
         self._uds_path = config.uds
+        # Read now: it stays answerable after shutdown closed the sockets.
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                self._port = int(sock.getsockname()[1])
+                break
         try:
             self.lifespan = Lifespan(
                 self.app,
