@@ -40,6 +40,8 @@ __all__ = [
     "ApplicationExited",
     "HttpCommunicator",
     "WebsocketCommunicator",
+    "http_scope",
+    "websocket_scope",
 ]
 
 # Characters RFC 3986 §3.3 allows unescaped in a path, plus "%" so that a
