@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +25,7 @@ from websockets.exceptions import InvalidStatus
 from examples.toolkit_app import build_application
 
 TIMEOUT_S = 5.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +56,52 @@ async def under_sluiceway(app: Any) -> AsyncIterator[str]:
         yield f"{served.host}:{served.port}"
 
 
-SERVERS = {"uvicorn": under_uvicorn, "sluiceway": under_sluiceway}
+@contextlib.asynccontextmanager
+async def under_sluiceway_run(app: Any) -> AsyncIterator[str]:
+    """``sluiceway run examples.toolkit_app:application`` in a child process.
+
+    The CLI imports the module's own ``application`` (``app`` is not used); it
+    serves on a socket we bound and listen on, inherited with ``--fd``.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    env = {**os.environ, "SLUICEWAY_EXAMPLE_HOSTS": "127.0.0.1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sluiceway",
+        "run",
+        "examples.toolkit_app:application",
+        "--fd",
+        str(sock.fileno()),
+        pass_fds=[sock.fileno()],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        sock.close()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        assert b"Traceback" not in stderr, stderr.decode(errors="replace")
+
+
+SERVERS = {
+    "uvicorn": under_uvicorn,
+    "sluiceway": under_sluiceway,
+    "sluiceway-run": under_sluiceway_run,
+}
 
 
 def sluiceway_speaks_websocket() -> bool:
@@ -101,7 +151,7 @@ async def test_http_pages_sessions_and_login(server: str) -> None:
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_websocket_echo_with_session_user(server: str) -> None:
-    if server == "sluiceway" and not sluiceway_speaks_websocket():
+    if server.startswith("sluiceway") and not sluiceway_speaks_websocket():
         pytest.skip("sluiceway's WebSocket protocol is not in the tree yet")
     app = build_application(secret="test secret of some length", allowed_hosts=["127.0.0.1"])
     async with (
