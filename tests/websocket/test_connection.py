@@ -224,6 +224,43 @@ def test_invalid_utf8_fails_at_the_bad_fragment_before_the_message_ends() -> Non
     assert_failed(conn, 1007)
 
 
+def test_invalid_utf8_fails_inside_a_frame_that_is_still_arriving() -> None:
+    # §8.1 fail fast, Autobahn 6.4.3: one frame, sent in chops.
+    conn = Connection()
+    frame = client_frame(TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"x" * 1000)
+    conn.receive_data(frame[:12])
+    assert conn.state is State.OPEN
+    conn.receive_data(frame[12:24])  # the invalid sequence is in; 1000 bytes to come
+    assert_failed(conn, 1007)
+
+
+def test_invalid_utf8_fails_inside_a_continuation_that_is_still_arriving() -> None:
+    conn = Connection()
+    conn.receive_data(client_frame(TEXT, b"ok \xe2", fin=False))  # ends mid code point
+    frame = client_frame(CONT, b"\x82\xac fine" + b"\xc0\xaf" + b"y" * 500)
+    conn.receive_data(frame[:10])
+    assert conn.state is State.OPEN  # U+20AC completed across the frames
+    conn.receive_data(frame[10:20])
+    assert_failed(conn, 1007)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7])
+def test_valid_text_in_any_chunking_and_fragmentation(chunk: int) -> None:
+    conn = Connection()
+    encoded = "aé€𝄞κόσμε".encode() * 7
+    cut1, cut2 = 5, 41  # both split multi-byte sequences
+    data = (
+        client_frame(TEXT, encoded[:cut1], fin=False)
+        + client_frame(PING, b"x")
+        + client_frame(CONT, encoded[cut1:cut2], fin=False)
+        + client_frame(CONT, encoded[cut2:])
+        + client_frame(TEXT, encoded)
+    )
+    feed(conn, data, chunk)
+    message = TextMessage("aé€𝄞κόσμε" * 7)
+    assert conn.events_received() == [Ping(b"x"), message, message]
+
+
 def test_a_truncated_code_point_at_the_end_of_a_message_fails_1007() -> None:
     conn = Connection()
     conn.receive_data(client_frame(TEXT, b"ok\xe2\x82", fin=False))
