@@ -104,14 +104,6 @@ SERVERS = {
 }
 
 
-def sluiceway_speaks_websocket() -> bool:
-    try:
-        import sluiceway.websocket.protocol  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_http_pages_sessions_and_login(server: str) -> None:
     app = build_application(secret="test secret of some length", allowed_hosts=["127.0.0.1"])
@@ -151,8 +143,6 @@ async def test_http_pages_sessions_and_login(server: str) -> None:
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_websocket_echo_with_session_user(server: str) -> None:
-    if server.startswith("sluiceway") and not sluiceway_speaks_websocket():
-        pytest.skip("sluiceway's WebSocket protocol is not in the tree yet")
     app = build_application(secret="test secret of some length", allowed_hosts=["127.0.0.1"])
     async with (
         SERVERS[server](app) as host,
