@@ -177,12 +177,16 @@ class Route:
 
 
 def _is_router(app: Any) -> bool:
-    # Look through middleware wrappers (``.inner`` as in Channels, or ``.app``)
-    # so that ``path("api/", AuthMiddlewareStack(URLRouter(...)))`` nests.
+    # Look through middleware wrappers (``.inner`` as in Channels, ``.app`` or
+    # ``.application``) so ``path("api/", AuthMiddlewareStack(URLRouter(...)))`` nests.
     for _ in range(16):
         if isinstance(app, URLRouter):
             return True
-        app = getattr(app, "inner", None) or getattr(app, "app", None)
+        app = (
+            getattr(app, "inner", None)
+            or getattr(app, "app", None)
+            or getattr(app, "application", None)
+        )
         if app is None:
             return False
     return False

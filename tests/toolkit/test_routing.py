@@ -316,3 +316,29 @@ async def test_channel_name_router() -> None:
         await ApplicationCommunicator(router, {"type": "channel", "channel": "videos"}).wait()
     with pytest.raises(ValueError, match="no 'channel'"):
         await ApplicationCommunicator(router, {"type": "channel"}).wait()
+
+
+async def test_nesting_through_origin_validator() -> None:
+    from sluiceway.middleware import OriginValidator
+
+    inner = URLRouter([path("b/", recorder("b"))])
+    router = URLRouter([path("a/", OriginValidator(inner, ["*"]))])
+    status, seen = await get(router, "/a/b/")
+    assert (status, seen["tag"]) == (200, "b")
+
+
+def test_toolkit_never_imports_the_server_side() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sluiceway.routing, sluiceway.middleware, sluiceway.testing\n"
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (\n"
+        "    ['sluiceway', 'server'], ['sluiceway', 'http1'],\n"
+        "    ['sluiceway', 'websocket'], ['sluiceway', 'transport'])]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "[]"
