@@ -6,11 +6,12 @@ the CVEs to these test ids.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from tests.http1.apps import echo
+from tests.http1.apps import echo, read_body
 from tests.support import raw_connection, serve
 
 H = b"Host: a\r\n"
@@ -108,7 +109,32 @@ BAD_REQUESTS: dict[str, tuple[bytes, int]] = {
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
         400,
     ),
+    "chunk_ext_control": (
+        b"POST / HTTP/1.1\r\n"
+        + H
+        + b"Transfer-Encoding: chunked\r\n\r\n5;\x01\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_leading_comma": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_multiline": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n , identity\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "cl_hidden_by_obs_fold": (
+        b"POST / HTTP/1.1\r\n" + H + b"X: y\r\n Content-Length: 5\r\n\r\nhello",
+        400,
+    ),
     # the head itself
+    "cr_as_line_end": (
+        b"POST / HTTP/1.1\r\n" + H + b"X: a\rContent-Length: 5\r\n\r\nhello",
+        400,
+    ),
+    "head_end_cr_not_crlf": (b"GET / HTTP/1.1\r\n" + H + b"\rX", 400),
+    "space_before_first_header": (b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
+    "method_mixed_case": (b"PoST / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n", 400),
     "bare_cr_in_value": (b"GET / HTTP/1.1\r\n" + H + b"X: a\rb\r\n\r\n", 400),
     "lone_lf_line_ends": (b"GET / HTTP/1.1\nHost: a\n\n", 400),
     "lone_lf_in_headers": (b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400),
@@ -292,3 +318,39 @@ async def test_body_at_limit_is_accepted() -> None:
         await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
         response = await conn.read_response()
         assert response.body == b"0123456789"
+
+
+async def test_pipelined_bodies_are_answered_in_order() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = await read_body(receive)
+        if body == b"first":
+            await asyncio.sleep(0.05)  # finishes last, must still be answered first
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    requests = b"".join(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+        for b in (b"first", b"second", b"third")
+    )
+    async with serve(app) as srv, raw_connection(srv.port) as conn:
+        await conn.send(requests)
+        bodies = [(await conn.read_response()).body for _ in range(3)]
+    assert bodies == [b"first", b"second", b"third"]
+
+
+async def test_upgrade_request_is_served_as_http_when_not_taken() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"] + " " + scope["path"])
+        await echo(scope, receive, send)
+
+    async with serve(app) as srv, raw_connection(srv.port) as conn:
+        await conn.send(
+            b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        first = await conn.read_response()
+        second = await conn.read_response()
+    assert (first.status, second.status) == (200, 200)
+    assert seen == ["http /up", "http /next"]
