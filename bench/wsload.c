@@ -6,7 +6,8 @@
  * A Python client would be the bottleneck at these rates; this one is not.
  *
  *   wsload echo HOST PORT PATH CLIENTS SIZE text|binary SECONDS [WARMUP_SECONDS]
- *       prints one JSON line: messages, seconds, msgs_per_s, p50_us, p99_us, errors
+ *       prints one JSON line: messages, seconds, msgs_per_s, p50_us, p99_us, errors,
+ *       all_messages (warm-up included, for CPU time per message)
  *   wsload idle HOST PORT PATH CLIENTS
  *       opens CLIENTS connections, prints "ready <n>" when all are upgraded, then holds them
  *       until stdin closes (the driver measures the server's RSS meanwhile)
@@ -214,7 +215,7 @@ static int run_echo(const char *host, int port, const char *path, int n, double 
     unsigned char *buf = malloc(bufsz);
     struct epoll_event evs[256];
     double t0 = now(), measure_from = t0 + warm, stop = measure_from + secs;
-    long measured = 0;
+    long measured = 0, all = 0;
     int live = n;
     while (live > 0) {
         double t = now();
@@ -250,6 +251,7 @@ static int run_echo(const char *host, int port, const char *path, int n, double 
                 if (got < 0) goto dead;
                 if (got > 0) {
                     double t1 = now();
+                    all += got;
                     if (t1 >= measure_from) {
                         measured += got;
                         if (lat_n < lat_cap) lat[lat_n++] = t1 - c->sent_at;
@@ -277,8 +279,8 @@ static int run_echo(const char *host, int port, const char *path, int n, double 
     qsort(lat, lat_n, sizeof *lat, cmp_d);
     double p50 = lat_n ? lat[lat_n / 2] : 0, p99 = lat_n ? lat[(size_t)(lat_n * 0.99)] : 0;
     printf("{\"messages\": %ld, \"seconds\": %.3f, \"msgs_per_s\": %.1f, \"p50_us\": %.1f, "
-           "\"p99_us\": %.1f, \"errors\": %ld}\n",
-           measured, elapsed, measured / elapsed, p50 * 1e6, p99 * 1e6, errors);
+           "\"p99_us\": %.1f, \"errors\": %ld, \"all_messages\": %ld}\n",
+           measured, elapsed, measured / elapsed, p50 * 1e6, p99 * 1e6, errors, all);
     for (int i = 0; i < n; i++)
         if (cs[i].state != ST_DEAD) close(cs[i].fd);
     return errors ? 2 : 0;

@@ -25,7 +25,7 @@ class RecordingSink:
     def send_response(self, status: int, headers: HeaderList, body: bytes, more: bool) -> None:
         self.calls.append(("response", status, headers, body, more))
 
-    async def send_data(self, data: str | bytes) -> None:
+    def send_data(self, data: str | bytes) -> None:
         self.calls.append(("data", data))
 
     def close(self, code: int, reason: str) -> None:

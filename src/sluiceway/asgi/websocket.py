@@ -39,6 +39,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from typing import Protocol
 
 from sluiceway.asgi.types import ASGIApp, HeaderList, Message, Scope
@@ -85,8 +86,12 @@ class WebSocketSink(Protocol):
     def send_response(self, status: int, headers: HeaderList, body: bytes, more: bool) -> None:
         """Write an HTTP answer instead of the 101, or one more part of its body."""
 
-    async def send_data(self, data: str | bytes) -> None:
-        """Send one text/binary message; return once the write buffer has room."""
+    def send_data(self, data: str | bytes) -> Awaitable[None] | None:
+        """Send one text/binary message.
+
+        Returns None when the write buffer has room (the hot path costs no
+        coroutine), else an awaitable that completes once it has.
+        """
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2)."""
@@ -248,7 +253,9 @@ class WebSocketCycle:
                 data = _message_data(message)
                 if self._disconnect is not None:
                     raise ClientDisconnected("the websocket is closed")
-                await self.sink.send_data(data)
+                drain = self.sink.send_data(data)
+                if drain is not None:
+                    await drain
             elif kind == "websocket.close":
                 code, reason = _close_args(message)
                 self.state = WSState.CLOSED

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from sluiceway.asgi.types import ASGIApp, HeaderList, Scope
@@ -275,7 +276,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._reading_paused and self.phase is Phase.OPEN:
             self.resume_reading()
 
-    async def send_data(self, data: str | bytes) -> None:
+    def send_data(self, data: str | bytes) -> Awaitable[None] | None:
         conn = self.conn
         if self.phase is not Phase.OPEN or conn is None or conn.state is not State.OPEN:
             raise ClientDisconnected("the websocket is closed")
@@ -285,17 +286,25 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.send_binary(data)  # type: ignore[arg-type]  # str handled above
         transport = self.transport
         assert transport is not None
-        transport.writelines(conn.data_to_send())
+        out = conn.data_to_send()
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
         if self._write_paused:
-            drain = self._drain
-            if drain is None or drain.done():
-                assert self.loop is not None
-                drain = self._drain = self.loop.create_future()
-            # Several app tasks may wait on the one future: a cancelled waiter must
-            # not cancel it for the others.
-            await asyncio.shield(drain)
-            if self._lost():
-                raise ClientDisconnected("the connection was lost while sending")
+            return self._wait_drained()
+        return None
+
+    async def _wait_drained(self) -> None:
+        drain = self._drain
+        if drain is None or drain.done():
+            assert self.loop is not None
+            drain = self._drain = self.loop.create_future()
+        # Several app tasks may wait on the one future: a cancelled waiter must
+        # not cancel it for the others.
+        await asyncio.shield(drain)
+        if self._lost():
+            raise ClientDisconnected("the connection was lost while sending")
 
     def close(self, code: int, reason: str) -> None:
         conn = self.conn
