@@ -32,6 +32,7 @@ sys.path.append(str(_HERE))
 import argparse
 import http.client
 import json
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -495,6 +496,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"comma list from {','.join(SERVERS)} (default {','.join(DEFAULT_SERVERS)})",
     )
     parser.add_argument(
+        "--add-server",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="also run COMMAND (shell words; {port} is replaced) as server NAME, e.g. to A/B a"
+        " patched sluiceway: exp='python /tmp/exp.py run http_apps:app --port {port}'",
+    )
+    parser.add_argument(
         "--scenarios", default="a,b,c,d,e", help="comma list of a,b,c,d,e (or their names)"
     )
     parser.add_argument(
@@ -507,6 +516,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.rounds < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--rounds, --duration and --connections must be at least 1, --warmup >= 0")
     return args
+
+
+def _command_spec(name: str, command: str) -> ServerSpec:
+    words = shlex.split(command)
+
+    def argv(port: int) -> list[str]:
+        return [w.replace("{port}", str(port)) for w in words]
+
+    return ServerSpec(name, argv, lambda: "(--add-server)")
 
 
 def _pick(kind: str, wanted: str, known: dict[str, object]) -> list[str]:
@@ -524,6 +542,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if s.key in scenario_keys or s.name in scenario_keys]
     versions: dict[str, str] = {}
     servers = []
+    for extra in args.add_server:
+        name, sep, command = extra.partition("=")
+        if not sep or not name or "{port}" not in command:
+            fail(f"--add-server wants NAME=COMMAND with {{port}} in it, got {extra!r}")
+        SERVERS[name] = _command_spec(name, command)
+        args.servers += "," + name
     for name in _pick("server", args.servers, dict(SERVERS)):
         version = SERVERS[name].version()
         if version is None:
