@@ -36,28 +36,17 @@ class RedisServer:
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="sluiceway-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        # Replaces the plain --port option (a TLS server listens on --tls-port).
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        listen = self.extra_args or ["--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--loglevel",
-                "warning",
-            ],
+            [self.binary, *listen, *self._common_args()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -65,10 +54,22 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"redis-server exited with {self.proc.returncode}")
-            if self._ping():
+            # A TLS-only server cannot answer a plain PING: an accepted
+            # connection is the sign of life there.
+            if self._accepts() if self.extra_args else self._ping():
                 return
             time.sleep(0.02)  # polling a child process: there is no event to await
         pytest.fail("redis-server did not start within 10 s")
+
+    def _common_args(self) -> list[str]:
+        return ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return True
+        except OSError:
+            return False
 
     def _ping(self) -> bool:
         try:

@@ -140,13 +140,14 @@ class ChannelStore:
             try:
                 await waiter
             except BaseException:
-                if waiter.cancel():
+                if waiter.done() and not waiter.cancelled():
+                    # We were woken for a message we will not take: pass it on.
+                    _wake_one(q)
+                else:
+                    waiter.cancel()
                     with contextlib.suppress(ValueError):
                         q.waiters.remove(waiter)
                     self._forget_if_idle(channel, q)
-                else:
-                    # We were woken for a message we will not take: pass it on.
-                    _wake_one(q)
                 raise
 
     def purge_expired(self, now: float | None = None) -> int:
