@@ -193,3 +193,58 @@ def test_escape_neutralises_control_and_ansi() -> None:
     assert escape("\x1b[31mred") == "\\x1b[31mred"
     assert escape('say "hi"') == 'say \\"hi\\"'
     assert escape("\u202e") == "\\u202e"
+
+
+async def test_unread_large_body_does_not_stall_keep_alive() -> None:
+    async with serve(hello) as srv, raw_connection(srv.port) as conn:
+        size = 1024 * 1024
+        await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        await conn.send(b"q" * size)  # the app answers without reading any of it
+        assert (await conn.read_response()).status == 200
+        await conn.send(GET)
+        assert (await conn.read_response()).body == b"Hello, world!"
+
+
+async def test_partial_pipelined_head_times_out_after_the_response() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await hello(scope, receive, send)
+
+    async with serve(slow, request_headers_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
+        await conn.send(GET + b"GET /never-finished HTTP/1.1\r\nHost: a\r\n")
+        await asyncio.sleep(0.5)  # the second head's deadline passes while the first runs
+        release.set()
+        assert (await conn.read_response()).status == 200
+        assert await conn.at_eof(timeout=3)
+
+
+async def test_unix_socket_server_key(tmp_path: Any) -> None:
+    from sluiceway.config import Config
+    from sluiceway.server.listener import make_protocol_factory
+    from sluiceway.server.state import ServerState
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["server"], scope["client"]))
+        await hello(scope, receive, send)
+
+    path = str(tmp_path / "s.sock")
+    config = Config(uds=path)
+    state = ServerState(config)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_unix_server(make_protocol_factory(config, app, state), path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(GET)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        server.close()
+        for conn in list(state.connections):
+            conn.abort()
+        state.stop_clock()
+    assert seen == [((path, None), None)]

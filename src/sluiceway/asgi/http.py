@@ -362,6 +362,10 @@ class HTTPCycle:
 
     def _complete(self) -> None:
         self.response_state = _S_DONE
+        # Nobody reads the body after this (receive() says disconnect); drop
+        # it so the buffer cannot hold reading paused.
+        self._body = []
+        self._body_size = 0
         if self._waiter is not None:
             self._wake()
         self.sink.response_complete(self)

@@ -241,8 +241,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._expect_continue = False
         self._te_trailers = False
         self._upgrade = None
-        if self._active is None:
-            self.deadline = self._loop.time() + self._shared.headers_timeout_s
+        self.deadline = self._loop.time() + self._shared.headers_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -778,6 +777,11 @@ class HTTP1Protocol(asyncio.Protocol):
         self.deadline = None
         if self._active is None and not self._pipeline:
             self._close()
+        elif self._phase is _HEAD:
+            # A pipelined head that never completes: finish what is in
+            # flight, read nothing more, then close (response_complete).
+            self._phase = _CLOSED
+            self._flow.pause_reading()
 
     def shutdown(self) -> None:
         """Graceful: close now if idle, else finish the in-flight response then close."""
