@@ -248,3 +248,19 @@ async def test_unix_socket_server_key(tmp_path: Any) -> None:
             conn.abort()
         state.stop_clock()
     assert seen == [((path, None), None)]
+
+
+async def test_stalled_upload_is_cut_off_and_app_sees_disconnect() -> None:
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            got.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    async with serve(app, request_headers_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
+        await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-part")
+        assert await conn.at_eof(timeout=3)
+    assert got[-1] == "http.disconnect"

@@ -332,7 +332,9 @@ class HTTP1Protocol(asyncio.Protocol):
             cycle.target = url
         self._parsing = cycle
         self._phase = _BODY
-        self.deadline = None
+        # While a body streams in, the same timeout bounds each gap between
+        # its bytes (a stalled upload must not hold the connection forever).
+        self.deadline = self._loop.time() + shared.headers_timeout_s if has_body else None
         if parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
@@ -344,6 +346,7 @@ class HTTP1Protocol(asyncio.Protocol):
         limit = self._shared.max_body
         if limit is not None and self._body_bytes > limit:
             raise BodyTooLarge("request body over the limit")
+        self.deadline = self._loop.time() + self._shared.headers_timeout_s
         if self._parsing is not None:
             self._parsing.feed_body(body)
 
@@ -351,6 +354,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._phase is _CLOSED:
             return
         self._phase = _IDLE
+        self.deadline = None
         if self._parsing is not None:
             self._parsing.feed_end()
             self._parsing = None
@@ -773,9 +777,15 @@ class HTTP1Protocol(asyncio.Protocol):
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 
     def on_deadline(self) -> None:
-        """Keep-alive idle or request-header timeout: close quietly."""
+        """Keep-alive idle, request-head or stalled-body timeout: close quietly."""
         self.deadline = None
-        if self._active is None and not self._pipeline:
+        if self._phase is _BODY:
+            if self._flow.read_paused:
+                # We stopped reading (the app is slow): not the client's fault.
+                self.deadline = self._loop.time() + self._shared.headers_timeout_s
+            else:
+                self._close()  # the upload stalled; the app sees http.disconnect
+        elif self._active is None and not self._pipeline:
             self._close()
         elif self._phase is _HEAD:
             # A pipelined head that never completes: finish what is in
