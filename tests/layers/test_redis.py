@@ -357,3 +357,42 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+async def test_group_send_stores_one_copy_per_process(redis_server: RedisServer) -> None:
+    redis_server.flushall()
+    layer = RedisChannelLayer([redis_server.url], capacity=2)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        members = [await layer.new_channel() for _ in range(200)]
+        for channel in members:
+            await layer.group_add("big", channel)
+        await layer.group_send("big", {"type": "fan", "n": 1})
+        inbox = "sluiceway:c:" + members[0].split("!")[0] + "!"
+        assert await raw.llen(inbox) == 1  # one entry names all 200 members
+        await layer.group_send("big", {"type": "fan", "n": 2})
+        await layer.group_send("big", {"type": "fan", "n": 3})  # every member is full now
+        assert layer.group_send_full_skips == 200
+        for channel in members:
+            assert (await asyncio.wait_for(layer.receive(channel), T))["n"] == 1
+            assert (await asyncio.wait_for(layer.receive(channel), T))["n"] == 2
+    finally:
+        await raw.aclose()
+        await layer.close()
+
+
+async def test_expired_group_entry_frees_every_member(redis_server: RedisServer) -> None:
+    redis_server.flushall()
+    layer = RedisChannelLayer([redis_server.url], capacity=1, expiry_s=0.2)
+    try:
+        members = [await layer.new_channel() for _ in range(3)]
+        for channel in members:
+            await layer.group_add("g", channel)
+        await layer.group_send("g", {"type": "old"})
+        await asyncio.sleep(0.3)  # expiry is time passing
+        await layer.group_send("g", {"type": "new"})  # trims the expired entry first
+        assert layer.group_send_full_skips == 0
+        for channel in members:
+            assert (await asyncio.wait_for(layer.receive(channel), T))["type"] == "new"
+    finally:
+        await layer.close()

@@ -13,8 +13,10 @@ Key layout (``P`` is the ``prefix``, default ``sluiceway``)::
     P:gc:<group>        hash   channel -> capacity, only for channels matched
                                by a ``channel_capacity`` pattern
 
-An entry is ``<13-digit deadline ms><channel>\\n<payload>``; the payload is the
-msgpack (optionally Fernet-sealed) message. Every key gets a TTL, so the keys
+An entry is ``<13-digit deadline ms><channels>\\n<payload>``: the payload is
+the msgpack (optionally Fernet-sealed) message, ``<channels>`` its channel, or
+for a ``group_send`` into an inbox, every member in that process, comma
+separated (one copy of the payload per process, not per member). Every key gets a TTL, so the keys
 of a dead process vanish on their own.
 
 Round trips: ``send`` is one EVALSHA (expired head trimmed, capacity checked,
@@ -84,24 +86,21 @@ local function trim(key, counts, now)
   while head and tonumber(string.sub(head, 1, 13)) <= now do
     redis.call('LPOP', key)
     if counts then
-      local ch = string.sub(head, 14, string.find(head, '\\n', 14, true) - 1)
-      if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
+      local names = string.sub(head, 14, string.find(head, '\\n', 14, true) - 1)
+      for ch in string.gmatch(names, '[^,]+') do
+        if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
+      end
     end
     head = redis.call('LINDEX', key, 0)
   end
 end
-local function push(key, counts, ch, cap, entry, ttl, now)
-  trim(key, counts, now)
+local function admit(key, counts, ch, cap)
   if counts then
-    if tonumber(redis.call('HGET', counts, ch) or '0') >= cap then return 0 end
+    if tonumber(redis.call('HGET', counts, ch) or '0') >= cap then return false end
     redis.call('HINCRBY', counts, ch, 1)
-    redis.call('PEXPIRE', counts, ttl)
-  elseif redis.call('LLEN', key) >= cap then
-    return 0
+    return true
   end
-  redis.call('RPUSH', key, entry)
-  redis.call('PEXPIRE', key, ttl)
-  return 1
+  return redis.call('LLEN', key) < cap
 end
 """
 
@@ -112,33 +111,67 @@ _LUA_SEND = (
     + """
 local counts = KEYS[2]
 if counts == '' then counts = nil end
-return push(KEYS[1], counts, ARGV[5], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[1]))
+trim(KEYS[1], counts, tonumber(ARGV[1]))
+if not admit(KEYS[1], counts, ARGV[5], tonumber(ARGV[2])) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if counts then redis.call('PEXPIRE', counts, ARGV[4]) end
+return 1
 """
 )
 
 # KEYS: group zset, group capacity hash
 # ARGV: now ms, deadline (13 digits), payload, ttl ms, default capacity, key prefix 'P:'
+# A normal channel gets its own entry; the members living in one process's
+# inbox share one entry naming them all, so a group of 1,000 consumers in one
+# process costs one copy of the payload, not 1,000.
 # Returns the members skipped because they were full.
 _LUA_GROUP_SEND = (
     _LUA_TRIM
     + """
 local now = tonumber(ARGV[1])
+local ttl = ARGV[4]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local full = {}
+local inboxes = {}
+local order = {}
 for _, ch in ipairs(members) do
+  local cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5])
   local bang = string.find(ch, '!', 1, true)
-  local key, counts
   if bang then
     local inbox = string.sub(ch, 1, bang)
-    key = ARGV[6] .. 'c:' .. inbox
-    counts = ARGV[6] .. 'n:' .. inbox
+    local names = inboxes[inbox]
+    if not names then
+      names = {}
+      inboxes[inbox] = names
+      order[#order + 1] = inbox
+      trim(ARGV[6] .. 'c:' .. inbox, ARGV[6] .. 'n:' .. inbox, now)
+    end
+    if admit(nil, ARGV[6] .. 'n:' .. inbox, ch, cap) then
+      names[#names + 1] = ch
+    else
+      full[#full + 1] = ch
+    end
   else
-    key = ARGV[6] .. 'c:' .. ch
+    local key = ARGV[6] .. 'c:' .. ch
+    trim(key, nil, now)
+    if admit(key, nil, ch, cap) then
+      redis.call('RPUSH', key, ARGV[2] .. ch .. '\\n' .. ARGV[3])
+      redis.call('PEXPIRE', key, ttl)
+    else
+      full[#full + 1] = ch
+    end
   end
-  local cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5])
-  local entry = ARGV[2] .. ch .. '\\n' .. ARGV[3]
-  if push(key, counts, ch, cap, entry, ARGV[4], now) == 0 then full[#full + 1] = ch end
+end
+for _, inbox in ipairs(order) do
+  local names = inboxes[inbox]
+  if #names > 0 then
+    local key = ARGV[6] .. 'c:' .. inbox
+    redis.call('RPUSH', key, ARGV[2] .. table.concat(names, ',') .. '\\n' .. ARGV[3])
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', ARGV[6] .. 'n:' .. inbox, ttl)
+  end
 end
 return full
 """
@@ -532,20 +565,29 @@ class RedisChannelLayer(BaseChannelLayer):
                 self._dispatch(state, _as_bytes(entry))
 
     def _dispatch(self, state: _LoopState, entry: bytes) -> None:
-        deadline, channel, payload = self._parse(entry)
+        deadline, names, payload = self._parse(entry)
+        channels = names.split(",")
         remaining = deadline - time.time()
         message: dict[str, Any] | None = None
         if remaining <= 0:
-            self.expired_on_receive += 1
+            self.expired_on_receive += len(channels)
         else:
             try:
                 message = self._serializer.loads(payload)
             except InvalidMessage as exc:
-                logger.error("dropped an unreadable layer message for %r: %s", channel, exc)
+                logger.error("dropped an unreadable layer message for %s: %s", names, exc)
         if message is None:
-            state.on_remove(channel, 1)
+            for channel in channels:
+                state.on_remove(channel, 1)
             return
-        if not state.store.put(channel, message, time.monotonic() + remaining):
+        mono_deadline = time.monotonic() + remaining
+        shared = len(channels) > 1
+        for channel in channels:
+            # Group members share one decoded message: each gets a shallow
+            # copy, as the in-memory layer gives them.
+            copy = dict(message) if shared else message
+            if state.store.put(channel, copy, mono_deadline):
+                continue
             # Redis admitted it, so another process must run a larger capacity
             # for this channel than we do: say so loudly.
             self.receive_buffer_overflows += 1
