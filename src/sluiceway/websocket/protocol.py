@@ -8,7 +8,8 @@ pending bytes, act on the events (after the ``websockets`` asyncio adapter).
 
 Phases (``Phase``): HANDSHAKE (the app has ``websocket.connect`` and has not
 answered; bytes that arrive are held), OPEN (the 101 went out; frames flow),
-CLOSING (the close handshake is under way, or the HTTP denial is being sent),
+CLOSING (our Close or the HTTP denial is going out), TCP_CLOSING (all said: our
+side of TCP is closed, the peer's close is awaited under the close timeout),
 CLOSED (the transport is gone).
 
 Timers: none of its own. Keepalive pings, the ping timeout and the close
@@ -68,10 +69,11 @@ _CLOSE_ABNORMAL = 1006
 
 
 class Phase(enum.Enum):
-    HANDSHAKE = 1
-    OPEN = 2
-    CLOSING = 3
-    CLOSED = 4
+    HANDSHAKE = 1  # the app has websocket.connect and has not answered
+    OPEN = 2  # the 101 went out; frames flow
+    CLOSING = 3  # our Close (or an HTTP denial) is going out; waiting for the peer
+    TCP_CLOSING = 4  # all said: we closed our side of TCP, waiting for the peer's
+    CLOSED = 5  # connection_lost
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -217,18 +219,23 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.close_code if conn.close_code is not None else _CLOSE_ABNORMAL,
             conn.close_reason,
         )
-        if self.phase is Phase.CLOSED:
+        self._close_tcp()
+
+    def _close_tcp(self) -> None:
+        phase = self.phase
+        if phase is Phase.TCP_CLOSING or phase is Phase.CLOSED:
             return
-        self.phase = Phase.CLOSING
+        self.phase = Phase.TCP_CLOSING
         transport = self.transport
         assert transport is not None
         # RFC 6455 §7.1.1: the server closes TCP first. A FIN (write_eof) lets the
         # Close frame arrive intact; closing with unread input would send a RST.
+        # Either way the close timeout bounds the wait for the peer.
         if transport.can_write_eof():
             transport.write_eof()
-            self._arm(CLOSE_TIMEOUT_S)
         else:
             transport.close()
+        self._arm(CLOSE_TIMEOUT_S)
 
     # -- flow control ----------------------------------------------------------------
 
@@ -357,14 +364,8 @@ class WebSocketProtocol(asyncio.Protocol):
         return b"".join(head)
 
     def _close_after_response(self) -> None:
-        transport = self.transport
-        assert transport is not None
         self.cycle.peer_closed(_CLOSE_ABNORMAL)
-        if transport.can_write_eof():
-            transport.write_eof()
-            self._arm(CLOSE_TIMEOUT_S)
-        else:
-            transport.close()
+        self._close_tcp()
 
     def abort(self) -> None:
         transport = self.transport
@@ -403,7 +404,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._arm(timeout)
             else:
                 self._arm_keepalive()
-        elif phase is Phase.CLOSING:
+        elif phase is Phase.CLOSING or phase is Phase.TCP_CLOSING:
             # The peer never finished the close handshake (or never read the answer).
             self.deadline = None
             self.abort()
@@ -418,9 +419,10 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         transport.writelines(conn.data_to_send())
-        self.phase = Phase.CLOSING
         self.cycle.peer_closed(1011, "keepalive ping timeout")
+        self.phase = Phase.TCP_CLOSING
         transport.close()
+        self._arm(CLOSE_TIMEOUT_S)
 
     def shutdown(self) -> None:
         """Server shutdown: Close 1001 (RFC 6455 §7.4.1 "going away")."""
