@@ -8,7 +8,7 @@ per read: ``receive_data(chunk)``, ``events_received()``, ``data_to_send()``
 ``close_expected()`` does.
 
 Imports only the standard library, ``sluiceway.errors`` and the sibling
-``frames`` and ``deflate`` modules.
+``frames``, ``deflate`` and ``events`` modules; re-exports the events.
 
 Invariants:
 
@@ -26,8 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import codecs
-import enum
-from dataclasses import dataclass
 from typing import Any
 
 from sluiceway.errors import (
@@ -42,6 +40,16 @@ from sluiceway.websocket.deflate import (
     DeflateParams,
     DeflateSettings,
     PerMessageDeflate,
+)
+from sluiceway.websocket.events import (
+    BytesMessage,
+    CloseReceived,
+    ConnectionFailed,
+    Event,
+    Ping,
+    Pong,
+    State,
+    TextMessage,
 )
 from sluiceway.websocket.frames import (
     CLOSE_CODE_ABNORMAL,
@@ -91,71 +99,6 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # Headers of whole, uncompressed short messages, precomputed (§5.2).
 _TEXT_HEADERS = [bytes((0x80 | _TEXT, n)) for n in range(126)]
 _BINARY_HEADERS = [bytes((0x80 | _BINARY, n)) for n in range(126)]
-
-
-class State(enum.Enum):
-    """Connection states, named as RFC 6455 §4.1 and §7 name them.
-
-    CONNECTING belongs to the handshake and never reaches this object.
-    """
-
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-@dataclass(frozen=True, slots=True)
-class TextMessage:
-    """A whole text message, decoded (fragments already joined)."""
-
-    data: str
-
-
-@dataclass(frozen=True, slots=True)
-class BytesMessage:
-    """A whole binary message (fragments already joined)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """A Ping arrived; the Pong answering it is already in ``data_to_send``."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    """A Pong arrived (the answer to ``send_ping``, or unsolicited)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CloseReceived:
-    """The peer sent Close. ``code`` is 1005 when its frame had no code.
-
-    If we had not sent Close yet, the echo is already in ``data_to_send``.
-    Either way the connection is now CLOSED and the transport should close.
-    """
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionFailed:
-    """The peer broke the protocol; we sent Close with ``code`` (§7.1.7).
-
-    The connection is CLOSED; ``Connection.error`` holds the exception.
-    """
-
-    code: int
-    reason: str
-
-
-Event = TextMessage | BytesMessage | Ping | Pong | CloseReceived | ConnectionFailed
 
 
 class Connection:
