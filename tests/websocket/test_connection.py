@@ -244,6 +244,16 @@ def test_invalid_utf8_fails_inside_a_continuation_that_is_still_arriving() -> No
     assert_failed(conn, 1007)
 
 
+def test_early_utf8_check_also_after_a_compressed_message() -> None:
+    conn = deflate_conn()
+    conn.receive_data(client_frame(TEXT, raw_deflate(b"a" * 50), fin=False, rsv=RSV1))
+    conn.receive_data(client_frame(CONT, b""))
+    assert conn.events_received() == [TextMessage("a" * 50)]
+    frame = client_frame(TEXT, b"\xff" + b"z" * 300)
+    conn.receive_data(frame[:12])
+    assert_failed(conn, 1007)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7])
 def test_valid_text_in_any_chunking_and_fragmentation(chunk: int) -> None:
     conn = Connection()

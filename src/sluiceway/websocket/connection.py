@@ -248,11 +248,9 @@ class Connection:
                     opcode = self._check_header(b0, length)
                 stop = start + length
                 if stop > end:
-                    if (
-                        end > start
-                        and not b0 & RSV1
-                        and (opcode == _TEXT or (opcode == 0 and self._utf8 is not None))
-                        and not self._frag_compressed
+                    if end > start and (
+                        (opcode == _TEXT and not b0 & RSV1)
+                        or (opcode == 0 and self._utf8 is not None and not self._frag_compressed)
                     ):
                         self._check_partial_text(src, start, end)
                     break
