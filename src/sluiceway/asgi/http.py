@@ -328,6 +328,12 @@ class HTTPCycle:
     def _on_early_hint(self, message: Message) -> None:
         self.sink.send_early_hint(message.get("links", ()))
 
+    def _on_late_early_hint(self, message: Message) -> None:
+        """The head is already out, so a 103 can no longer precede it.
+
+        The extensions spec lets the server ignore hints, so it does.
+        """
+
     def _on_pathsend(self, message: Message) -> Awaitable[None]:
         path = message.get("path")
         if not isinstance(path, str):
@@ -381,6 +387,7 @@ _SEND: dict[tuple[ResponseState, str], _Handler] = {
     (_S_HEAD, "http.response.pathsend"): HTTPCycle._on_pathsend,
     (_S_HEAD, "http.response.zerocopysend"): HTTPCycle._on_zerocopysend,
     (_S_BODY, "http.response.body"): HTTPCycle._on_body,
+    (_S_BODY, "http.response.early_hint"): HTTPCycle._on_late_early_hint,
     (_S_BODY, "http.response.pathsend"): HTTPCycle._on_pathsend,
     (_S_BODY, "http.response.zerocopysend"): HTTPCycle._on_zerocopysend,
     (_S_TRAILERS, "http.response.trailers"): HTTPCycle._on_trailers,

@@ -40,13 +40,13 @@ SERVER_NAME = b"sluiceway"
 
 
 class Connection(Protocol):
-    """What the runner and the tick may do to a live connection."""
+    """What the runner may do to a live connection (``server/listener.py``).
 
-    deadline: float | None
+    A connection may also carry ``deadline: float | None`` (loop time) and
+    ``on_deadline()``; the tick calls ``on_deadline()`` once that time passes.
+    """
 
     def shutdown(self) -> None: ...
-
-    def on_deadline(self) -> None: ...
 
     def abort(self) -> None: ...
 
@@ -139,9 +139,11 @@ class ServerState:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.refresh_date()
         now = loop.time()
-        late = [c for c in self.connections if c.deadline is not None and c.deadline <= now]
+        # Connections that took over from HTTP/1 (WebSocket) may keep their
+        # own timers and carry no deadline at all.
+        late = [c for c in self.connections if (getattr(c, "deadline", None) or now + 1) <= now]
         for conn in late:
-            conn.on_deadline()
+            conn.on_deadline()  # type: ignore[attr-defined]  # has a deadline, so has this
         self._timer = loop.call_later(self._tick_s, self._tick, loop)
 
     # -- connection registry --------------------------------------------------
