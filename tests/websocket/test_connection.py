@@ -698,3 +698,42 @@ def test_websockets_client_sees_our_protocol_error_close() -> None:
 
 def test_parse_server_frames_helper_sanity() -> None:
     assert [f.payload for f in parse_server_frames(b"\x81\x02hi")] == [b"hi"]
+
+
+# -- robustness --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_deflate", [False, True], ids=["plain", "deflate"])
+def test_mutated_traffic_never_raises_and_always_ends_in_a_known_state(use_deflate: bool) -> None:
+    # Bad input gets a close code, never an exception out of receive_data.
+    rng = random.Random(7692)
+    valid = [
+        client_frame(TEXT, "héllo".encode()),
+        client_frame(BINARY, bytes(300)),
+        client_frame(TEXT, b"frag", fin=False),
+        client_frame(CONT, b"ment"),
+        client_frame(PING, b"p"),
+        client_frame(CLOSE, close_payload(1000)),
+        client_frame(BINARY, raw_deflate(b"z" * 500), rsv=RSV1),
+    ]
+    for _ in range(2000):
+        stream = bytearray(b"".join(rng.choice(valid) for _ in range(rng.randint(1, 6))))
+        for _ in range(rng.randint(0, 4)):
+            stream[rng.randrange(len(stream))] = rng.randrange(256)
+        conn = Connection(max_size_bytes=4096, deflate=DeflateParams() if use_deflate else None)
+        pos = 0
+        while pos < len(stream):
+            step = rng.randint(1, 64)
+            conn.receive_data(bytes(stream[pos : pos + step]))
+            pos += step
+        events = conn.events_received()
+        out = parse_server_frames(b"".join(conn.data_to_send()))
+        if conn.state is State.CLOSED:
+            assert conn.close_transport
+            assert isinstance(events[-1], (CloseReceived, ConnectionFailed))
+            closes = [f for f in out if f.opcode == CLOSE]
+            assert len(closes) == 1
+        else:
+            assert conn.state is State.OPEN
+            assert all(not isinstance(e, (CloseReceived, ConnectionFailed)) for e in events)
+            assert all(f.opcode == PONG for f in out)
