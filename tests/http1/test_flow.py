@@ -264,3 +264,12 @@ async def test_stalled_upload_is_cut_off_and_app_sees_disconnect() -> None:
         await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-part")
         assert await conn.at_eof(timeout=3)
     assert got[-1] == "http.disconnect"
+
+
+def test_bad_default_header_is_a_config_error() -> None:
+    from sluiceway.config import Config
+    from sluiceway.errors import ConfigError
+    from sluiceway.server.state import ServerState
+
+    with pytest.raises(ConfigError):
+        ServerState(Config(headers=(("x-evil", "a\r\nset-cookie: b"),)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -729,9 +730,11 @@ class HTTP1Protocol(asyncio.Protocol):
     def _reject(self, exc: ProtocolError) -> None:
         """The peer broke HTTP: answer with 4xx/5xx in order, then close."""
         status = wire.protocol_error_status(exc)
-        if accesslog.error_logger.isEnabledFor(10):
-            accesslog.error_logger.debug(
-                "Bad request from %s: %s", self._client_text, accesslog.escape(str(exc))
+        logger = accesslog.error_logger
+        if logger.isEnabledFor(logging.INFO):
+            client = accesslog.format_client(self.info.client) if self.info else "-"
+            logger.info(
+                "Rejected request from %s: %s %s", client, status, accesslog.escape(str(exc))
             )
         self._flow.pause_reading()
         phase = self._phase

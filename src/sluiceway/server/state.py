@@ -21,7 +21,7 @@ request instead of a timer handle per request.
 ``ConnectionInfo`` bundles what a protocol knows about its socket; it is made
 once per connection and passed on (to scope building and to the upgrade seam).
 
-Imports only the standard library and ``sluiceway.config``.
+Imports only the standard library, ``sluiceway.config`` and ``sluiceway.errors``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
+
+from sluiceway.errors import ConfigError
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
@@ -80,7 +82,7 @@ def _default_headers(config: Config) -> bytes:
             or any(c in raw_name for c in b" \t\r\n\0:")
             or any(c in raw_value for c in b"\r\n\0")
         ):
-            raise ValueError(f"invalid default header {name!r}: {value!r}")
+            raise ConfigError(f"invalid --header {name!r}: {value!r}")
         lines.append(raw_name + b": " + raw_value + b"\r\n")
     return b"".join(lines)
 
