@@ -1,0 +1,1 @@
+"""A chat with rooms over WebSocket, spread across processes by a channel layer."""
