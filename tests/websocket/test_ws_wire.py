@@ -242,3 +242,42 @@ async def test_graceful_shutdown_closes_with_1001() -> None:
     await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
     assert ws.close_code == 1001
     assert (await wait(got))["code"] == 1001
+
+
+async def test_shutdown_during_the_handshake_answers_503() -> None:
+    loop = asyncio.get_running_loop()
+    asked: asyncio.Future[None] = loop.create_future()
+    outcome: asyncio.Future[BaseException] = loop.create_future()
+    go_on = asyncio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        asked.set_result(None)
+        await go_on.wait()
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError as exc:
+            outcome.set_result(exc)
+
+    async with serve(app) as srv:
+        conn_cm = raw_connection(srv.port)
+        conn = await conn_cm.__aenter__()
+        await conn.send(upgrade_request())
+        await wait(asked)
+        for live in list(srv.state.connections):
+            live.shutdown()
+        response = await conn.read_response()
+        assert response.status == 503
+        go_on.set()
+        assert isinstance(await wait(outcome), OSError)
+        await conn_cm.__aexit__(None, None, None)
+
+
+async def test_upgrade_at_the_concurrency_limit_gets_503() -> None:
+    async with (
+        serve(echo_app, limit_concurrency=1) as srv,
+        raw_websocket(srv.port),
+        raw_connection(srv.port) as conn,
+    ):
+        await conn.send(upgrade_request())
+        assert (await conn.read_response()).status == 503
