@@ -75,6 +75,10 @@ _FILE_CHUNK_BYTES = 64 * 1024
 _LINGER_S = 1.0
 
 
+class _InternalError(ProtocolError):
+    status = 500
+
+
 class Phase(enum.IntEnum):
     """Where the parser is on the connection (drives deadlines and shutdown)."""
 
@@ -213,7 +217,10 @@ class HTTP1Protocol(asyncio.Protocol):
             if isinstance(cause, ProtocolError):
                 self._reject(cause)
                 return
-            raise
+            # A bug of ours: answer 500 and close rather than kill the connection silently.
+            accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=cause or exc)
+            self._reject(_InternalError("internal error"))
+            return
         except httptools.HttpParserInvalidMethodError:
             self._reject(BadRequest("invalid method"))
             return
