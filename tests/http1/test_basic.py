@@ -233,3 +233,30 @@ async def test_asgi2_app_is_adapted() -> None:
     async with serve(App2) as srv:
         response = await exchange(srv.port, GET)
     assert response.body == b"Hello, world!"
+
+
+async def test_http10_streamed_response_is_close_delimited() -> None:
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": b"cd"})
+
+    async with serve(stream) as srv, raw_connection(srv.port) as conn:
+        await conn.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        data = await conn.read_until_close()
+    assert b"transfer-encoding" not in data.lower()
+    assert data.endswith(b"\r\n\r\nabcd")
+
+
+async def test_head_of_streamed_response_keeps_connection_usable() -> None:
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": bytearray(b"cd")})
+
+    async with serve(stream) as srv, raw_connection(srv.port) as conn:
+        await conn.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await conn.read_response(head=True)
+        assert head.header(b"transfer-encoding") is None
+        await conn.send(GET)
+        assert (await conn.read_response()).body == b"abcd"

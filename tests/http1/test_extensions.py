@@ -198,3 +198,22 @@ async def test_no_tls_extension_on_plain_connections() -> None:
         await exchange(srv.port, GET)
     assert "tls" not in seen[0]["extensions"]
     await asyncio.sleep(0)
+
+
+async def test_pathsend_over_tls(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(PAYLOAD)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start())
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    async with serve(app, ssl_context=ctx) as srv, httpx.AsyncClient(verify=client_ctx) as client:
+        response = await client.get(srv.url + "/")
+    assert response.content == PAYLOAD
