@@ -32,8 +32,10 @@ sys.path.append(str(_HERE))
 import argparse
 import http.client
 import json
+import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -426,6 +428,7 @@ def markdown_report(
 ) -> str:
     info = machine_info()
     names = [s.name for s in servers]
+    load_start, load_end = args.load_average
     lines = [
         "# HTTP/1.1 benchmark results",
         "",
@@ -439,12 +442,18 @@ def markdown_report(
         f" (after {args.warmup:g} s warm-up), {args.connections} connections, one wrk thread;"
         " each cell is the median over rounds.",
         "- Each server: one worker, one thread, pinned to core 0 (`taskset -c 0`); wrk on core 1.",
+        f"- sluiceway at commit {_git_commit()}; 1-minute load average {load_start:.1f} at the"
+        f" start and {load_end:.1f} at the end (2 cores; above ~2 other work shared the machine).",
         "- req/CPU-s: requests per CPU-second of the server's whole process tree (utime+stime from"
         " /proc); CPU % is that CPU time over the run's wall time (100 = core 0 saturated).",
         "",
-        "## Ratio to uvicorn (requests/s)",
+        "## Ratio to uvicorn: requests/s",
         "",
-        _ratio_matrix(results, names, scenarios),
+        _ratio_matrix(results, names, scenarios, "rps"),
+        "",
+        "## Ratio to uvicorn: requests per server CPU-second (steadier on a shared machine)",
+        "",
+        _ratio_matrix(results, names, scenarios, "per_cpu_s"),
         "",
     ]
     if "sluiceway" in names and BASELINE in names:
@@ -460,16 +469,29 @@ def markdown_report(
     return "\n".join(lines)
 
 
-def _ratio_matrix(results: Results, names: Sequence[str], scenarios: Sequence[Scenario]) -> str:
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _ratio_matrix(
+    results: Results, names: Sequence[str], scenarios: Sequence[Scenario], attr: str
+) -> str:
     rows = []
     for sc in scenarios:
         base = results.get((BASELINE, sc.key))
-        base_rps = base.med("rps") if base and base.results else 0.0
+        base_value = base.med(attr) if base and base.results else 0.0
         row = [sc.title]
         for name in names:
             cell = results[(name, sc.key)]
             if cell.results:
-                row.append(_ratio(cell.med("rps"), base_rps))
+                row.append(_ratio(cell.med(attr), base_value))
             else:
                 row.append("n/a" if cell.failure == "not applicable" else "failed")
         rows.append(row)
@@ -562,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("taskset") is None or shutil.which("wrk") is None:
         fail("needs taskset (util-linux) and wrk on PATH")
 
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sluiceway-bench-logs-") as logs:
         try:
             results = run(
@@ -577,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
             return 130
 
+    args.load_average = (load_start, os.getloadavg()[0])
     names = [s.name for s in servers]
     print()
     for sc in scenarios:
