@@ -11,12 +11,13 @@ import pytest
 
 from sluiceway.consumers import (
     AsyncConsumer,
+    AsyncWebsocketConsumer,
     StopConsumer,
     SyncConsumer,
     get_handler_name,
 )
-from sluiceway.layers import channel_layers
-from sluiceway.testing import ApplicationCommunicator
+from sluiceway.layers import InMemoryChannelLayer, channel_layers
+from sluiceway.testing import ApplicationCommunicator, WebsocketCommunicator
 
 NO_LAYER = "no-such-layer"  # an alias nothing configures: get_channel_layer -> None
 
@@ -226,14 +227,110 @@ class Forgetful(AsyncConsumer):
         await self.send({"type": "out", "code": message["code"]})
 
 
-@pytest.mark.parametrize("alias", [NO_LAYER, "default"])
+async def ignore(self: Any, message: dict[str, Any]) -> None:
+    """A layer-message handler: gives a consumer class a reason to listen at once."""
+
+
+# No layer; a layer it never needs (plain receive loop); a layer it listens on.
+@pytest.mark.parametrize(
+    ("alias", "extra"), [(NO_LAYER, {}), ("default", {}), ("default", {"chat_message": ignore})]
+)
 async def test_consumer_ends_after_a_disconnect_even_without_stop(
-    memory_layer: None, alias: str
+    memory_layer: None, alias: str, extra: dict[str, Any]
 ) -> None:
-    app = type("F", (Forgetful,), {"channel_layer_alias": alias}).as_asgi()
+    app = type("F", (Forgetful,), {"channel_layer_alias": alias, **extra}).as_asgi()
     comm = ApplicationCommunicator(app, {"type": "websocket", "path": "/"})
     await comm.send_input({"type": "websocket.connect"})
     assert (await comm.receive_output())["type"] == "websocket.accept"
     await comm.send_input({"type": "websocket.disconnect", "code": 1001})
     assert await comm.receive_output() == {"type": "out", "code": 1001}
     await comm.wait(2)
+
+
+# -- the lazy layer seam: listen on the layer only once something can send there --
+
+
+class CountingLayer(InMemoryChannelLayer):
+    """The memory layer, counting how often a consumer starts listening on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receives = 0
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self.receives += 1
+        return await super().receive(channel)
+
+
+@pytest.fixture
+def counting_layer(memory_layer: None) -> CountingLayer:
+    layer = CountingLayer()
+    channel_layers.set("default", layer)
+    return layer
+
+
+class Echo(AsyncWebsocketConsumer):
+    """Handles client events only; says its channel name when asked."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=self.channel_name if text_data == "name?" else text_data)
+
+
+async def test_a_consumer_whose_name_nobody_has_does_not_listen(
+    counting_layer: CountingLayer,
+) -> None:
+    comm = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert await comm.connect() == (True, None)
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from() == "hi"
+    await comm.disconnect()
+    assert counting_layer.receives == 0
+
+
+async def test_reading_channel_name_starts_listening(counting_layer: CountingLayer) -> None:
+    comm = WebsocketCommunicator(Echo.as_asgi(), "/")
+    await comm.connect()
+    await comm.send_to(text_data="name?")
+    name = await comm.receive_from()
+    assert isinstance(name, str) and name.startswith("specific.")
+    # Delivered and dispatched: Echo has no handler for it, as in Channels.
+    await counting_layer.send(name, {"type": "nudge"})
+    with pytest.raises(ValueError, match=r"no method nudge\(\)"):
+        await comm.wait(2)
+    assert counting_layer.receives >= 1
+
+
+class Registered(AsyncConsumer):
+    """A consumer that outside code addresses by its name (a registry, say)."""
+
+    async def client_ready(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "ready"})
+
+    async def chat_message(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "out", "text": message["text"]})
+
+
+async def test_layer_handlers_mean_listening_from_the_start(memory_layer: None) -> None:
+    consumer = Registered()
+    comm = ApplicationCommunicator(consumer, channel_scope())
+    await comm.send_input({"type": "client.ready"})
+    assert await comm.receive_output() == {"type": "ready"}
+    # Read outside any handler: no handler return can start the listening.
+    await channel_layers["default"].send(
+        consumer.channel_name, {"type": "chat.message", "text": "x"}
+    )
+    assert await comm.receive_output() == {"type": "out", "text": "x"}
+    await comm.stop()
+
+
+def test_which_classes_count_as_handling_layer_messages() -> None:
+    assert not Echo._listens_from_start
+    assert not Forgetful._listens_from_start  # ASGI event handlers only
+    assert Registered._listens_from_start
+    assert LayerListener._listens_from_start
+
+    class OwnDispatch(AsyncConsumer):
+        async def dispatch(self, message: dict[str, Any]) -> None:
+            return None
+
+    assert OwnDispatch._listens_from_start

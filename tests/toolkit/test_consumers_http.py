@@ -119,6 +119,17 @@ async def test_handle_that_never_responds_is_an_error_without_a_layer() -> None:
         await comm.wait()
 
 
+async def test_handle_that_never_responds_is_an_error_with_the_default_layer(
+    memory_layer: None,
+) -> None:
+    # Nothing has this consumer's channel name, so no layer message can answer.
+    silent = type("Silent", (Hello,), {"channel_layer_alias": "default"})
+    comm = HttpCommunicator(silent.as_asgi(), "GET", "/silent/")
+    await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+    with pytest.raises(RuntimeError, match="without responding"):
+        await comm.wait(2)
+
+
 async def test_client_disconnect_before_body_ends() -> None:
     events.clear()
     comm = ApplicationCommunicator(Hello.as_asgi(), http_scope("POST", "/"))

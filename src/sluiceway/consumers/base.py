@@ -17,11 +17,19 @@ The channel-layer seam, kept small on purpose:
   ``sluiceway.layers.get_channel_layer(alias)`` is imported lazily (the
   toolkit works without the layers package) and returns ``None`` when no
   layer is configured;
-* with a layer, ``__call__`` first sets ``self.channel_layer`` and
-  ``self.channel_name = await layer.new_channel()``, then listens on the
-  ASGI ``receive`` and on ``layer.receive(channel_name)`` at once; both kinds
-  of message are dispatched by ``type`` (``chat.message`` ->
-  ``chat_message``), one at a time, in arrival order;
+* with a layer, ``__call__`` sets ``self.channel_layer`` and takes a name
+  from ``layer.new_channel()`` (cheap: no I/O in the built-in layers);
+* listening on ``layer.receive(channel_name)`` costs a reader task per
+  source and an inbox, about a quarter of the per-event cost, and the
+  layers package configures an in-memory layer by default, so it starts
+  only when something can send to the channel: from the start if the
+  consumer has ``groups`` or defines methods that may handle layer messages
+  (``_may_handle_layer_messages``), else once ``channel_name`` is first
+  read (the only way to hand the name out), as soon as the handler that
+  read it returns. Until then the consumer awaits ``receive()`` directly.
+  Messages sent meanwhile wait in the layer, as they would behind a busy
+  handler in Channels. Both kinds of message are dispatched by ``type``
+  (``chat.message`` -> ``chat_message``), one at a time, in arrival order;
 * WebSocket consumers join ``groups`` on connect and leave them on
   disconnect (``consumers.websocket``).
 
@@ -92,6 +100,18 @@ _RESERVED = frozenset(
     }
 )
 
+
+# Handlers for what an ASGI server sends: defining them says nothing about
+# layer messages (see _may_handle_layer_messages).
+_PROTOCOL_HANDLERS = frozenset(
+    {
+        "http_request",
+        "http_disconnect",
+        "websocket_connect",
+        "websocket_receive",
+        "websocket_disconnect",
+    }
+)
 
 # After these the ASGI spec has nothing more to deliver: the consumer ends even
 # if its handler forgot to raise StopConsumer (Channels would wait forever).
@@ -221,6 +241,30 @@ def _wake(fut: asyncio.Future[None] | None) -> None:
         fut.set_result(None)
 
 
+def _may_handle_layer_messages(cls: type) -> bool:
+    """Whether ``cls`` defines methods that may handle layer messages.
+
+    Anything public and callable that a user class adds beyond this package's
+    consumer API and the ASGI event handlers might be ``chat_message``; a
+    user ``dispatch`` may take any type. False positives only cost speed.
+    Such a consumer listens from the start, so a name read by code outside
+    its handlers (a registry of live consumers) is listened on at once.
+    """
+    ours = [k for k in cls.__mro__ if k.__module__.startswith("sluiceway.consumers.")]
+    known = set(_PROTOCOL_HANDLERS).union(*(vars(k) for k in ours), vars(object))
+    for klass in cls.__mro__:
+        if klass in ours or klass is object:
+            continue
+        for name, value in vars(klass).items():
+            if name == "dispatch":
+                return True
+            if name.startswith("_") or name in known:
+                continue
+            if callable(value) or isinstance(value, (staticmethod, classmethod)):
+                return True
+    return False
+
+
 class _BaseConsumer:
     """What async and sync consumers share: the receive loop and the layer seam."""
 
@@ -230,7 +274,11 @@ class _BaseConsumer:
     scope: Scope
     base_send: Send
     channel_layer: ChannelLayer | None
-    channel_name: str
+    _channel_name: str | None = None
+    # True once something may send to channel_name: listen on the layer.
+    _layer_wanted = False
+    # Set per class by __init_subclass__.
+    _listens_from_start: ClassVar[bool] = False
 
     def __init__(self, **initkwargs: Any) -> None:
         cls = type(self)
@@ -256,6 +304,28 @@ class _BaseConsumer:
                 )
         return ConsumerApp(cls, initkwargs)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._listens_from_start = _may_handle_layer_messages(cls)
+
+    @property
+    def channel_name(self) -> str:
+        """This consumer's channel on the layer; reading it starts listening there.
+
+        Raises:
+            AttributeError: no channel layer is configured (so ``hasattr`` is False).
+        """
+        name = self._channel_name
+        if name is None:
+            raise AttributeError(f"{type(self).__name__} has no channel layer, so no channel_name")
+        self._layer_wanted = True
+        return name
+
+    @channel_name.setter
+    def channel_name(self, name: str) -> None:
+        self._channel_name = name
+        self._layer_wanted = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.base_send = send
@@ -263,20 +333,35 @@ class _BaseConsumer:
         layer = self.channel_layer = _get_channel_layer(self.channel_layer_alias)
         try:
             if layer is None:
-                # No layer: the plain loop, no task per event.
-                while True:
-                    message = await receive()
-                    await self.dispatch(message)
-                    if message.get("type") in _DISCONNECTS:
-                        return
-            else:
-                self.channel_name = await layer.new_channel()
-                try:
-                    await self._listen_both(receive, layer)
-                finally:
-                    await self._release_layer(layer)
+                await self._listen_client(receive, stop_for_layer=False)
+                return
+            self._channel_name = await layer.new_channel()
+            self._layer_wanted = bool(self.groups) or self._listens_from_start
+            try:
+                if not self._layer_wanted and await self._listen_client(
+                    receive, stop_for_layer=True
+                ):
+                    return  # the client left before anything could send to us
+                await self._listen_both(receive, layer)
+            finally:
+                await self._release_layer(layer)
         except StopConsumer:
             pass
+
+    async def _listen_client(self, receive: Receive, stop_for_layer: bool) -> bool:
+        """Dispatch from ``receive()`` alone: no task, no inbox.
+
+        Returns:
+            True once the client disconnected; False, with ``stop_for_layer``,
+            as soon as a handler has read ``channel_name`` (the layer is wanted).
+        """
+        while True:
+            message = await receive()
+            await self.dispatch(message)
+            if message.get("type") in _DISCONNECTS:
+                return True
+            if stop_for_layer and self._layer_wanted:
+                return False
 
     async def _listen_both(self, receive: Receive, layer: ChannelLayer) -> None:
         loop = asyncio.get_running_loop()

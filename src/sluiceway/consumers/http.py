@@ -4,9 +4,11 @@ The response goes out with ``send_response(status, body, headers=...)`` or,
 streamed, ``send_headers(...)`` then ``send_body(chunk, more_body=True)`` ...
 ``send_body(last)``. The consumer stops once the response is complete or the
 client disconnects, calling ``disconnect()`` exactly once. A response left
-open when ``handle`` returns (long polling, server-sent events) stays open:
-layer messages dispatched later may finish it (Channels' documented
-long-poll pattern).
+open when ``handle`` returns (long polling, server-sent events) stays open
+if layer messages can reach the consumer (it read ``channel_name`` or has
+layer handlers, see ``consumers.base``): they may finish it (Channels'
+documented long-poll pattern). Otherwise ``handle`` returning without a
+response is a ``RuntimeError``, not a request that hangs.
 
 The request body is bounded by ``max_body_bytes``: a larger declared
 ``Content-Length`` or a larger body as it arrives is answered with 413 and
@@ -141,8 +143,9 @@ class AsyncHttpConsumer(AsyncConsumer):
         except BaseException:
             await self._finish()
             raise
-        if self._response is ResponseState.NOT_STARTED and self.channel_layer is None:
-            # Nothing could ever answer this request: say so instead of hanging.
+        if self._response is ResponseState.NOT_STARTED and not self._layer_wanted:
+            # No layer message can reach a consumer that never gave its
+            # channel name out: nothing could ever answer this request.
             await self._finish()
             raise RuntimeError(f"{type(self).__name__}.handle() returned without responding")
 
