@@ -190,7 +190,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self._flow = FlowControl(transport)
         self.info = connection_info(transport, self._shared)
         state = self._state
-        state.start_clock(self._loop)
         state.add_connection(self)
         self._access = self._shared.access_log and accesslog.access_enabled()
         if self._access:
@@ -198,6 +197,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if state.shutting_down:
             self._close()
             return
+        state.start_clock(self._loop)  # idempotent; covers servers started without it
         # A new connection must send its first head within the header timeout.
         self.deadline = self._loop.time() + self._shared.headers_timeout_s
 
