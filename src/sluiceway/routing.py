@@ -21,7 +21,8 @@ Invariants:
 * No match answers the client (HTTP 404, WebSocket close before accept, which
   a server turns into 403); other scope types get a ``ValueError``.
 
-Toolkit module: imports ``sluiceway.asgi`` only, never the server side.
+Toolkit module: imports ``sluiceway.asgi`` and ``sluiceway._toolkit`` only,
+never the server side.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.compat import guarantee_single_callable
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 
@@ -427,24 +429,9 @@ async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
     kind = scope.get("type")
     logger.debug("no route for %s %r", kind, scope.get("path"))
     if kind == "http":
-        body = b"Not Found"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 404,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_text_response(send, 404, "Not Found")
     elif kind == "websocket":
-        # ASGI www spec, WebSocket Connect: a close before accept is answered
-        # by the server with HTTP 403. Wait for the connect event first.
-        message = await receive()
-        if message.get("type") == "websocket.connect":
-            await send({"type": "websocket.close", "code": 1000})
+        await refuse_websocket(receive, send, 1000)
     else:
         raise ValueError(f"No route found for path {scope.get('path')!r} in a {kind!r} scope")
 
@@ -468,21 +455,9 @@ class ProtocolTypeRouter:
         if app is not None:
             await app(scope, receive, send)
         elif kind == "lifespan":
-            await _answer_lifespan(receive, send)
+            await answer_lifespan(receive, send)
         else:
             raise ValueError(f"No application configured for scope type {kind!r}")
-
-
-async def _answer_lifespan(receive: Receive, send: Send) -> None:
-    # ASGI lifespan spec: acknowledge both phases; nothing to set up.
-    while True:
-        message = await receive()
-        kind = message.get("type")
-        if kind == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif kind == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 class ChannelNameRouter:

@@ -16,8 +16,9 @@ Invariants:
   ``receive_output`` / ``wait`` / ``send_input`` call that finds it, unchanged.
 * Output the app sent before it failed or finished is still delivered first.
 
-This module is part of the toolkit: it imports only ``sluiceway.asgi`` and
-``sluiceway.errors``, never the server side, so it tests apps for any server.
+This module is part of the toolkit: it imports only ``sluiceway.asgi``,
+``sluiceway._toolkit`` and ``sluiceway.errors``, never the server side, so it
+tests apps for any server.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
+from sluiceway._toolkit import header_list
 from sluiceway.asgi.compat import guarantee_single_callable
-from sluiceway.asgi.types import ASGI_VERSION, ASGIApp, HeaderList, Message, Scope
+from sluiceway.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
 from sluiceway.errors import ASGIMessageError, InvalidState
 
 __all__ = [
@@ -222,21 +224,6 @@ def _expire(waiter: asyncio.Future[object]) -> None:
 # -- scopes -------------------------------------------------------------------
 
 
-def _normalise_headers(headers: Iterable[tuple[Any, Any]] | None) -> HeaderList:
-    result: HeaderList = []
-    for pair in headers or ():
-        name, value = pair
-        if isinstance(name, str):
-            name = name.encode("latin-1")
-        if isinstance(value, str):
-            value = value.encode("latin-1")
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise TypeError(f"headers are (bytes, bytes) or (str, str) pairs, got {pair!r}")
-        # ASGI www spec: header names lowercased.
-        result.append((name.lower(), value))
-    return result
-
-
 def _split_target(target: str) -> tuple[str, bytes, bytes]:
     """Split a request target into (path, raw_path, query_string) per ASGI www spec."""
     raw, _, query = target.partition("?")
@@ -257,7 +244,7 @@ def _base_scope(scope_type: str, path: str, headers: Any, root_path: str) -> dic
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,
-        "headers": _normalise_headers(headers),
+        "headers": header_list(headers),
         "client": DEFAULT_CLIENT,
         "server": DEFAULT_SERVER,
         "state": {},

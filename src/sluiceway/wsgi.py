@@ -30,8 +30,8 @@ aborts the response. The iterable's ``close()`` is always called. A
 ``websocket`` scope is refused (close before accept: 403); ``lifespan`` is
 answered "complete".
 
-Imports the standard library, ``sluiceway.asgi`` and ``sluiceway.errors``;
-never the server side.
+Imports the standard library, ``sluiceway.asgi``, ``sluiceway._toolkit`` and
+``sluiceway.errors``; never the server side.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
+from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.types import HeaderList, Message, Receive, Scope, Send
 from sluiceway.errors import ClientDisconnected
 
@@ -488,10 +489,9 @@ class WsgiToAsgi:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)  # WSGI has no lifespan: nothing to do
         elif kind == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1000})
+            await refuse_websocket(receive, send, 1000)
         else:
             raise ValueError(f"WsgiToAsgi serves http scopes, not {kind!r}")
 
@@ -499,14 +499,7 @@ class WsgiToAsgi:
         try:
             environ = build_environ(scope, self.max_header_repeats)
         except _Reject as exc:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": exc.status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": exc.reason.encode()})
+            await send_text_response(send, exc.status, exc.reason)
             return
         loop = asyncio.get_running_loop()
         body = RequestBody(loop, receive, self.body_buffer_bytes, self.io_timeout_s)
@@ -549,15 +542,3 @@ class WsgiToAsgi:
         finally:
             if result is not None:
                 _close_iterable(result)
-
-    @staticmethod
-    async def _lifespan(receive: Receive, send: Send) -> None:
-        # WSGI has no lifespan: say yes to both steps so servers with
-        # lifespan "on" run us happily.
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return

@@ -157,6 +157,18 @@ async def test_misuse_of_send_body_is_refused() -> None:
     assert response == {"status": 200, "headers": [], "body": b"ok"}
 
 
+async def test_response_header_names_are_lowercased() -> None:
+    class Mixed(AsyncHttpConsumer):
+        channel_layer_alias = NO_LAYER
+
+        async def handle(self, body: bytes) -> None:
+            await self.send_response(200, b"", headers={"Content-Type": "text/plain"})
+
+    response = await HttpCommunicator(Mixed.as_asgi(), "GET", "/").get_response()
+    # ASGI www spec, http.response.start: header names must be lowercased.
+    assert response["headers"] == [(b"content-type", b"text/plain")]
+
+
 class LongPoll(AsyncHttpConsumer):
     async def handle(self, body: bytes) -> None:
         await self.send_headers(headers=[(b"content-type", b"application/json")])

@@ -333,6 +333,7 @@ def test_toolkit_never_imports_the_server_side() -> None:
 
     code = (
         "import sys, sluiceway.routing, sluiceway.middleware, sluiceway.testing\n"
+        "import sluiceway.consumers, sluiceway.sync, sluiceway.wsgi\n"
         "bad = [m for m in sys.modules if m.split('.')[:2] in (\n"
         "    ['sluiceway', 'server'], ['sluiceway', 'http1'],\n"
         "    ['sluiceway', 'websocket'], ['sluiceway', 'transport'])]\n"

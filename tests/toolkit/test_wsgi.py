@@ -366,6 +366,13 @@ async def test_websocket_is_refused_and_lifespan_completes() -> None:
     await life.wait()
 
 
+async def test_websocket_gone_before_connect_gets_no_close() -> None:
+    ws = ApplicationCommunicator(WsgiToAsgi(environ_app), {"type": "websocket", "path": "/"})
+    await ws.send_input({"type": "websocket.disconnect", "code": 1001})
+    await ws.wait()
+    assert await ws.receive_nothing(0)  # nothing to refuse: the client is gone
+
+
 # -- over a real socket: under sluiceway, and under uvicorn (any server works) --
 
 

@@ -18,7 +18,7 @@ answers 500 and logs it.
 
 Response state is one enum (``ResponseState``), not flags.
 
-Imports ``consumers.base``; never the server side.
+Imports ``consumers.base`` and ``sluiceway._toolkit``; never the server side.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sluiceway.asgi.types import HeaderList, Message
+from sluiceway._toolkit import header_list
+from sluiceway.asgi.types import Message
 from sluiceway.consumers.base import AsyncConsumer, StopConsumer
 
 __all__ = ["AsyncHttpConsumer", "ResponseState"]
@@ -41,22 +42,6 @@ class ResponseState(enum.Enum):
     HEADERS_SENT = "headers sent"
     STREAMING = "streaming"
     COMPLETE = "complete"
-
-
-def _header_list(headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None) -> HeaderList:
-    if headers is None:
-        return []
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    result: HeaderList = []
-    for name, value in pairs:
-        if isinstance(name, str):
-            name = name.encode("latin-1")
-        if isinstance(value, str):
-            value = value.encode("latin-1")
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise TypeError(f"header pairs are bytes or str, got {(name, value)!r}")
-        result.append((name, value))
-    return result
 
 
 class AsyncHttpConsumer(AsyncConsumer):
@@ -89,7 +74,7 @@ class AsyncHttpConsumer(AsyncConsumer):
         if self._response is not ResponseState.NOT_STARTED:
             raise RuntimeError(f"send_headers(): the response is already {self._response.value}")
         await self.send(
-            {"type": "http.response.start", "status": status, "headers": _header_list(headers)}
+            {"type": "http.response.start", "status": status, "headers": header_list(headers)}
         )
         self._response = ResponseState.HEADERS_SENT
 

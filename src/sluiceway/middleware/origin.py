@@ -27,7 +27,8 @@ or with an unparsable origin is rejected unless ``"*"`` is allowed, as in
 Channels; pass ``allow_missing_origin=True`` to admit clients that send no
 ``Origin`` at all. HTTP and other scopes pass through unchecked.
 
-Toolkit module: imports ``sluiceway.asgi`` only, never the server side.
+Toolkit module: imports ``sluiceway.asgi`` and ``sluiceway._toolkit`` only,
+never the server side.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sluiceway._toolkit import refuse_websocket
 from sluiceway.asgi.compat import guarantee_single_callable
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 
@@ -46,6 +48,7 @@ __all__ = ["AllowedHostsOriginValidator", "OriginValidator"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+CLOSE_POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,7 @@ class OriginValidator:
             origin = origins[0] if len(origins) == 1 else None
             if len(origins) > 1 or not self.valid_origin(origin):
                 logger.info("rejected WebSocket handshake from origin %r", origins)
-                await _deny(receive, send)
+                await refuse_websocket(receive, send, CLOSE_POLICY_VIOLATION)
                 return
         await self.application(scope, receive, send)
 
@@ -184,9 +187,3 @@ class AllowedHostsOriginValidator(OriginValidator):
         allow_missing_origin: bool = False,
     ) -> None:
         super().__init__(application, allowed_hosts, allow_missing_origin=allow_missing_origin)
-
-
-async def _deny(receive: Receive, send: Send) -> None:
-    message = await receive()
-    if message.get("type") == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1008})  # RFC 6455 §7.4.1 policy violation
