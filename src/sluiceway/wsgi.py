@@ -3,11 +3,11 @@
 Each request runs the WSGI app in a worker of a bounded thread pool. The
 two sides meet in two small objects:
 
-* ``RequestBody`` is ``wsgi.input``: a reader task on the event loop moves
-  ``http.request`` chunks into a buffer as they arrive; ``read()`` in the
-  worker blocks until the bytes it asked for are there. The reader pauses
-  while ``body_buffer_bytes`` are buffered and nobody is waiting, so a slow
-  app holds a bounded amount of body and the client feels back-pressure.
+* ``RequestBody`` (``sluiceway.wsgi_input``) is ``wsgi.input``: a reader
+  task on the event loop moves ``http.request`` chunks into a buffer as they
+  arrive; ``read()`` in the worker blocks until the bytes it asked for are
+  there, and the reader pauses while the buffer is full, so the client feels
+  back-pressure.
 * ``_Responder`` implements ``start_response`` and ``write``. Headers leave
   with the first non-empty chunk (PEP 3333 "Buffering and Streaming"); every
   chunk is handed to the loop and the worker waits until ``send`` took it, so
@@ -30,8 +30,8 @@ aborts the response. The iterable's ``close()`` is always called. A
 ``websocket`` scope is refused (close before accept: 403); ``lifespan`` is
 answered "complete".
 
-Imports the standard library, ``sluiceway.asgi``, ``sluiceway._toolkit`` and
-``sluiceway.errors``; never the server side.
+Imports the standard library, ``sluiceway.asgi``, ``sluiceway._toolkit``,
+``sluiceway.wsgi_input`` and ``sluiceway.errors``; never the server side.
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ import asyncio
 import contextvars
 import logging
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -51,6 +49,7 @@ from typing import Any
 from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.types import HeaderList, Message, Receive, Scope, Send
 from sluiceway.errors import ClientDisconnected
+from sluiceway.wsgi_input import RequestBody
 
 __all__ = ["RequestBody", "WsgiToAsgi", "build_environ"]
 
@@ -165,157 +164,6 @@ def build_environ(scope: Scope, max_header_repeats: int = 32) -> dict[str, Any]:
         environ["REMOTE_ADDR"] = str(client[0])
         environ["REMOTE_PORT"] = str(client[1])
     return environ
-
-
-class RequestBody:
-    """``wsgi.input``: the request body, readable in the worker as it arrives.
-
-    Reads block the worker thread (never the loop) for at most ``timeout_s``
-    between chunks; a client that disconnects mid-body makes the read raise
-    ``ClientDisconnected`` (an ``OSError``) rather than look like a short body.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        receive: Receive,
-        buffer_bytes: int,
-        timeout_s: float | None,
-    ) -> None:
-        self._loop = loop
-        self._receive = receive
-        self._limit = buffer_bytes
-        self._timeout_s = timeout_s
-        self._buffer = bytearray()
-        self._eof = False
-        self._error: BaseException | None = None
-        self._cond = threading.Condition()
-        self._readers_waiting = 0
-        self._pump_paused = False
-        self._resume = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    # -- loop side -----------------------------------------------------------
-
-    def start(self) -> None:
-        self._task = self._loop.create_task(self._pump())
-
-    def stop(self) -> None:
-        """The request is over: stop reading and release any blocked reader."""
-        if self._task is not None:
-            self._task.cancel()
-        with self._cond:
-            if not self._eof and self._error is None:
-                self._error = ClientDisconnected("the request is over")
-            self._cond.notify_all()
-
-    async def _pump(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    pause = len(self._buffer) >= self._limit and not self._readers_waiting
-                    if pause:
-                        self._pump_paused = True
-                        self._resume.clear()
-                if pause:
-                    await self._resume.wait()
-                    continue
-                message = await self._receive()
-                kind = message.get("type")
-                with self._cond:
-                    if kind == "http.request":
-                        self._buffer += message.get("body", b"")
-                        if not message.get("more_body", False):
-                            self._eof = True
-                    else:
-                        # http.disconnect, or anything else: the body will not finish.
-                        self._error = ClientDisconnected("the client disconnected mid-body")
-                    self._cond.notify_all()
-                    if self._eof or self._error is not None:
-                        return
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
-
-    # -- worker side (call with self._cond held) -----------------------------
-
-    def _wait(self, ready: Callable[[], bool]) -> None:
-        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
-        while not ready():
-            if self._eof:
-                return
-            if self._error is not None:
-                raise self._error
-            self._readers_waiting += 1
-            if self._pump_paused:
-                self._pump_paused = False
-                self._loop.call_soon_threadsafe(self._resume.set)
-            try:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if (remaining is not None and remaining <= 0) or not self._cond.wait(remaining):
-                    raise TimeoutError(f"no request body for {self._timeout_s} s")
-            finally:
-                self._readers_waiting -= 1
-
-    def _take(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        if self._pump_paused and len(self._buffer) < self._limit:
-            self._pump_paused = False
-            self._loop.call_soon_threadsafe(self._resume.set)
-        return data
-
-    # -- the file-like API (PEP 3333 "Input and Error Streams") --------------
-
-    def read(self, size: int | None = -1) -> bytes:
-        with self._cond:
-            if size is None or size < 0:
-                parts: list[bytes] = []
-                while True:
-                    self._wait(lambda: bool(self._buffer))
-                    if not self._buffer:
-                        return b"".join(parts)
-                    parts.append(self._take(len(self._buffer)))
-            self._wait(lambda: len(self._buffer) >= size)
-            return self._take(size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        with self._cond:
-            limit = None if size is None or size < 0 else size
-
-            def ready() -> bool:
-                if limit is not None and len(self._buffer) >= limit:
-                    return True
-                return b"\n" in self._buffer
-
-            self._wait(ready)
-            end = self._buffer.find(b"\n")
-            n = len(self._buffer) if end < 0 else end + 1
-            if limit is not None:
-                n = min(n, limit)
-            return self._take(n)
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines: list[bytes] = []
-        total = 0
-        while True:
-            line = self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint <= total:
-                return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
 
 
 class _Responder:
