@@ -22,7 +22,8 @@ from urllib.parse import unquote
 
 from sluiceway.asgi.types import ASGI_VERSION, HeaderList
 
-_ASGI = ASGI_VERSION
+_VERSION = ASGI_VERSION["version"]
+_SPEC_VERSION = ASGI_VERSION["spec_version"]
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -66,7 +67,6 @@ def http_extensions(tls: dict[str, Any] | None) -> dict[str, dict[Any, Any]]:
 
 
 def http_scope(
-    *,
     method: str,
     http_version: str,
     scheme: str,
@@ -79,14 +79,28 @@ def http_scope(
     state: dict[str, Any],
     tls: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Build an ``http`` scope. ``state`` is copied shallowly here."""
+    """Build an ``http`` scope. ``state`` is copied shallowly here.
+
+    Positional on purpose: it runs once per request on the hot path.
+    """
+    text = raw_path.decode("latin-1")
+    if "%" in text:
+        text = unquote(text)
+    extensions: dict[str, dict[Any, Any]] = {
+        "http.response.pathsend": {},
+        "http.response.zerocopysend": {},
+        "http.response.early_hint": {},
+        "http.response.trailers": {},
+    }
+    if tls is not None:
+        extensions["tls"] = {**tls}
     return {
         "type": "http",
-        "asgi": {"version": _ASGI["version"], "spec_version": _ASGI["spec_version"]},
+        "asgi": {"version": _VERSION, "spec_version": _SPEC_VERSION},
         "http_version": http_version,
         "method": method,
         "scheme": scheme,
-        "path": root_path + decode_path(raw_path),
+        "path": root_path + text if root_path else text,
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,
@@ -94,5 +108,5 @@ def http_scope(
         "client": client,
         "server": server,
         "state": state.copy(),
-        "extensions": http_extensions(tls),
+        "extensions": extensions,
     }

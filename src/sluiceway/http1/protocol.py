@@ -315,17 +315,17 @@ class HTTP1Protocol(asyncio.Protocol):
             raw_path, query = split_target(url)
         info = self.info
         scope = http_scope(
-            method=method,
-            http_version=version,
-            scheme=info.scheme,
-            raw_path=raw_path,
-            query_string=query,
-            root_path=shared.root_path,
-            headers=self._headers,
-            client=info.client,
-            server=info.server,
-            state=self._state.lifespan_state,
-            tls=info.tls,
+            method,
+            version,
+            info.scheme,
+            raw_path,
+            query,
+            shared.root_path,
+            self._headers,
+            info.client,
+            info.server,
+            self._state.lifespan_state,
+            info.tls,
         )
         has_body = self._content_length > 0 or self._te is not None
         cycle = _H1Cycle(
@@ -343,7 +343,7 @@ class HTTP1Protocol(asyncio.Protocol):
         # While a body streams in, the same timeout bounds each gap between
         # its bytes (a stalled upload must not hold the connection forever).
         self.deadline = self._loop.time() + shared.headers_timeout_s if has_body else None
-        if parser.should_upgrade():
+        if self._upgrade is not None and parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
             return

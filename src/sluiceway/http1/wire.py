@@ -112,7 +112,9 @@ def encode_headers(headers: Iterable[Any]) -> tuple[list[bytes], int, bool, int]
             kind = kinds.get(name)
             if kind is None:
                 kind = _name_kind(name)
-            _check_value(value)
+            # _check_value, inlined: this runs for every header of every response.
+            if type(value) is not bytes or b"\r" in value or b"\n" in value or b"\0" in value:
+                _check_value(value)
             if kind:
                 if kind == TRANSFER_ENCODING:
                     continue
