@@ -396,3 +396,36 @@ async def test_expired_group_entry_frees_every_member(redis_server: RedisServer)
             assert (await asyncio.wait_for(layer.receive(channel), T))["type"] == "new"
     finally:
         await layer.close()
+
+
+async def test_malformed_entries_are_dropped_not_fatal(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_server.flushall()
+    layer = RedisChannelLayer([redis_server.url])
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        local = await layer.new_channel()
+        inbox = "sluiceway:c:" + local.split("!")[0] + "!"
+        with caplog.at_level(logging.ERROR, logger="sluiceway"):
+            plain_wait = asyncio.ensure_future(layer.receive("plain"))
+            local_wait = asyncio.ensure_future(layer.receive(local))
+            await asyncio.sleep(0.1)  # both receivers are blocked in Redis
+            await raw.rpush("sluiceway:c:plain", b"garbage")
+            await raw.rpush(inbox, b"garbage\xff")
+            for _ in range(100):
+                if sum("malformed" in r.getMessage() for r in caplog.records) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            await layer.send("plain", {"type": "ok"})
+            await layer.send(local, {"type": "ok.local"})
+            assert (await asyncio.wait_for(plain_wait, T))["type"] == "ok"
+            assert (await asyncio.wait_for(local_wait, T))["type"] == "ok.local"
+        assert sum("malformed" in r.getMessage() for r in caplog.records) == 2
+        # A sender meeting garbage at the head of a list drops it too.
+        await raw.rpush("sluiceway:c:plain", b"junk")
+        await layer.send("plain", {"type": "after.junk"})
+        assert await raw.lindex("sluiceway:c:plain", 0) != b"junk"
+    finally:
+        await raw.aclose()
+        await layer.close()

@@ -26,7 +26,7 @@ host of each member's messages, so each host's script reads its members,
 drops expired ones and pushes to each with its capacity check. A normal
 ``receive`` is one BLPOP. Process-local channels are received by one loop per
 inbox and event loop, which moves messages into a bounded local buffer
-(``LPOP count`` when busy, BLPOP when idle); the capacity a message holds in
+(one BLMPOP: a batch when busy, a wait when idle); the capacity a message holds in
 Redis is released (``P:n`` decremented, batched) when the app receives it, so
 a slow consumer makes senders see ``ChannelFull``: backpressure, never a
 silently dropped message.
@@ -55,6 +55,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluiceway.errors import ChannelFull, ConfigError, InvalidMessage
@@ -83,11 +84,12 @@ _BACKOFF_MAX_S = 5.0
 _LUA_TRIM = """
 local function trim(key, counts, now)
   local head = redis.call('LINDEX', key, 0)
-  while head and tonumber(string.sub(head, 1, 13)) <= now do
+  -- An entry we did not write (no deadline) is dropped like an expired one.
+  while head and (tonumber(string.sub(head, 1, 13)) or 0) <= now do
     redis.call('LPOP', key)
-    if counts then
-      local names = string.sub(head, 14, string.find(head, '\\n', 14, true) - 1)
-      for ch in string.gmatch(names, '[^,]+') do
+    local newline = string.find(head, '\\n', 14, true)
+    if counts and newline then
+      for ch in string.gmatch(string.sub(head, 14, newline - 1), '[^,]+') do
         if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
       end
     end
@@ -96,8 +98,11 @@ local function trim(key, counts, now)
 end
 local function admit(key, counts, ch, cap)
   if counts then
-    if tonumber(redis.call('HGET', counts, ch) or '0') >= cap then return false end
-    redis.call('HINCRBY', counts, ch, 1)
+    -- One call in the common case; undone in the rare full one.
+    if redis.call('HINCRBY', counts, ch, 1) > cap then
+      redis.call('HINCRBY', counts, ch, -1)
+      return false
+    end
     return true
   end
   return redis.call('LLEN', key) < cap
@@ -136,8 +141,11 @@ local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local full = {}
 local inboxes = {}
 local order = {}
+local default_cap = tonumber(ARGV[5])
+local overrides = redis.call('EXISTS', KEYS[2]) == 1
 for _, ch in ipairs(members) do
-  local cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5])
+  local cap = default_cap
+  if overrides then cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5]) end
   local bang = string.find(ch, '!', 1, true)
   if bang then
     local inbox = string.sub(ch, 1, bang)
@@ -177,11 +185,12 @@ return full
 """
 )
 
-# KEYS: counts hash; ARGV: channel, n, channel, n, ...
+# KEYS: counts hash; ARGV[1]: "channel=n,channel=n,..." (one string: packing
+# thousands of arguments costs the client more than Lua spends splitting one).
 _LUA_RELEASE = """
-for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+for ch, n in string.gmatch(ARGV[1], '([^,=]+)=(%d+)') do
+  if redis.call('HINCRBY', KEYS[1], ch, -tonumber(n)) <= 0 then
+    redis.call('HDEL', KEYS[1], ch)
   end
 end
 return 0
@@ -532,7 +541,11 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _open(self, entry: bytes) -> dict[str, Any] | None:
         """Decode an entry of a normal channel; ``None`` if expired or unreadable."""
-        deadline, _, payload = self._parse(entry)
+        try:
+            deadline, _, payload = self._parse(entry)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("dropped a malformed layer entry: %s", exc)
+            return None
         if deadline <= time.time():
             self.expired_on_receive += 1
             return None
@@ -547,12 +560,22 @@ class RedisChannelLayer(BaseChannelLayer):
         client = state.shards[self._ring.index_for(inbox)].client
         key = self._key + "c:" + inbox
         backoff = _BACKOFF_FIRST_S
+        # BLMPOP (Redis 7) waits when idle and takes a batch when busy, in one
+        # command; older servers get LPOP with a count, then BLPOP.
+        blmpop = True
         while not state.closing:
             try:
-                entries = await client.lpop(key, _INBOX_BATCH)
-                if not entries:
-                    popped = await client.blpop([key], timeout=self.receive_timeout_s)
-                    entries = [popped[1]] if popped else []
+                entries = await self._pop_inbox(client, key, blmpop)
+            except ResponseError as exc:
+                if blmpop and "unknown command" in str(exc).lower():
+                    blmpop = False
+                    continue
+                # OOM, a wrong key type, a replica: nothing we can fix, but the
+                # loop must outlive it, or every receiver of this process starves.
+                logger.error("redis inbox %r: %s; retrying", inbox, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
             except _RETRYABLE as exc:
                 if state.closing:
                     return
@@ -562,7 +585,23 @@ class RedisChannelLayer(BaseChannelLayer):
                 continue
             backoff = _BACKOFF_FIRST_S
             for entry in entries:
-                self._dispatch(state, _as_bytes(entry))
+                try:
+                    self._dispatch(state, _as_bytes(entry))
+                except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                    # Not an entry we wrote (another program shares the prefix?).
+                    logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
+
+    async def _pop_inbox(self, client: aioredis.Redis, key: str, blmpop: bool) -> list[Any]:
+        if blmpop:
+            popped: Any = await client.blmpop(
+                self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
+            )
+            return list(popped[1]) if popped else []
+        entries: Any = await client.lpop(key, _INBOX_BATCH)
+        if entries:
+            return list(entries)
+        one: Any = await client.blpop([key], timeout=self.receive_timeout_s)
+        return [one[1]] if one else []
 
     def _dispatch(self, state: _LoopState, entry: bytes) -> None:
         deadline, names, payload = self._parse(entry)
@@ -604,12 +643,10 @@ class RedisChannelLayer(BaseChannelLayer):
         backoff = _BACKOFF_FIRST_S
         while state.releases and not state.closing:
             inbox, counts = state.releases.popitem()
-            args: list[Any] = []
-            for channel, n in counts.items():
-                args += [channel, n]
+            packed = ",".join([f"{channel}={n}" for channel, n in counts.items()])
             shard = state.shards[self._ring.index_for(inbox)]
             try:
-                await shard.release(keys=[self._key + "n:" + inbox], args=args)
+                await shard.release(keys=[self._key + "n:" + inbox], args=[packed])
                 backoff = _BACKOFF_FIRST_S
             except _RETRYABLE as exc:
                 # Keep them: over-counting would block senders for good.
