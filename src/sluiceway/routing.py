@@ -276,7 +276,10 @@ def re_path(
     else:
         groups = tuple(_Group(i, None, None) for i in range(1, compiled.groups + 1))
     combinable: str | None = None
-    if source.startswith("^") and not _UNCOMBINABLE.search(source):
+    # The combined regex matches at position 0, as a search of a pattern
+    # anchored by "^" would. A "|" may hide an unanchored branch
+    # (r"^a/$|b/$" searches "b/" anywhere): such a route stays searched alone.
+    if source.startswith("^") and "|" not in source and not _UNCOMBINABLE.search(source):
         unnamed = _NAMED_GROUP.sub("(", source)
         try:
             if re.compile(unnamed).groups == compiled.groups:
@@ -319,7 +322,9 @@ class _RouteSet:
             group += 1 + route.regex.groups
         try:
             self.combined = re.compile("|".join(parts))
-        except (re.error, RecursionError):  # pragma: no cover - every part compiled alone
+        except (re.error, RecursionError):
+            # A custom converter's named group, repeated across routes, is a
+            # duplicate name in one pattern; the routes still match one by one.
             self.combined = None
 
     def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:

@@ -266,6 +266,16 @@ async def test_indexed_and_combined_matching_agree_with_a_linear_scan() -> None:
             assert router.match(target) == reference_match(subset, target), (subset, target)
 
 
+def test_an_unanchored_branch_is_searched_like_django() -> None:
+    # "^" anchors only the first branch: Django searches, so "b/" matches anywhere.
+    app = recorder("x")
+    routes = [re_path(r"^a/$|b/$", app), re_path(r"^c/$", app)]
+    router = URLRouter(routes)
+    for target in ("a/", "zb/", "b/", "c/", "za/"):
+        assert router.match(target) == reference_match(routes, target), target
+    assert router.match("zb/") is not None
+
+
 async def test_many_routes_dispatch_to_the_right_one() -> None:
     router = URLRouter([path(f"r{i}/<int:pk>/", recorder(f"r{i}")) for i in range(200)])
     for i in (0, 17, 199):
