@@ -188,6 +188,15 @@ async def test_json_round_trip_and_bad_frames(consumer: Any) -> None:
     await comm.disconnect()
 
 
+@pytest.mark.parametrize("consumer", [AsyncJson, SyncJson])
+async def test_json_nested_too_deep_is_invalid_payload(consumer: Any) -> None:
+    comm = WebsocketCommunicator(consumer.as_asgi(), "/")
+    await comm.connect()
+    await comm.send_to(text_data="[" * 100_000)
+    assert (await comm.receive_output(5))["code"] == 1007
+    await comm.disconnect()
+
+
 class AsyncRoom(AsyncWebsocketConsumer):
     groups = ["room"]  # noqa: RUF012 - Channels' API
 

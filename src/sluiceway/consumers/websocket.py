@@ -60,6 +60,10 @@ CLOSE_INVALID_PAYLOAD = 1007
 
 HeaderPairs = Iterable[tuple[bytes, bytes]]
 
+# What json.loads raises on a bad frame: ValueError, or RecursionError for
+# nesting deeper than the interpreter's stack ("[" * 100_000 fits in 1 MiB).
+_NOT_JSON = (ValueError, RecursionError)
+
 
 def _accept_message(subprotocol: str | None, headers: HeaderPairs | None) -> Message:
     message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
@@ -183,7 +187,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
             return
         try:
             content = await self.decode_json(text_data)
-        except ValueError:
+        except _NOT_JSON:
             logger.debug("closing %s: frame is not JSON", type(self).__name__)
             await self.close(CLOSE_INVALID_PAYLOAD, "invalid JSON")
             return
@@ -285,7 +289,7 @@ class JsonWebsocketConsumer(WebsocketConsumer):
             return
         try:
             content = self.decode_json(text_data)
-        except ValueError:
+        except _NOT_JSON:
             logger.debug("closing %s: frame is not JSON", type(self).__name__)
             self.close(CLOSE_INVALID_PAYLOAD, "invalid JSON")
             return
