@@ -334,3 +334,39 @@ def test_which_classes_count_as_handling_layer_messages() -> None:
             return None
 
     assert OwnDispatch._listens_from_start
+
+
+async def test_cancelling_a_consumer_that_waits_for_a_stubborn_layer_cancels_it(
+    memory_layer: None,
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class Stubborn(InMemoryChannelLayer):
+        async def receive(self, channel: str) -> dict[str, Any]:
+            entered.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await release.wait()  # ignores the cancellation for a while
+                raise
+            raise AssertionError("unreachable")
+
+    channel_layers.set("default", Stubborn())
+    app = type("F", (Forgetful,), {"chat_message": ignore}).as_asgi()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.ensure_future(app({"type": "websocket", "path": "/"}, inbox.get, sent.put))
+    try:
+        await inbox.put({"type": "websocket.connect"})
+        await asyncio.wait_for(entered.wait(), 2)
+        await inbox.put({"type": "websocket.disconnect", "code": 1000})
+        assert (await asyncio.wait_for(sent.get(), 2))["type"] == "websocket.accept"
+        assert (await asyncio.wait_for(sent.get(), 2))["type"] == "out"
+        # The consumer now waits (bounded) for its layer reader to end; a
+        # server shutting down cancels it there, and the cancel must hold.
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+    finally:
+        release.set()
+        task.cancel()

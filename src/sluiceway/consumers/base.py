@@ -45,7 +45,6 @@ Imports ``sluiceway.sync`` and ``sluiceway.asgi``; never the server side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import importlib
 import os
@@ -381,8 +380,9 @@ class _BaseConsumer:
             for reader in readers:
                 reader.cancel()
             # Bounded: a layer that ignores cancellation must not hang us.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(readers, timeout=5)
+            # (asyncio.wait reports the readers' ends without raising; a
+            # CancelledError here is our own task's, and must propagate.)
+            await asyncio.wait(readers, timeout=5)
 
     def _prepare(self, send: Send) -> None:
         """Hook for subclasses to set up per-connection state before the loop."""
