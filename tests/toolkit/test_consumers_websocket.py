@@ -104,6 +104,32 @@ async def test_subprotocol_is_chosen_by_accept() -> None:
     await comm.disconnect()
 
 
+class AsyncHeaders(AsyncWebsocketConsumer):
+    channel_layer_alias = NO_LAYER
+
+    async def connect(self) -> None:
+        await self.accept("v1", headers=[(b"x-shard", b"7")])
+
+
+class SyncHeaders(WebsocketConsumer):
+    channel_layer_alias = NO_LAYER
+
+    def connect(self) -> None:
+        self.accept("v1", headers=[(b"x-shard", b"7")])
+
+
+@pytest.mark.parametrize("consumer", [AsyncHeaders, SyncHeaders])
+async def test_accept_with_subprotocol_and_headers(consumer: Any) -> None:
+    comm = WebsocketCommunicator(consumer.as_asgi(), "/", subprotocols=["v1"])
+    await comm.send_input({"type": "websocket.connect"})
+    assert await comm.receive_output() == {
+        "type": "websocket.accept",
+        "subprotocol": "v1",
+        "headers": [(b"x-shard", b"7")],
+    }
+    await comm.stop()
+
+
 async def test_deny_connection_closes_before_accept() -> None:
     comm = WebsocketCommunicator(AsyncEcho.as_asgi(), "/deny/")
     connected, code = await comm.connect()
@@ -161,6 +187,29 @@ class SyncJson(JsonWebsocketConsumer):
 
     def receive_json(self, content: Any, **kwargs: Any) -> None:
         self.send_json({"echo": content})
+
+
+async def test_custom_decode_json() -> None:
+    class Strict(JsonWebsocketConsumer):
+        channel_layer_alias = NO_LAYER
+
+        @classmethod
+        def decode_json(cls, text_data: str) -> Any:
+            content = super().decode_json(text_data)
+            if not isinstance(content, dict):
+                raise ValueError("objects only")
+            return content
+
+        def receive_json(self, content: Any, **kwargs: Any) -> None:
+            self.send_json(sorted(content))
+
+    comm = WebsocketCommunicator(Strict.as_asgi(), "/")
+    await comm.connect()
+    await comm.send_json_to({"b": 1, "a": 2})
+    assert await comm.receive_json_from() == ["a", "b"]
+    await comm.send_json_to([1])
+    assert (await comm.receive_output())["code"] == 1007
+    await comm.disconnect()
 
 
 @pytest.mark.parametrize("consumer", [AsyncJson, SyncJson])
