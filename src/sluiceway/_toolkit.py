@@ -14,14 +14,25 @@ Toolkit module: imports ``sluiceway.asgi`` only, never the server side.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sluiceway.asgi.types import HeaderList, Receive, Send
 
-__all__ = ["answer_lifespan", "header_list", "refuse_websocket", "send_text_response"]
+__all__ = [
+    "HTTP_TOKEN",
+    "answer_lifespan",
+    "header_list",
+    "refuse_websocket",
+    "send_text_response",
+]
 
 HeaderInput = Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None
+
+# RFC 9110 §5.6.2 token (the same grammar as RFC 2616's, which RFC 6265 uses
+# for cookie names): what a field name may be. Match with ``fullmatch``.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 async def refuse_websocket(receive: Receive, send: Send, code: int) -> None:

@@ -46,7 +46,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
-from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
+from sluiceway._toolkit import HTTP_TOKEN, answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.types import HeaderList, Message, Receive, Scope, Send
 from sluiceway.errors import ClientDisconnected
 from sluiceway.wsgi_input import RequestBody
@@ -59,7 +59,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], None]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-# RFC 9110 §5.5: no CR, LF or NUL in a field; names are tokens (§5.1).
+# RFC 9110 §5.5: no CR, LF or NUL in a field value (names are tokens).
 _FORBIDDEN = ("\r", "\n", "\x00")
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
@@ -166,6 +166,29 @@ def build_environ(scope: Scope, max_header_repeats: int = 32) -> dict[str, Any]:
     return environ
 
 
+def _response_header(pair: object) -> tuple[bytes, bytes]:
+    """Check one ``start_response`` header and encode it for ASGI.
+
+    Raises:
+        TypeError: not a (str, str) tuple (PEP 3333 "The start_response() Callable").
+        ValueError: a name that is not a token, or a value with CR, LF, NUL
+            or a character outside latin-1 (RFC 9110 §5.1, §5.5).
+    """
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise TypeError(f"start_response(): headers are (str, str) tuples, got {pair!r}")
+    name, value = pair
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"start_response(): header {pair!r} is not (str, str)")
+    if not HTTP_TOKEN.fullmatch(name):
+        raise ValueError(f"start_response(): header name {name!r} is not an RFC 9110 token")
+    if any(c in value for c in _FORBIDDEN):
+        raise ValueError(f"start_response(): header {name!r} holds CR, LF or NUL")
+    try:
+        return name.lower().encode("ascii"), value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"start_response(): header {name!r} is not latin-1") from exc
+
+
 class _Responder:
     """``start_response`` and ``write`` for one request, run in the worker."""
 
@@ -199,23 +222,11 @@ class _Responder:
         code = status[:3] if isinstance(status, str) else ""
         if not (code.isdigit() and len(status) >= 3 and (len(status) == 3 or status[3] == " ")):
             raise ValueError(f"start_response(): status must look like '200 OK', got {status!r}")
-        headers: HeaderList = []
+        headers = [_response_header(pair) for pair in response_headers]
         content_length: int | None = None
-        for pair in response_headers:
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise TypeError(f"start_response(): headers are (str, str) tuples, got {pair!r}")
-            name, value = pair
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"start_response(): header {pair!r} is not (str, str)")
-            if any(c in name or c in value for c in _FORBIDDEN):
-                raise ValueError(f"start_response(): header {name!r} holds CR, LF or NUL")
-            try:
-                raw = (name.lower().encode("latin-1"), value.encode("latin-1"))
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"start_response(): header {name!r} is not latin-1") from exc
-            if raw[0] == b"content-length" and value.strip().isdigit():
+        for name, value in headers:
+            if name == b"content-length" and value.strip().isdigit():
                 content_length = int(value)
-            headers.append(raw)
         self.status = int(code)
         self.headers = headers
         self._content_length = content_length

@@ -333,7 +333,14 @@ async def test_second_start_response_without_exc_info_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     "status, headers",
-    [("OK", []), ("200OK", []), ("200 OK", [("X", "a\r\nb")]), ("200 OK", [("X", "\u2603")])],
+    [
+        ("OK", []),
+        ("200OK", []),
+        ("200 OK", [("X", "a\r\nb")]),
+        ("200 OK", [("X", "\u2603")]),
+        ("200 OK", [("X Y", "a")]),
+        ("200 OK", [("X:Y", "a")]),
+    ],
 )
 async def test_bad_status_or_headers_are_500(status: str, headers: list[tuple[str, str]]) -> None:
     def app(environ: Environ, start_response: Any) -> list[bytes]:

@@ -14,7 +14,8 @@ Invariants:
 * Building rejects names and values that would break the header (RFC 6265
   §4.1.1 grammar), so a ``Set-Cookie`` line can never be split or injected.
 
-Toolkit module: imports ``sluiceway.asgi`` only, never the server side.
+Toolkit module: imports ``sluiceway.asgi`` and ``sluiceway._toolkit`` only,
+never the server side.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any, Literal
 
+from sluiceway._toolkit import HTTP_TOKEN
 from sluiceway.asgi.types import Message, Receive, Scope, Send
 from sluiceway.middleware.base import BaseMiddleware
 
@@ -31,9 +33,8 @@ __all__ = ["CookieMiddleware", "delete_cookie", "parse_cookie", "set_cookie"]
 
 SameSite = Literal["strict", "lax", "none", "Strict", "Lax", "None"]
 
-# RFC 6265 §4.1.1: cookie-name is an RFC 2616 token; cookie-octet excludes
+# RFC 6265 §4.1.1: cookie-name is a token (HTTP_TOKEN); cookie-octet excludes
 # CTLs, whitespace, DQUOTE, comma, semicolon and backslash.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _OCTETS = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
 _COOKIE_VALUE = re.compile(rf'(?:{_OCTETS}|"{_OCTETS}")\Z')
 # Attribute values (Path, Domain) may not contain ";" or CTLs (RFC 6265 §4.1.1).
@@ -52,7 +53,7 @@ def parse_cookie(header: str) -> dict[str, str]:
         if not sep:
             continue
         name = name.strip()
-        if not name or not _TOKEN.match(name) or name in cookies:
+        if not HTTP_TOKEN.fullmatch(name) or name in cookies:
             continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -109,7 +110,7 @@ def build_set_cookie(
         ValueError: a name, value or attribute that the grammar does not allow,
             or ``SameSite=None`` without ``Secure`` (browsers drop that cookie).
     """
-    if not _TOKEN.match(key):
+    if not HTTP_TOKEN.fullmatch(key):
         raise ValueError(f"invalid cookie name {key!r}")
     if not _COOKIE_VALUE.match(value):
         raise ValueError(
