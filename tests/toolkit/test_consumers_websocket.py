@@ -17,7 +17,7 @@ from sluiceway.consumers import (
     WebsocketConsumer,
 )
 from sluiceway.errors import LayerError
-from sluiceway.layers import channel_layers
+from sluiceway.layers import InMemoryChannelLayer, channel_layers
 from sluiceway.testing import WebsocketCommunicator
 
 NO_LAYER = "no-such-layer"
@@ -326,3 +326,19 @@ async def test_a_crashed_consumer_leaves_its_groups(memory_layer: None, consumer
     with pytest.raises(ZeroDivisionError):
         await comm.wait()
     assert "crashy" not in groups
+
+
+async def test_groups_joined_before_a_failed_join_are_left(memory_layer: None) -> None:
+    class Flaky(InMemoryChannelLayer):
+        async def group_add(self, group: str, channel: str) -> None:
+            if group == "second":
+                raise ConnectionError("layer went away")
+            await super().group_add(group, channel)
+
+    layer = Flaky()
+    channel_layers.set("default", layer)
+    comm = WebsocketCommunicator(AsyncRoom.as_asgi(groups=["first", "second"]), "/")
+    await comm.send_input({"type": "websocket.connect"})
+    with pytest.raises(ConnectionError):
+        await comm.wait()
+    assert "first" not in layer._groups  # type: ignore[attr-defined]  # memory layer internals

@@ -97,6 +97,21 @@ def _no_layer(consumer: object) -> LayerError:
     )
 
 
+async def _join(consumer: AsyncWebsocketConsumer | WebsocketConsumer) -> None:
+    """Join ``consumer.groups`` before ``connect()``, remembering each for ``_leave``.
+
+    Raises:
+        LayerError: groups are set but no layer is configured.
+    """
+    layer = consumer.channel_layer
+    if layer is None:
+        raise _no_layer(consumer)
+    for group in consumer.groups:
+        await layer.group_add(group, consumer.channel_name)
+        # One at a time: if a later add fails, the earlier ones are still left.
+        consumer._joined = (*consumer._joined, group)
+
+
 async def _leave(consumer: AsyncWebsocketConsumer | WebsocketConsumer, layer: ChannelLayer) -> None:
     """Leave the groups joined on connect, once (disconnect, or the consumer died)."""
     joined, consumer._joined = consumer._joined, ()
@@ -111,11 +126,7 @@ class AsyncWebsocketConsumer(AsyncConsumer):
 
     async def websocket_connect(self, message: Message) -> None:
         if self.groups:
-            if self.channel_layer is None:
-                raise _no_layer(self)
-            for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-            self._joined = tuple(self.groups)
+            await _join(self)
         try:
             await self.connect()
         except AcceptConnection:
@@ -216,12 +227,7 @@ class WebsocketConsumer(SyncConsumer):
 
     def websocket_connect(self, message: Message) -> None:
         if self.groups:
-            if self.channel_layer is None:
-                raise _no_layer(self)
-            group_add = async_to_sync(self.channel_layer.group_add)
-            for group in self.groups:
-                group_add(group, self.channel_name)
-            self._joined = tuple(self.groups)
+            async_to_sync(_join)(self)
         try:
             self.connect()
         except AcceptConnection:
