@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import logging
 import sys
 from collections.abc import Callable, Iterable
@@ -189,6 +190,14 @@ def _response_header(pair: object) -> tuple[bytes, bytes]:
         raise ValueError(f"start_response(): header {name!r} is not latin-1") from exc
 
 
+class _Sent(enum.Enum):
+    """How much of the response has left for the server (``_Responder.sent``)."""
+
+    NOTHING = "nothing"  # start_response(exc_info) may still replace it
+    PART = "headers and part of the body"  # too late for a 500
+    ALL = "the whole response"  # later chunks are dropped
+
+
 class _Responder:
     """``start_response`` and ``write`` for one request, run in the worker."""
 
@@ -198,9 +207,8 @@ class _Responder:
         self._timeout_s = timeout_s
         self.status: int | None = None
         self.headers: HeaderList = []
-        self.headers_sent = False
-        self.complete = False
-        self.abandoned = False
+        self.sent = _Sent.NOTHING
+        self.abandoned = False  # set by the loop when the request is over
         self._content_length: int | None = None
         self._sent_bytes = 0
 
@@ -212,7 +220,7 @@ class _Responder:
     ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
-                if self.headers_sent:
+                if self.sent is not _Sent.NOTHING:
                     # PEP 3333: too late to change the response; re-raise.
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
@@ -241,7 +249,7 @@ class _Responder:
     def send_chunk(self, data: bytes, final: bool) -> None:
         if not isinstance(data, bytes):
             raise TypeError(f"WSGI response chunks must be bytes, got {type(data).__name__}")
-        if self.complete:
+        if self.sent is _Sent.ALL:
             if data:
                 logger.warning("WSGI app sent body past its Content-Length; dropped")
             return
@@ -250,7 +258,7 @@ class _Responder:
         if self.status is None:
             raise RuntimeError("the WSGI app returned a body without calling start_response()")
         messages: list[Message] = []
-        if not self.headers_sent:
+        if self.sent is _Sent.NOTHING:
             messages.append(
                 {"type": "http.response.start", "status": self.status, "headers": self.headers}
             )
@@ -265,8 +273,7 @@ class _Responder:
                 more = False  # the last byte is out: end the response in this message
         messages.append({"type": "http.response.body", "body": data, "more_body": more})
         self._deliver(messages)
-        self.headers_sent = True
-        self.complete = not more
+        self.sent = _Sent.PART if more else _Sent.ALL
 
     def send_error(self) -> None:
         body = b"Internal Server Error"
@@ -283,7 +290,7 @@ class _Responder:
                 {"type": "http.response.body", "body": body, "more_body": False},
             ]
         )
-        self.headers_sent = self.complete = True
+        self.sent = _Sent.ALL
 
     def _deliver(self, messages: list[Message]) -> None:
         if self.abandoned:
@@ -384,7 +391,7 @@ class WsgiToAsgi:
                     responder.send_chunk(chunk, final=False)
                     if responder.abandoned:
                         break
-                if not responder.complete:
+                if responder.sent is not _Sent.ALL:
                     responder.send_chunk(b"", final=True)
         except Exception as exc:
             if isinstance(exc, OSError) and (
@@ -392,7 +399,7 @@ class WsgiToAsgi:
             ):
                 logger.debug("WSGI response abandoned: %r", exc)
                 return
-            if responder.headers_sent:
+            if responder.sent is not _Sent.NOTHING:
                 raise  # too late for a 500: the server aborts the response
             logger.exception(
                 "WSGI app failed on %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"]
