@@ -181,7 +181,7 @@ class Route:
 def _is_router(app: Any) -> bool:
     # Look through middleware wrappers (``.inner`` as in Channels, ``.app`` or
     # ``.application``) so ``path("api/", AuthMiddlewareStack(URLRouter(...)))`` nests.
-    for _ in range(16):
+    for _ in range(16):  # bounded: a wrapper cycle must not hang route definition
         if isinstance(app, URLRouter):
             return True
         app = (

@@ -1,6 +1,9 @@
 """Consumers: Channels-style classes that handle one connection each.
 
-See ``consumers.base`` for the dispatch rules and the channel-layer seam.
+See ``consumers.base`` for the dispatch rules and the channel-layer seam,
+``consumers.websocket`` and ``consumers.http`` for the protocol classes.
+Like all toolkit code, this package never imports the server side, and it
+imports ``sluiceway.layers`` only lazily, when a consumer first runs.
 """
 
 from __future__ import annotations

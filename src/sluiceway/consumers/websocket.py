@@ -20,7 +20,8 @@ that is not JSON, or a binary frame, closes the socket with 1007 / 1003
 (RFC 6455 §7.4.1) rather than crashing the consumer (Channels raises, which
 the server turns into 1011 and an error log for what is the client's fault).
 
-Imports ``consumers.base`` and ``sluiceway.errors``; never the server side.
+Imports ``consumers.base``, ``sluiceway.sync`` (the sync consumer's group
+calls), ``sluiceway.asgi`` and ``sluiceway.errors``; never the server side.
 """
 
 from __future__ import annotations
