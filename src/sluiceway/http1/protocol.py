@@ -154,6 +154,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
         self.deadline: float | None = None
+        # Mirrors the transport's pause_writing/resume_writing for HTTPCycle.send
+        # (a plain attribute: it is read after every send).
+        self.write_paused = False
         self._phase = _IDLE
         self._access = False
         self._client_text = "-"
@@ -169,8 +172,13 @@ class HTTP1Protocol(asyncio.Protocol):
         self._expect_continue = False
         self._te_trailers = False
         self._upgrade: bytes | None = None
+        self._watched = False
         self._parsing: _H1Cycle | None = None
         self._upgrade_cycle: _H1Cycle | None = None
+        # Per-server limits, copied here: read on every request.
+        self._max_head = shared.max_head
+        self._max_line = shared.max_line
+        self._headers_timeout_s = shared.headers_timeout_s
         # Responses, in request order.
         self._active: _H1Cycle | None = None
         self._pipeline: deque[_H1Cycle] = deque()
@@ -244,33 +252,39 @@ class HTTP1Protocol(asyncio.Protocol):
         self._head_bytes = 0
         self._body_bytes = 0
         self._host_count = 0
-        self._content_length = -1
-        self._te = None
-        self._expect_continue = False
-        self._te_trailers = False
-        self._upgrade = None
-        self.deadline = self._loop.time() + self._shared.headers_timeout_s
+        if self._watched:
+            # Only a request that carried one of these fields changed them.
+            self._watched = False
+            self._content_length = -1
+            self._te = None
+            self._expect_continue = False
+            self._te_trailers = False
+            self._upgrade = None
+        self.deadline = self._loop.time() + self._headers_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self._shared.max_line:
+        if len(self._url) > self._max_line:
             raise URITooLong("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self._shared.max_head:
+        size = self._head_bytes + len(name) + len(value) + 4
+        self._head_bytes = size
+        if size > self._max_head:
             raise HeadersTooLarge("request header fields too large")
         if self._phase is not _HEAD:
             return  # a trailer field of a chunked body (RFC 9112 §7.1.2): not passed on
         name = name.lower()
         if name in _WATCHED:
-            self._watch(name, value)
+            if name == b"host":
+                self._host_count += 1
+            else:
+                self._watch(name, value)
         self._headers.append((name, value))
 
     def _watch(self, name: bytes, value: bytes) -> None:
-        if name == b"host":
-            self._host_count += 1
-        elif name == b"content-length":
+        self._watched = True
+        if name == b"content-length":
             # llhttp already rejected malformed and duplicate values.
             self._content_length = int(value)
         elif name == b"transfer-encoding":
@@ -346,8 +360,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._upgrade is not None and parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
-            return
-        self._enqueue(cycle)
+        elif self._active is None:
+            self._start(cycle)
+        else:
+            self._enqueue(cycle)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -481,10 +497,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self.response_complete(cycle)
 
     # -- the ResponseSink side: send ------------------------------------------------------
-
-    @property
-    def write_paused(self) -> bool:
-        return self._flow.write_paused
 
     async def drain(self) -> None:
         await self._flow.drain()
@@ -697,7 +709,7 @@ class HTTP1Protocol(asyncio.Protocol):
     # -- keep-alive: the response is complete ------------------------------------------
 
     def response_complete(self, cycle: HTTPCycle) -> None:
-        assert isinstance(cycle, _H1Cycle)
+        cycle = cast(_H1Cycle, cycle)  # this sink only ever gets its own cycles
         if self._access:
             accesslog.log_access(
                 self._client_text,
@@ -725,7 +737,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._close()  # the client broke the protocol after this request
             return
         parsing = self._parsing
-        if parsing is None or parsing.buffered_bytes <= 64 * 1024:
+        if self._flow.read_paused and (parsing is None or parsing.buffered_bytes <= 64 * 1024):
             # Reading resumes once the queue is empty; a body the app did
             # not read is parsed and discarded (the cycle drops it).
             self._flow.resume_reading()
@@ -827,9 +839,11 @@ class HTTP1Protocol(asyncio.Protocol):
     # -- flow control callbacks from the transport --------------------------------------
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         self._flow.pause_writing()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self._flow.resume_writing()
 
     # -- connection_lost -------------------------------------------------------------------
@@ -837,6 +851,7 @@ class HTTP1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED
         self.deadline = None
+        self.write_paused = False
         self._flow.connection_lost()
         self._state.remove_connection(self)
         for cycle in (self._active, self._parsing, self._upgrade_cycle, *self._pipeline):
