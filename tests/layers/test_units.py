@@ -187,10 +187,15 @@ async def test_store_expiry_touches_only_due_channels() -> None:
     await asyncio.sleep(0.1)
     assert store.purge_expired() == 1
     assert len(store) == 1000 and store.depth("soon") == 0
-    # One heap entry per non-empty channel, however many messages it holds.
+    # One heap entry per channel, however many messages it holds...
     for _ in range(5):
         store.put("c0", {"type": "t"}, now + 60)
     assert len(store._heap) == 1000
+    # ...and however often a quiet channel's queue is emptied and made again.
+    for _ in range(100):
+        store.put("quiet", {"type": "t"}, time.monotonic() + 60)
+        await store.get("quiet")
+    assert len(store._heap) == 1001
 
 
 async def test_store_refuses_when_full_and_keeps_the_oldest() -> None:

@@ -8,9 +8,10 @@ Invariants:
 * a channel never holds more than its capacity; a full channel refuses the
   new message (``put`` returns ``False``), it never drops an old one;
 * an expired message is never returned by ``get``;
-* expiry is driven by a heap holding at most one entry per non-empty channel,
-  keyed by (a lower bound of) its oldest deadline, so each call pays for the
-  channels that actually expired, never a scan of every channel;
+* expiry is driven by a heap holding at most one entry per channel that had
+  a message within the expiry window, keyed by (a lower bound of) its oldest
+  deadline, so each call pays for the channels that actually expired, never
+  a scan of every channel;
 * a channel with neither messages nor waiting receivers is deleted, so memory
   is bounded by live channels times their capacity;
 * many receivers may wait on one channel; each message goes to exactly one,
@@ -44,16 +45,17 @@ from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSeria
 
 logger = logging.getLogger(__name__)
 
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+
 _Entry = tuple[float, dict[str, Any]]  # (deadline on time.monotonic(), message)
 
 
 class _Queue:
-    __slots__ = ("items", "scheduled", "waiters")
+    __slots__ = ("items", "waiters")
 
     def __init__(self) -> None:
         self.items: deque[_Entry] = deque()
         self.waiters: deque[asyncio.Future[None]] = deque()
-        self.scheduled = False  # has an entry in the expiry heap
 
 
 class ChannelStore:
@@ -74,6 +76,10 @@ class ChannelStore:
         self._on_remove = on_remove
         self._queues: dict[str, _Queue] = {}
         self._heap: list[tuple[float, str]] = []
+        # Channels with an entry in the heap. Kept apart from the queues, which
+        # come and go with every message on a quiet channel: a channel gets one
+        # heap entry at a time however often its queue is recreated.
+        self._scheduled: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -101,15 +107,15 @@ class ChannelStore:
         if len(items) >= self._get_capacity(channel):
             return False
         items.append((deadline, message))
-        if not q.scheduled:
-            q.scheduled = True
+        if channel not in self._scheduled:
+            self._scheduled.add(channel)
             heapq.heappush(self._heap, (items[0][0], channel))
-        _wake_one(q)
+        if q.waiters:
+            _wake_one(q)
         return True
 
     async def get(self, channel: str) -> dict[str, Any]:
         """Wait for and return the oldest unexpired message on ``channel``."""
-        loop = asyncio.get_running_loop()
         while True:
             # Looked up afresh each turn: while we slept the queue may have been
             # emptied by another receiver and deleted.
@@ -135,7 +141,7 @@ class ChannelStore:
                     self._on_remove(channel, taken)
                 self._forget_if_idle(channel, q)
                 continue
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             q.waiters.append(waiter)
             try:
                 await waiter
@@ -158,10 +164,10 @@ class ChannelStore:
         dropped = 0
         while heap and heap[0][0] <= now:
             _, channel = heapq.heappop(heap)
+            self._scheduled.discard(channel)
             q = self._queues.get(channel)
             if q is None:
                 continue
-            q.scheduled = False
             items = q.items
             before = len(items)
             while items and items[0][0] <= now:
@@ -171,7 +177,7 @@ class ChannelStore:
                 if self._on_remove is not None:
                     self._on_remove(channel, before - len(items))
             if items:
-                q.scheduled = True
+                self._scheduled.add(channel)
                 heapq.heappush(heap, (items[0][0], channel))
             else:
                 self._forget_if_idle(channel, q)
@@ -184,8 +190,8 @@ class ChannelStore:
                 self._on_remove(channel, len(q.items))
             q.items.clear()
         self._heap.clear()
+        self._scheduled.clear()
         for channel, q in list(self._queues.items()):
-            q.scheduled = False
             self._forget_if_idle(channel, q)
 
     def _forget_if_idle(self, channel: str, q: _Queue) -> None:
@@ -205,8 +211,9 @@ def _wake_one(q: _Queue) -> None:
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer inside one process: the embedded default.
 
-    Messages are packed with msgpack on ``send`` and unpacked into the queue,
-    exactly as the Redis layer would, so an app that works here works there.
+    Every message is checked against the rules the Redis layer applies (msgpack
+    types and ranges, the size limit) and copied, so an app that works here
+    works there and a sender's later edits never reach the receiver.
 
     Args:
         expiry_s, group_expiry_s, capacity, channel_capacity: see ``BaseChannelLayer``.
@@ -235,6 +242,30 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._client_id = secrets.token_hex(6)
 
     def _copy(self, message: dict[str, Any]) -> dict[str, Any]:
+        """An isolated copy, accepted only if the Redis layer would accept it too.
+
+        Most layer messages are flat: str keys, immutable scalar values. For
+        those a shallow copy is already isolated, and the checks msgpack would
+        make are cheap to make here; anything else takes the msgpack round trip.
+        """
+        budget = self._serializer.max_message_bytes
+        size = 0
+        for key, value in message.items():
+            kind = type(value)
+            if type(key) is not str:
+                break
+            if kind is str:
+                size += len(key) + 4 * len(value) + 10  # UTF-8 is at most 4 bytes a char
+            elif kind is bytes:
+                size += len(key) + len(value) + 10
+            elif kind is int:
+                if not _INT_MIN <= value <= _UINT_MAX:  # msgpack's integer range
+                    break
+            elif kind is not float and kind is not bool and value is not None:
+                break
+        else:
+            if size <= budget:
+                return dict(message)
         ser = self._serializer
         return ser.loads(ser.dumps(message))
 

@@ -1,0 +1,299 @@
+"""Channel layer benchmark: sluiceway's layers beside channels_redis and Channels' in-memory layer.
+
+    python bench/layers.py                       # 5 interleaved rounds, every scenario
+    python bench/layers.py --rounds 3 --output bench/results/layers.md
+
+Scenarios (issue 6):
+
+* fan-out: one process holds 1,000 consumers (``new_channel()`` + ``group_add``), each
+  awaiting ``receive()`` in its own task, as consumers do; the same process sends
+  ``--messages`` ``group_send``s one after another and waits until every member has
+  everything. Reported: messages delivered per second.
+* round trip: one ``send`` then one ``receive`` on the same channel, in sequence,
+  ``--trips`` times, on a process-local channel (what consumers use) and on a normal
+  channel (what workers use). Reported: round trips per second and the p99 latency.
+
+Both run for the Redis layers (sluiceway ``RedisChannelLayer`` and
+``channels_redis.core.RedisChannelLayer``, same Redis) and the in-memory layers
+(sluiceway ``InMemoryChannelLayer`` and ``channels.layers.InMemoryChannelLayer``).
+
+Method: Redis (persistence off) is pinned to core 1, every measurement runs in a fresh
+child process pinned to core 0 (``taskset``), on the stdlib event loop. Each round runs
+every implementation once, alternating which goes first; cells are medians over rounds.
+
+Needs: redis-server, ``channels`` and ``channels_redis`` (bench only:
+``pip install channels channels_redis``; not sluiceway dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# bench/http.py would shadow the stdlib http package that Django imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT / "src"))
+
+LAYER_CORE, REDIS_CORE = "0", "1"
+GROUP_SIZE = 1000
+IMPLS = {
+    "redis": ("sluiceway-redis", "channels_redis"),
+    "memory": ("sluiceway-memory", "channels-memory"),
+}
+
+
+def make_layer(impl: str, redis_url: str) -> Any:
+    if impl == "sluiceway-redis":
+        from sluiceway.layers.redis import RedisChannelLayer
+
+        return RedisChannelLayer([redis_url], capacity=1000)
+    if impl == "channels_redis":
+        from channels_redis.core import RedisChannelLayer as CR
+
+        return CR(hosts=[redis_url], capacity=1000)
+    if impl == "sluiceway-memory":
+        from sluiceway.layers.memory import InMemoryChannelLayer
+
+        return InMemoryChannelLayer(capacity=1000)
+    if impl == "channels-memory":
+        from channels.layers import InMemoryChannelLayer as CM
+
+        return CM(capacity=1000)
+    raise SystemExit(f"unknown implementation {impl}")
+
+
+async def fanout(layer: Any, messages: int) -> dict[str, float]:
+    channels = [await layer.new_channel() for _ in range(GROUP_SIZE)]
+    for channel in channels:
+        await layer.group_add("bench-room", channel)
+    expected = GROUP_SIZE * messages
+    received = 0
+    done = asyncio.Event()
+
+    async def consume(channel: str) -> None:
+        nonlocal received
+        while True:
+            await layer.receive(channel)
+            received += 1
+            if received == expected:
+                done.set()
+
+    tasks = [asyncio.ensure_future(consume(c)) for c in channels]
+    await asyncio.sleep(0.2)  # every consumer is waiting, as live consumers are
+    start = time.perf_counter()
+    for i in range(messages):
+        await layer.group_send("bench-room", {"type": "chat.message", "text": "hello", "n": i})
+    with contextlib.suppress(asyncio.TimeoutError):  # counted as undelivered below
+        await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"delivered_per_s": received / elapsed, "delivered": received, "expected": expected}
+
+
+async def roundtrip(layer: Any, trips: int, local: bool) -> dict[str, float]:
+    channel = await layer.new_channel() if local else "bench.plain"
+    latencies = []
+    message = {"type": "bench.ping", "text": "x" * 64}
+    for _ in range(50):  # warm-up: connections, scripts, the receive loop
+        await layer.send(channel, message)
+        await layer.receive(channel)
+    start = time.perf_counter()
+    for _ in range(trips):
+        t0 = time.perf_counter()
+        await layer.send(channel, message)
+        await layer.receive(channel)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "trips_per_s": trips / elapsed,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+async def child_main(args: argparse.Namespace) -> None:
+    layer = make_layer(args.impl, args.redis)
+    if args.scenario == "fanout":
+        result = await fanout(layer, args.messages)
+    else:
+        result = await roundtrip(layer, args.trips, local=args.scenario == "roundtrip-local")
+    if hasattr(layer, "flush"):
+        await layer.flush()
+    close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
+    if close is not None:
+        await close()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(impl: str, scenario: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        LAYER_CORE,
+        sys.executable,
+        __file__,
+        "--child",
+        "--impl",
+        impl,
+        "--scenario",
+        scenario,
+        "--redis",
+        redis_url,
+        "--messages",
+        str(args.messages),
+        "--trips",
+        str(args.trips),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[7:]))
+    raise SystemExit(f"{impl} {scenario} failed:\n{out.stderr[-2000:]}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            REDIS_CORE,
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+                    return proc, f"redis://127.0.0.1:{port}/0", version.stdout.split()[2]
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=20, help="group_sends per fan-out run")
+    parser.add_argument("--trips", type=int, default=3000, help="round trips per run")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child_main(args))
+        return
+
+    redis_proc, redis_url, redis_version = start_redis()
+    scenarios = ["fanout", "roundtrip-local", "roundtrip-plain"]
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    try:
+        for rnd in range(args.rounds):
+            for scenario in scenarios:
+                for pair in IMPLS.values():
+                    order = pair if rnd % 2 == 0 else pair[::-1]
+                    for impl in order:
+                        r = run_child(impl, scenario, redis_url, args)
+                        results.setdefault((impl, scenario), []).append(r)
+                        print(f"round {rnd + 1} {scenario:16} {impl:17} {r}", flush=True)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+    def med(impl: str, scenario: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[(impl, scenario)])
+
+    lines = [
+        "# Channel layer benchmark",
+        "",
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `python bench/layers.py "
+        f"--rounds {args.rounds} --messages {args.messages} --trips {args.trips}`",
+        f"Python {platform.python_version()} ({platform.machine()}, {os.cpu_count()} cores), "
+        f"redis-server {redis_version} pinned to core {REDIS_CORE}, the layer process "
+        f"pinned to core {LAYER_CORE}, stdlib asyncio loop. Medians of {args.rounds} "
+        "interleaved rounds, a fresh process per measurement.",
+        "",
+        "| scenario | metric | sluiceway | peer | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for family, (ours, peer) in IMPLS.items():
+        rows = [
+            ("fanout", "delivered_per_s", f"fan-out, group of {GROUP_SIZE}", "messages/s"),
+            ("roundtrip-local", "trips_per_s", "round trip, process-local channel", "trips/s"),
+            ("roundtrip-local", "p99_ms", "round trip, process-local channel", "p99 ms"),
+            ("roundtrip-plain", "trips_per_s", "round trip, normal channel", "trips/s"),
+            ("roundtrip-plain", "p99_ms", "round trip, normal channel", "p99 ms"),
+        ]
+        for scenario, key, label, unit in rows:
+            a, b = med(ours, scenario, key), med(peer, scenario, key)
+            ratio = (b / a) if key == "p99_ms" else (a / b)
+            lines.append(
+                f"| {family}: {label} | {unit} | {a:,.1f} | {b:,.1f} ({peer}) | {ratio:.2f}x |"
+            )
+    lines += [
+        "",
+        "Ratio: sluiceway / peer for rates, peer / sluiceway for latency (above 1 = sluiceway "
+        "better).",
+    ]
+    lost = [
+        f"{impl} {s}: delivered {r['delivered']:.0f}/{r['expected']:.0f}"
+        for (impl, s), rs in results.items()
+        for r in rs
+        if s == "fanout" and r["delivered"] != r["expected"]
+    ]
+    if lost:
+        lines += ["", "Incomplete fan-out runs (capacity or loss):", *[f"- {x}" for x in lost]]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
