@@ -18,42 +18,18 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from examples.toolkit_app import build_application
+from tests.toolkit.servers import TIMEOUT_S, Server, under_sluiceway, under_uvicorn
 
-TIMEOUT_S = 5.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@contextlib.asynccontextmanager
-async def under_uvicorn(app: Any) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    # Listening before uvicorn starts: clients queue in the backlog instead
-    # of racing the start-up, so no readiness polling is needed.
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT_S)
-        sock.close()
-
-
-@contextlib.asynccontextmanager
-async def under_sluiceway(app: Any) -> AsyncIterator[str]:
-    from tests.support import serve
-
-    async with serve(app) as served:
-        yield f"{served.host}:{served.port}"
+def under_uvicorn_with_lifespan(app: Any) -> contextlib.AbstractAsyncContextManager[str]:
+    # lifespan on: the unrouted lifespan scope must be answered by the router.
+    return under_uvicorn(app, lifespan="on", ws="websockets-sansio")
 
 
 @contextlib.asynccontextmanager
@@ -97,8 +73,8 @@ async def under_sluiceway_run(app: Any) -> AsyncIterator[str]:
         assert b"Traceback" not in stderr, stderr.decode(errors="replace")
 
 
-SERVERS = {
-    "uvicorn": under_uvicorn,
+SERVERS: dict[str, Server] = {
+    "uvicorn": under_uvicorn_with_lifespan,
     "sluiceway": under_sluiceway,
     "sluiceway-run": under_sluiceway_run,
 }

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 
 from sluiceway.testing import ApplicationCommunicator, HttpCommunicator, http_scope
 from sluiceway.wsgi import WsgiToAsgi
+from tests.toolkit.servers import Server, under_sluiceway, under_uvicorn
 
 Environ = dict[str, Any]
 
@@ -385,35 +384,7 @@ async def test_websocket_gone_before_connect_gets_no_close() -> None:
 
 # -- over a real socket: under sluiceway, and under uvicorn (any server works) --
 
-
-@contextlib.asynccontextmanager
-async def under_uvicorn(app: Any) -> AsyncIterator[str]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # listening already: clients may connect before serve() runs
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
-
-
-@contextlib.asynccontextmanager
-async def under_sluiceway(app: Any) -> AsyncIterator[str]:
-    from tests.support import serve
-
-    async with serve(app) as served:
-        yield served.url
-
-
-SERVERS = {"uvicorn": under_uvicorn, "sluiceway": under_sluiceway}
+SERVERS: dict[str, Server] = {"uvicorn": under_uvicorn, "sluiceway": under_sluiceway}
 
 
 def plain_app(environ: Environ, start_response: Any) -> Iterator[bytes]:
@@ -426,8 +397,10 @@ def plain_app(environ: Environ, start_response: Any) -> Iterator[bytes]:
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_plain_wsgi_app_over_a_real_socket(server: str) -> None:
-    async with SERVERS[server](WsgiToAsgi(plain_app)) as url, httpx.AsyncClient() as client:
-        response = await client.post(url + "/some/where", content=b"z" * 100_000, timeout=10)
+    async with SERVERS[server](WsgiToAsgi(plain_app)) as host, httpx.AsyncClient() as client:
+        response = await client.post(
+            f"http://{host}/some/where", content=b"z" * 100_000, timeout=10
+        )
     assert response.status_code == 200
     assert response.text == "len=100000;path=/some/where"
 
@@ -446,7 +419,8 @@ async def test_flask_app_over_a_real_socket(server: str) -> None:
     def boom() -> Any:
         raise RuntimeError("hidden")
 
-    async with SERVERS[server](WsgiToAsgi(app.wsgi_app)) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](WsgiToAsgi(app.wsgi_app)) as host, httpx.AsyncClient() as client:
+        url = f"http://{host}"
         ok = await client.post(url + "/items/7?q=x", json={"name": "kettle"}, timeout=10)
         missing = await client.get(url + "/nope", timeout=10)
         failed = await client.get(url + "/boom", timeout=10)
