@@ -290,7 +290,10 @@ async def test_patterns_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("compiled at request time")
 
-    monkeypatch.setattr(re, "compile", refuse)
+    # Compiling a pattern string at request time, directly or through the
+    # module-level helpers (which compile, cached), is refused alike.
+    for helper in ("compile", "match", "search", "fullmatch", "finditer", "sub"):
+        monkeypatch.setattr(re, helper, refuse)
     assert (await get(router, "/a/1/"))[0] == 200
     assert (await get(router, "/b/"))[0] == 200
     monkeypatch.undo()
