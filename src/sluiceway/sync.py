@@ -135,21 +135,30 @@ def _run_call(
 class _SerialThread:
     """One daemon thread that runs jobs in submission order."""
 
-    __slots__ = ("_lock", "_name", "_queue", "ident")
+    __slots__ = ("_lock", "_name", "_queue", "_stopped", "ident")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._stopped = False
         self.ident: int | None = None
 
     def submit(self, job: _Job) -> None:
+        # Behind the stop marker a job would never run and its caller would
+        # wait for ever: refuse it loudly instead.
+        if self._stopped:
+            raise RuntimeError(
+                "sync_to_async(): the ThreadSensitiveContext this call belongs to has "
+                "ended (a task started inside it outlived it)"
+            )
         if self.ident is None:
             self._start()
         self._queue.put(job)
 
     def stop(self) -> None:
         """Let the thread finish what is queued, then exit."""
+        self._stopped = True
         if self.ident is not None:
             self._queue.put(None)
 

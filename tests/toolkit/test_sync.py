@@ -76,6 +76,16 @@ async def test_thread_sensitive_context_gets_its_own_thread() -> None:
     assert other != first
 
 
+async def test_call_in_an_ended_thread_sensitive_context_is_an_error() -> None:
+    async with ThreadSensitiveContext():
+        await sync_to_async(thread_id)()
+        inside = contextvars.copy_context()
+    # A task started inside the block but calling after it ended.
+    late = inside.run(asyncio.ensure_future, sync_to_async(thread_id)())
+    with pytest.raises(RuntimeError, match="ThreadSensitiveContext"):
+        await asyncio.wait_for(late, 5)
+
+
 async def test_unsensitive_calls_use_the_given_executor() -> None:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mine") as pool:
         name = await sync_to_async(
