@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -51,7 +50,7 @@ from sluiceway.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from sluiceway.http1 import upgrade, wire
+from sluiceway.http1 import files, upgrade, wire
 from sluiceway.server.state import ConnectionInfo
 from sluiceway.transport.flow import FlowControl
 
@@ -71,7 +70,6 @@ _WATCHED = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade")
 )
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_FILE_CHUNK_BYTES = 64 * 1024
 _LINGER_S = 1.0
 
 
@@ -618,22 +616,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._sent += n
 
     def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
-        """pathsend gives a path; zerocopysend a file object (offset/count optional)."""
-        if isinstance(file, str):
-            try:
-                handle = open(file, "rb")  # noqa: SIM115 - FileSlice.close() closes it
-                size = os.fstat(handle.fileno()).st_size
-            except OSError as exc:
-                raise ASGIMessageError(f"pathsend cannot open {file!r}: {exc.strerror}") from exc
-            return FileSlice(handle, 0, size, owned=True)
-        try:
-            start = file.tell() if offset is None else int(offset)
-            size = os.fstat(file.fileno()).st_size
-        except (AttributeError, OSError, ValueError) as exc:
-            raise ASGIMessageError("zerocopysend needs a file object with fileno()") from exc
-        available = max(0, size - start)
-        n = available if count is None else min(int(count), available)
-        return FileSlice(file, start, n, owned=False)
+        return files.open_file(file, offset, count)
 
     async def send_file(self, part: FileSlice, more_body: bool) -> None:
         if self._flow.closed:
@@ -652,37 +635,17 @@ class HTTP1Protocol(asyncio.Protocol):
                 raise ASGIMessageError("file size does not match the response Content-Length")
             self._remaining -= n
         if n:
-            await self._transfer_file(part.file, part.offset, n)
+            try:
+                await files.transfer(
+                    self._loop, self._transport, self._flow, part.file, part.offset, n
+                )
+            except ASGIMessageError:
+                self._close()  # the framing promised bytes that will not come
+                raise
         if self._chunked:
             tail = wire.CRLF if n else b""
             self._transport.write(tail + wire.LAST_CHUNK if last else tail)
         self._sent += n
-
-    async def _transfer_file(self, file: Any, offset: int, count: int) -> None:
-        await self._flow.drain()
-        try:
-            # os.sendfile when the loop and transport allow (plain TCP on the
-            # asyncio loop); otherwise asyncio's own read/write fallback.
-            await self._loop.sendfile(self._transport, file, offset, count)
-            return
-        except NotImplementedError:
-            pass  # uvloop has no loop.sendfile: copy in chunks below
-        except (ConnectionError, RuntimeError) as exc:
-            raise ClientDisconnected("the client has disconnected") from exc
-        fd = file.fileno()
-        end = offset + count
-        while offset < end:
-            chunk = await self._loop.run_in_executor(
-                None, os.pread, fd, min(_FILE_CHUNK_BYTES, end - offset), offset
-            )
-            if not chunk:
-                self._close()
-                raise ASGIMessageError("file shrank while it was being sent")
-            if self._flow.closed:
-                raise ClientDisconnected("the client has disconnected")
-            self._transport.write(chunk)
-            offset += len(chunk)
-            await self._flow.drain()
 
     def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None:
         if self._flow.closed:
