@@ -429,3 +429,35 @@ async def test_malformed_entries_are_dropped_not_fatal(
     finally:
         await raw.aclose()
         await layer.close()
+
+
+def test_redis_without_blmpop_falls_back(tmp_path: Path) -> None:
+    """Redis 6 has no BLMPOP: the inbox loop must switch to LPOP + BLPOP and lose nothing."""
+    server = RedisServer()
+    server.extra_args = ["--port", str(server.port), "--rename-command", "BLMPOP", ""]
+    server.start()
+    try:
+
+        async def scenario() -> None:
+            layer = RedisChannelLayer([server.url], capacity=5)
+            try:
+                channel = await layer.new_channel()
+                waiting = asyncio.ensure_future(layer.receive(channel))
+                for i in range(5):
+                    await layer.send(channel, {"type": "t", "i": i})
+                got = [(await asyncio.wait_for(waiting, T))["i"]]
+                got += [(await asyncio.wait_for(layer.receive(channel), T))["i"] for _ in range(4)]
+                assert got == [0, 1, 2, 3, 4]
+                for _ in range(200):  # capacity comes back once the releases land
+                    try:
+                        await layer.send(channel, {"type": "t", "i": 5})
+                        break
+                    except ChannelFull:
+                        await asyncio.sleep(0.01)
+                assert (await asyncio.wait_for(layer.receive(channel), T))["i"] == 5
+            finally:
+                await layer.close()
+
+        asyncio.run(scenario())
+    finally:
+        server.stop()

@@ -76,6 +76,9 @@ logger = logging.getLogger(__name__)
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _INBOX_BATCH = 100
+# How long a received message may keep holding its capacity in Redis when the
+# inbox loop is idle (busy loops release with their next pop, sooner).
+_RELEASE_DELAY_S = 0.005
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 
@@ -265,6 +268,7 @@ class _LoopState:
             lambda: defaultdict(int)
         )
         self.release_task: asyncio.Task[None] | None = None
+        self.release_timer: asyncio.TimerHandle | None = None
         self.background: set[asyncio.Task[Any]] = set()
         self.layer = layer
         # redis-py (8.1) sometimes swallows a cancellation that lands inside a
@@ -272,11 +276,38 @@ class _LoopState:
         self.closing = False
 
     def on_remove(self, channel: str, count: int) -> None:
-        # Runs synchronously inside ChannelStore; the Redis write is batched
-        # in one task so a burst of receives costs one round trip.
+        # Runs synchronously inside ChannelStore. The inbox loop sends pending
+        # releases along with its next pop (no extra round trip when messages
+        # keep coming); if it stays blocked, a timer sends them on their own
+        # after _RELEASE_DELAY_S, batched, so a burst of receives costs one call.
         self.releases[non_local_name(channel)][channel] += count
-        if self.release_task is None or self.release_task.done():
+        self.schedule_release()
+
+    def schedule_release(self) -> None:
+        if self.release_timer is None and not self.closing:
+            self.release_timer = asyncio.get_running_loop().call_later(
+                _RELEASE_DELAY_S, self._release_now
+            )
+
+    def _release_now(self) -> None:
+        self.release_timer = None
+        if self.releases and (self.release_task is None or self.release_task.done()):
             self.release_task = asyncio.get_running_loop().create_task(self.layer._release(self))
+
+    def take_release(self, inbox: str) -> str | None:
+        """Pending releases of ``inbox`` packed for _LUA_RELEASE, now owed by the caller."""
+        counts = self.releases.pop(inbox, None)
+        if not counts:
+            return None
+        return ",".join([f"{channel}={n}" for channel, n in counts.items()])
+
+    def give_back_release(self, inbox: str, packed: str) -> None:
+        """Undo ``take_release`` after the write failed: over-counting blocks senders."""
+        pending = self.releases[inbox]
+        for item in packed.split(","):
+            channel, _, n = item.partition("=")
+            pending[channel] += int(n)
+        self.schedule_release()
 
 
 class RedisChannelLayer(BaseChannelLayer):
@@ -488,6 +519,8 @@ class RedisChannelLayer(BaseChannelLayer):
         if state is None:
             return
         state.closing = True
+        if state.release_timer is not None:
+            state.release_timer.cancel()
         tasks = [*state.inbox_tasks.values(), *state.background]
         if state.release_task is not None:
             tasks.append(state.release_task)
@@ -558,14 +591,13 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _inbox_loop(self, state: _LoopState, inbox: str) -> None:
         """Move this process's messages from Redis into the local buffer, forever."""
         client = state.shards[self._ring.index_for(inbox)].client
-        key = self._key + "c:" + inbox
         backoff = _BACKOFF_FIRST_S
         # BLMPOP (Redis 7) waits when idle and takes a batch when busy, in one
         # command; older servers get LPOP with a count, then BLPOP.
         blmpop = True
         while not state.closing:
             try:
-                entries = await self._pop_inbox(client, key, blmpop)
+                entries = await self._pop_inbox(state, client, inbox, blmpop)
             except ResponseError as exc:
                 if blmpop and "unknown command" in str(exc).lower():
                     blmpop = False
@@ -591,15 +623,42 @@ class RedisChannelLayer(BaseChannelLayer):
                     # Not an entry we wrote (another program shares the prefix?).
                     logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
 
-    async def _pop_inbox(self, client: aioredis.Redis, key: str, blmpop: bool) -> list[Any]:
+    async def _pop_inbox(
+        self, state: _LoopState, client: aioredis.Redis, inbox: str, blmpop: bool
+    ) -> list[Any]:
+        key = self._key + "c:" + inbox
+        release = state.take_release(inbox)
+        popped: Any
+        try:
+            if release is not None or not blmpop:
+                # One round trip for the release and the (first) pop.
+                async with client.pipeline(transaction=False) as pipe:
+                    if release is not None:
+                        pipe.eval(_LUA_RELEASE, 1, self._key + "n:" + inbox, release)
+                    if blmpop:
+                        pipe.blmpop(
+                            self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
+                        )
+                    else:
+                        pipe.lpop(key, _INBOX_BATCH)
+                    popped = (await pipe.execute())[-1]
+            else:
+                popped = await client.blmpop(
+                    self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
+                )
+        except ResponseError as exc:
+            # An unknown BLMPOP (Redis 6) fails after the release ran: keep it spent.
+            if release is not None and "unknown command" not in str(exc).lower():
+                state.give_back_release(inbox, release)
+            raise
+        except BaseException:
+            if release is not None:
+                state.give_back_release(inbox, release)
+            raise
         if blmpop:
-            popped: Any = await client.blmpop(
-                self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
-            )
             return list(popped[1]) if popped else []
-        entries: Any = await client.lpop(key, _INBOX_BATCH)
-        if entries:
-            return list(entries)
+        if popped:
+            return list(popped)
         one: Any = await client.blpop([key], timeout=self.receive_timeout_s)
         return [one[1]] if one else []
 
@@ -642,17 +701,17 @@ class RedisChannelLayer(BaseChannelLayer):
         """Hand back, in Redis, the capacity of messages the app has received."""
         backoff = _BACKOFF_FIRST_S
         while state.releases and not state.closing:
-            inbox, counts = state.releases.popitem()
-            packed = ",".join([f"{channel}={n}" for channel, n in counts.items()])
+            inbox = next(iter(state.releases))
+            packed = state.take_release(inbox)
+            if packed is None:
+                continue
             shard = state.shards[self._ring.index_for(inbox)]
             try:
                 await shard.release(keys=[self._key + "n:" + inbox], args=[packed])
                 backoff = _BACKOFF_FIRST_S
             except _RETRYABLE as exc:
                 # Keep them: over-counting would block senders for good.
-                pending = state.releases[inbox]
-                for channel, n in counts.items():
-                    pending[channel] += n
+                state.give_back_release(inbox, packed)
                 logger.warning("redis capacity release failed (%s); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
