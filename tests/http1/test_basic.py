@@ -260,3 +260,20 @@ async def test_head_of_streamed_response_keeps_connection_usable() -> None:
         assert head.header(b"transfer-encoding") is None
         await conn.send(GET)
         assert (await conn.read_response()).body == b"abcd"
+
+
+@pytest.mark.parametrize("more", [False, True])
+async def test_large_first_body_is_framed_right(more: bool) -> None:
+    big = bytes(range(256)) * 300  # 76800 bytes: above the join threshold
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": big, "more_body": more})
+        if more:
+            await send({"type": "http.response.body", "body": big})
+
+    async with serve(app) as srv, raw_connection(srv.port) as conn:
+        for _ in range(2):
+            await conn.send(GET)
+            response = await conn.read_response()
+            assert response.body == (big * 2 if more else big)

@@ -71,6 +71,9 @@ _WATCHED = frozenset(
 )
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _LINGER_S = 1.0
+# Bodies up to this size are joined with their head or chunk framing into one
+# bytes object (one write, one small copy); larger ones go out vectored.
+_JOIN_MAX_BYTES = 16 * 1024
 
 
 class _InternalError(ProtocolError):
@@ -559,11 +562,14 @@ class HTTP1Protocol(asyncio.Protocol):
         elif cycle.http10:
             head.append(b"connection: keep-alive\r\n")
         head.append(wire.CRLF)
+        body_at = -1  # index of the body in head, when it is there
         if no_body:
             pass
         elif chunked:
             if n:
-                head += (wire.chunk_header(n), body, wire.CRLF)
+                head.append(wire.chunk_header(n))
+                body_at = len(head)
+                head += (body, wire.CRLF)
             if not more_body and not trailers:
                 head.append(wire.LAST_CHUNK)
         elif file_bytes < 0:
@@ -573,6 +579,7 @@ class HTTP1Protocol(asyncio.Protocol):
                         f"response body is {n} bytes but Content-Length says {content_length}"
                     )
                 remaining -= n
+            body_at = len(head)
             head.append(body)
         elif remaining >= 0 and (
             file_bytes > remaining or (not more_body and file_bytes != remaining)
@@ -586,7 +593,13 @@ class HTTP1Protocol(asyncio.Protocol):
         self._remaining = remaining
         self._sent = 0 if no_body else n
         self._trailer_parts = []
-        self._transport.write(b"".join(head))
+        if n > _JOIN_MAX_BYTES and body_at > 0:
+            # Head and a large first chunk: hand both over without copying the body.
+            self._transport.writelines(
+                (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
+            )
+        else:
+            self._transport.write(b"".join(head))
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         if self._flow.closed:
@@ -597,7 +610,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._chunked:
             cycle = self._active
             last = b"" if more_body or (cycle is not None and cycle.trailers) else wire.LAST_CHUNK
-            if n:
+            if n > _JOIN_MAX_BYTES:
+                # Large chunk: a vectored write (uvloop) instead of copying it.
+                self._transport.writelines((wire.chunk_header(n), body, wire.CRLF + last))
+            elif n:
                 self._transport.write(b"".join((wire.chunk_header(n), body, wire.CRLF, last)))
             elif last:
                 self._transport.write(last)
