@@ -296,7 +296,9 @@ class HTTPCycle:
         self.response_state = _S_HEAD
 
     def _on_first_body(self, message: Message) -> None:
-        body = _body_of(message)
+        body = message.get("body", b"")
+        if type(body) is not bytes:
+            body = _body_of(message)
         more = bool(message.get("more_body", False))
         # The sink validates before it writes: if it raises, nothing went out
         # and the state stays HEAD, so the server can still answer 500.
@@ -307,7 +309,9 @@ class HTTPCycle:
             self._body_ended()
 
     def _on_body(self, message: Message) -> None:
-        body = _body_of(message)
+        body = message.get("body", b"")
+        if type(body) is not bytes:
+            body = _body_of(message)
         more = bool(message.get("more_body", False))
         self.sink.send_body(body, more)
         if not more:
