@@ -432,8 +432,7 @@ def markdown_report(
     lines = [
         "# HTTP/1.1 benchmark results",
         "",
-        f"Written by `python bench/http.py {' '.join(args.argv)}`".rstrip()
-        + f" on {info['date']}.",
+        f"Written by `{' '.join(['python bench/http.py', *args.argv])}` on {info['date']}.",
         "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}",
         f"- {info['python']}; {info['wrk']}",
