@@ -277,3 +277,12 @@ async def test_large_first_body_is_framed_right(more: bool) -> None:
             await conn.send(GET)
             response = await conn.read_response()
             assert response.body == (big * 2 if more else big)
+
+
+async def test_pipelined_request_body_arriving_later_is_read() -> None:
+    async with serve(echo) as srv, raw_connection(srv.port) as conn:
+        # The second head is queued behind the first with its body incomplete.
+        await conn.send(GET + b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        assert (await conn.read_response()).status == 200
+        await conn.send(b"56789")
+        assert (await conn.read_response()).body == b"0123456789"

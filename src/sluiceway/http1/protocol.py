@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from sluiceway import accesslog
-from sluiceway.asgi.http import FileSlice, HTTPCycle, RequestState, ResponseState
+from sluiceway.asgi.http import (
+    BODY_HIGH_WATER_BYTES,
+    FileSlice,
+    HTTPCycle,
+    RequestState,
+    ResponseState,
+)
 from sluiceway.asgi.scope import http_scope, split_target
 from sluiceway.errors import (
     ASGIMessageError,
@@ -708,6 +714,8 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._pipeline:
             # _start may answer at once (503) and come back here for the rest.
             self._start(self._pipeline.popleft())
+            if not self._pipeline and self._active is not None and self._phase is not _CLOSED:
+                self._resume_if_room()  # the request now running may still await its body
             return
         if self._pending_error:
             self._write_error(self._pending_error)
@@ -715,13 +723,18 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._phase is _CLOSED:
             self._close()  # the client broke the protocol after this request
             return
-        parsing = self._parsing
-        if self._flow.read_paused and (parsing is None or parsing.buffered_bytes <= 64 * 1024):
-            # Reading resumes once the queue is empty; a body the app did
-            # not read is parsed and discarded (the cycle drops it).
-            self._flow.resume_reading()
+        # A body the app did not read is parsed and discarded (the cycle drops it).
+        self._resume_if_room()
         if self._phase is _IDLE and self._active is None:
             self.deadline = self._loop.time() + self._shared.keep_alive_s
+
+    def _resume_if_room(self) -> None:
+        """Resume reading once nothing is queued and the body buffer has room."""
+        parsing = self._parsing
+        if self._flow.read_paused and (
+            parsing is None or parsing.buffered_bytes <= BODY_HIGH_WATER_BYTES
+        ):
+            self._flow.resume_reading()
 
     # -- wire errors ------------------------------------------------------------------------
 
