@@ -57,12 +57,18 @@ async def test_reading_pauses_while_the_app_does_not_consume() -> None:
         conn.writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
         conn.writer.write(b"z" * size)  # no drain: the kernel and our buffer fill up
         (protocol,) = srv.state.connections
-        for _ in range(50):
-            await asyncio.sleep(0.01)
+        flow = protocol._flow  # type: ignore[attr-defined]
+
+        async def paused() -> None:
+            while not flow.read_paused:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(paused(), 10)
+        await asyncio.sleep(0.1)  # paused means no further reads: the buffer stays put
         buffered = protocol._parsing.buffered_bytes  # type: ignore[attr-defined]
         # bounded by the high-water mark plus one read from the socket
         assert buffered <= BODY_HIGH_WATER_BYTES + 256 * 1024
-        assert protocol._flow.read_paused  # type: ignore[attr-defined]
+        assert flow.read_paused
         release.set()
         response = await conn.read_response(timeout=30)
     assert response.body == b"%d" % size
