@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "uvicorn" in results:
         for name, med in results.items():
             if name != "uvicorn":
-                print(f"{name} vs uvicorn: {results['uvicorn'] / med:.2f}x less Python per request")
+                print(f"{name}: {med / results['uvicorn']:.2f}x uvicorn's Python cost per request")
     return 0
 
 
