@@ -92,11 +92,13 @@ async def test_streamed_response_is_chunked() -> None:
 
 async def test_request_body_streams_in_chunks_with_more_body() -> None:
     seen: list[tuple[int, bool]] = []
+    first = asyncio.Event()
 
     async def record(scope: Any, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             seen.append((len(message["body"]), message["more_body"]))
+            first.set()
             if not message["more_body"]:
                 break
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -105,7 +107,7 @@ async def test_request_body_streams_in_chunks_with_more_body() -> None:
     async with serve(record) as srv, raw_connection(srv.port) as conn:
         await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
         await conn.send(b"5\r\nhello\r\n")
-        await asyncio.sleep(0.05)  # let the app see the first chunk on its own
+        await asyncio.wait_for(first.wait(), 5)  # the app saw the first chunk on its own
         await conn.send(b"6\r\n world\r\n0\r\n\r\n")
         response = await conn.read_response()
     assert response.status == 204
