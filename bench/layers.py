@@ -273,8 +273,10 @@ def main() -> None:
         for scenario, key, label, unit in rows:
             a, b = med(ours, scenario, key), med(peer, scenario, key)
             ratio = (b / a) if key == "p99_ms" else (a / b)
+            digits = 3 if key == "p99_ms" else 0
             lines.append(
-                f"| {family}: {label} | {unit} | {a:,.1f} | {b:,.1f} ({peer}) | {ratio:.2f}x |"
+                f"| {family}: {label} | {unit} | {a:,.{digits}f} | {b:,.{digits}f} ({peer})"
+                f" | {ratio:.2f}x |"
             )
     lines += [
         "",

@@ -16,7 +16,8 @@ Key layout (``P`` is the ``prefix``, default ``sluiceway``)::
 An entry is ``<13-digit deadline ms><channels>\\n<payload>``: the payload is
 the msgpack (optionally Fernet-sealed) message, ``<channels>`` its channel, or
 for a ``group_send`` into an inbox, every member in that process, comma
-separated (one copy of the payload per process, not per member). Every key gets a TTL, so the keys
+separated (one copy of the payload per process, not per member). The scripts
+and the entry format live in ``redis_scripts.py``. Every key gets a TTL, so the keys
 of a dead process vanish on their own.
 
 Round trips: ``send`` is one EVALSHA (expired head trimmed, capacity checked,
@@ -47,9 +48,8 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -68,6 +68,15 @@ from sluiceway.layers.base import (
     require_valid_message,
 )
 from sluiceway.layers.memory import ChannelStore
+from sluiceway.layers.redis_scripts import (
+    LUA_GROUP_SEND,
+    LUA_RELEASE,
+    LUA_SEND,
+    encode_entry,
+    host_spec,
+    parse_entry,
+    public_id,
+)
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
 from sluiceway.layers.sharding import HashRing
 
@@ -81,149 +90,6 @@ _INBOX_BATCH = 100
 _RELEASE_DELAY_S = 0.005
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
-
-# Shared Lua: drop expired entries at the head of a list, releasing their
-# capacity count when the list is an inbox.
-_LUA_TRIM = """
-local function trim(key, counts, now)
-  local head = redis.call('LINDEX', key, 0)
-  -- An entry we did not write (no deadline) is dropped like an expired one.
-  while head and (tonumber(string.sub(head, 1, 13)) or 0) <= now do
-    redis.call('LPOP', key)
-    local newline = string.find(head, '\\n', 14, true)
-    if counts and newline then
-      for ch in string.gmatch(string.sub(head, 14, newline - 1), '[^,]+') do
-        if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
-      end
-    end
-    head = redis.call('LINDEX', key, 0)
-  end
-end
-local function admit(key, counts, ch, cap)
-  if counts then
-    -- One call in the common case; undone in the rare full one.
-    if redis.call('HINCRBY', counts, ch, 1) > cap then
-      redis.call('HINCRBY', counts, ch, -1)
-      return false
-    end
-    return true
-  end
-  return redis.call('LLEN', key) < cap
-end
-"""
-
-# KEYS: list, counts ('' for a normal channel)
-# ARGV: now ms, capacity, entry, ttl ms, channel
-_LUA_SEND = (
-    _LUA_TRIM
-    + """
-local counts = KEYS[2]
-if counts == '' then counts = nil end
-trim(KEYS[1], counts, tonumber(ARGV[1]))
-if not admit(KEYS[1], counts, ARGV[5], tonumber(ARGV[2])) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if counts then redis.call('PEXPIRE', counts, ARGV[4]) end
-return 1
-"""
-)
-
-# KEYS: group zset, group capacity hash
-# ARGV: now ms, deadline (13 digits), payload, ttl ms, default capacity, key prefix 'P:'
-# A normal channel gets its own entry; the members living in one process's
-# inbox share one entry naming them all, so a group of 1,000 consumers in one
-# process costs one copy of the payload, not 1,000.
-# Returns the members skipped because they were full.
-_LUA_GROUP_SEND = (
-    _LUA_TRIM
-    + """
-local now = tonumber(ARGV[1])
-local ttl = ARGV[4]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local full = {}
-local inboxes = {}
-local order = {}
-local default_cap = tonumber(ARGV[5])
-local overrides = redis.call('EXISTS', KEYS[2]) == 1
-for _, ch in ipairs(members) do
-  local cap = default_cap
-  if overrides then cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5]) end
-  local bang = string.find(ch, '!', 1, true)
-  if bang then
-    local inbox = string.sub(ch, 1, bang)
-    local names = inboxes[inbox]
-    if not names then
-      names = {}
-      inboxes[inbox] = names
-      order[#order + 1] = inbox
-      trim(ARGV[6] .. 'c:' .. inbox, ARGV[6] .. 'n:' .. inbox, now)
-    end
-    if admit(nil, ARGV[6] .. 'n:' .. inbox, ch, cap) then
-      names[#names + 1] = ch
-    else
-      full[#full + 1] = ch
-    end
-  else
-    local key = ARGV[6] .. 'c:' .. ch
-    trim(key, nil, now)
-    if admit(key, nil, ch, cap) then
-      redis.call('RPUSH', key, ARGV[2] .. ch .. '\\n' .. ARGV[3])
-      redis.call('PEXPIRE', key, ttl)
-    else
-      full[#full + 1] = ch
-    end
-  end
-end
-for _, inbox in ipairs(order) do
-  local names = inboxes[inbox]
-  if #names > 0 then
-    local key = ARGV[6] .. 'c:' .. inbox
-    redis.call('RPUSH', key, ARGV[2] .. table.concat(names, ',') .. '\\n' .. ARGV[3])
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('PEXPIRE', ARGV[6] .. 'n:' .. inbox, ttl)
-  end
-end
-return full
-"""
-)
-
-# KEYS: counts hash; ARGV[1]: "channel=n,channel=n,..." (one string: packing
-# thousands of arguments costs the client more than Lua spends splitting one).
-_LUA_RELEASE = """
-for ch, n in string.gmatch(ARGV[1], '([^,=]+)=(%d+)') do
-  if redis.call('HINCRBY', KEYS[1], ch, -tonumber(n)) <= 0 then
-    redis.call('HDEL', KEYS[1], ch)
-  end
-end
-return 0
-"""
-
-
-def _host_spec(host: object) -> tuple[str, dict[str, Any]]:
-    """Normalise one ``hosts`` item: a URL, ``(host, port)`` or ``{"address": ..., **kw}``."""
-    if isinstance(host, str):
-        url = host if "://" in host else f"redis://{host}"
-        return url, {}
-    if isinstance(host, (tuple, list)) and len(host) == 2:
-        return f"redis://{host[0]}:{int(host[1])}/0", {}
-    if isinstance(host, Mapping):
-        options = dict(host)
-        address = options.pop("address", None)
-        if address is None:
-            raise ConfigError(f"redis host {host!r} needs an 'address'")
-        url, _ = _host_spec(address)
-        return url, options
-    raise ConfigError(f"redis host {host!r}: expected a URL, (host, port) or a dict")
-
-
-def _public_id(url: str) -> str:
-    """The URL without its password: a host's identity on the hash ring."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _as_bytes(value: object) -> bytes:
@@ -239,9 +105,9 @@ class _Shard:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self.send = client.register_script(_LUA_SEND)
-        self.group_send = client.register_script(_LUA_GROUP_SEND)
-        self.release = client.register_script(_LUA_RELEASE)
+        self.send = client.register_script(LUA_SEND)
+        self.group_send = client.register_script(LUA_GROUP_SEND)
+        self.release = client.register_script(LUA_RELEASE)
 
 
 class _LoopState:
@@ -295,7 +161,7 @@ class _LoopState:
             self.release_task = asyncio.get_running_loop().create_task(self.layer._release(self))
 
     def take_release(self, inbox: str) -> str | None:
-        """Pending releases of ``inbox`` packed for _LUA_RELEASE, now owed by the caller."""
+        """Pending releases of ``inbox`` packed for LUA_RELEASE, now owed by the caller."""
         counts = self.releases.pop(inbox, None)
         if not counts:
             return None
@@ -348,7 +214,7 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         if isinstance(hosts, str):
             hosts = [hosts]
-        self._hosts = [_host_spec(h) for h in (hosts or ["redis://localhost:6379/0"])]
+        self._hosts = [host_spec(h) for h in (hosts or ["redis://localhost:6379/0"])]
         if not _PREFIX_RE.match(prefix):
             raise ConfigError(f"redis key prefix {prefix!r}: use 1-64 of A-Z a-z 0-9 _ . -")
         if receive_timeout_s <= 0:
@@ -356,7 +222,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.prefix = prefix
         self._key = prefix + ":"
         self.receive_timeout_s = receive_timeout_s
-        self._ring = HashRing([_public_id(url) for url, _ in self._hosts])
+        self._ring = HashRing([public_id(url) for url, _ in self._hosts])
         self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._ttl_ms = int(self.expiry_s * 1000) + 1000
@@ -382,13 +248,6 @@ class RedisChannelLayer(BaseChannelLayer):
     def _shard(self, state: _LoopState, channel: str) -> _Shard:
         return state.shards[self._ring.index_for(non_local_name(channel))]
 
-    def _entry(self, deadline_ms: int, channel: str, payload: bytes) -> bytes:
-        return b"%013d%s\n%s" % (deadline_ms, channel.encode("ascii"), payload)
-
-    def _parse(self, entry: bytes) -> tuple[float, str, bytes]:
-        newline = entry.index(b"\n", 13)
-        return int(entry[:13]) / 1000.0, entry[13:newline].decode("ascii"), entry[newline + 1 :]
-
     # -- the API ----------------------------------------------------------------------------
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
@@ -407,7 +266,7 @@ class RedisChannelLayer(BaseChannelLayer):
         now_ms = int(time.time() * 1000)
         local = non_local_name(channel)
         counts = self._key + "n:" + local if local != channel else ""
-        entry = self._entry(now_ms + int(self.expiry_s * 1000), channel, payload)
+        entry = encode_entry(now_ms + int(self.expiry_s * 1000), channel, payload)
         args: list[bytes | str | int] = [
             now_ms,
             self.get_capacity(channel),
@@ -575,7 +434,7 @@ class RedisChannelLayer(BaseChannelLayer):
     def _open(self, entry: bytes) -> dict[str, Any] | None:
         """Decode an entry of a normal channel; ``None`` if expired or unreadable."""
         try:
-            deadline, _, payload = self._parse(entry)
+            deadline, _, payload = parse_entry(entry)
         except (ValueError, UnicodeDecodeError) as exc:
             logger.error("dropped a malformed layer entry: %s", exc)
             return None
@@ -634,7 +493,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 # One round trip for the release and the (first) pop.
                 async with client.pipeline(transaction=False) as pipe:
                     if release is not None:
-                        pipe.eval(_LUA_RELEASE, 1, self._key + "n:" + inbox, release)
+                        pipe.eval(LUA_RELEASE, 1, self._key + "n:" + inbox, release)
                     if blmpop:
                         pipe.blmpop(
                             self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
@@ -663,7 +522,7 @@ class RedisChannelLayer(BaseChannelLayer):
         return [one[1]] if one else []
 
     def _dispatch(self, state: _LoopState, entry: bytes) -> None:
-        deadline, names, payload = self._parse(entry)
+        deadline, names, payload = parse_entry(entry)
         channels = names.split(",")
         remaining = deadline - time.time()
         message: dict[str, Any] | None = None
