@@ -130,6 +130,11 @@ class Worker:
     async def run(self) -> None:
         """Consume until ``stop()`` is called, then drain and return."""
         self._stopping = asyncio.Event()
+        if type(self.layer).__name__ == "InMemoryChannelLayer":
+            logger.warning(
+                "worker uses an in-memory channel layer: only this process can send to it"
+                " (set SLUICEWAY_CHANNEL_LAYER=redis://... to share one)"
+            )
         self._listeners = [
             asyncio.ensure_future(self._listen(inst)) for inst in self._instances.values()
         ]
