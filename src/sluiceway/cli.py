@@ -66,7 +66,10 @@ def _default_text(option: Option) -> str:
         value = "true" if value else "false"
     elif option.field == "ssl_cert_reqs":
         value = ("none", "optional", "required")[value]
-    return f"default {value}; env {option.env}"
+    elif isinstance(value, tuple):
+        value = ",".join(value)
+    env = option.env if option.fallback_env is None else f"{option.env} or {option.fallback_env}"
+    return f"default {value}; env {env}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ Imports only the standard library and ``sluiceway.errors``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -91,6 +92,19 @@ class Config:
     ws_ping_timeout_s: float = 20.0
     ws_per_message_deflate: bool = True
 
+    # Processes (server/supervisor.py): worker processes sharing the
+    # listening sockets, or one worker restarted when a watched file changes.
+    workers: int = 1
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = ()
+    reload_excludes: tuple[str, ...] = ()
+
+    # Proxies (server/proxy_headers.py): uvicorn's defaults, on and trusting
+    # only a proxy on the same host.
+    proxy_headers: bool = True
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+
     # Extra knobs a later issue may need go here, never as mutable defaults.
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -145,6 +159,13 @@ class Config:
             raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
         for name, value in self.headers:
             check_header(name, value)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.reload and self.workers > 1:
+            # As uvicorn, which ignores --workers then; we say so instead.
+            raise ConfigError("--reload and --workers cannot be used together")
+        for entry in self.forwarded_allow_ips:
+            check_trusted_address(entry)
 
     @property
     def is_ssl(self) -> bool:
@@ -166,6 +187,19 @@ def check_header(name: str, value: str) -> None:
         raise ConfigError(f"header name {name!r} is not a valid HTTP token")
     if _BAD_VALUE_CHARS.search(value):
         raise ConfigError(f"header {name!r} has a CR, LF or NUL in its value")
+
+
+def check_trusted_address(entry: str) -> None:
+    """``*``, an IP address or a network (``10.0.0.0/8``), as ``--forwarded-allow-ips`` takes."""
+    text = entry.strip()
+    if text == "*":
+        return
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"forwarded-allow-ips: {entry!r} is not an IP address, a network or '*'"
+        ) from None
 
 
 def config_from_options(**options: Any) -> Config:

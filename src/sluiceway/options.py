@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sluiceway.config import LOG_LEVELS, Config, check_header, config_from_options
+from sluiceway.config import (
+    LOG_LEVELS,
+    Config,
+    check_header,
+    check_trusted_address,
+    config_from_options,
+)
 from sluiceway.errors import ConfigError
 
 ENV_PREFIX = "SLUICEWAY_"
@@ -94,6 +100,17 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def parse_address_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of addresses, networks or ``*`` (``--forwarded-allow-ips``)."""
+    entries = tuple(entry.strip() for entry in text.split(",") if entry.strip())
+    for entry in entries:
+        try:
+            check_trusted_address(entry)
+        except ConfigError as exc:
+            raise ValueError(str(exc).partition(": ")[2]) from None
+    return entries
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         lowered = text.strip().lower()
@@ -127,6 +144,9 @@ class Option:
     kind: OptionKind = "value"
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+    # uvicorn's unprefixed variable (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS),
+    # read when ours is not set, so a uvicorn deployment keeps working.
+    fallback_env: str | None = None
 
     @property
     def env(self) -> str:
@@ -282,6 +302,56 @@ OPTIONS: tuple[Option, ...] = (
         metavar="NAME:VALUE",
     ),
     Option(
+        "--workers",
+        "workers",
+        parse_int,
+        "Run this many worker processes on the same sockets.",
+        metavar="N",
+        fallback_env="WEB_CONCURRENCY",
+    ),
+    Option(
+        "--reload", "reload", parse_bool, "Restart the server when a watched file changes.", "flag"
+    ),
+    Option(
+        "--reload-dir",
+        "reload_dirs",
+        _text,
+        "Watch this directory with --reload (repeatable; default: the current one).",
+        "append",
+        metavar="DIR",
+    ),
+    Option(
+        "--reload-include",
+        "reload_includes",
+        _text,
+        "Also watch files matching this glob with --reload (repeatable).",
+        "append",
+        metavar="GLOB",
+    ),
+    Option(
+        "--reload-exclude",
+        "reload_excludes",
+        _text,
+        "Ignore files matching this glob with --reload (repeatable).",
+        "append",
+        metavar="GLOB",
+    ),
+    Option(
+        "--proxy-headers",
+        "proxy_headers",
+        parse_bool,
+        "Take client address and scheme from X-Forwarded-For/-Proto of trusted proxies.",
+        "switch",
+    ),
+    Option(
+        "--forwarded-allow-ips",
+        "forwarded_allow_ips",
+        parse_address_list,
+        "Comma-separated proxy addresses or networks to trust ('*': all).",
+        metavar="LIST",
+        fallback_env="FORWARDED_ALLOW_IPS",
+    ),
+    Option(
         "--ws",
         "ws",
         _choice("auto", "none"),
@@ -335,6 +405,9 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
+        name = option.env
+        if (raw is None or not raw.strip()) and option.fallback_env is not None:
+            raw, name = environ.get(option.fallback_env), option.fallback_env
         if raw is None or not raw.strip():
             continue
         try:
@@ -344,7 +417,7 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             else:
                 values[option.field] = option.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"invalid value for {option.env}: {exc}") from None
+            raise ConfigError(f"invalid value for {name}: {exc}") from None
     return values
 
 

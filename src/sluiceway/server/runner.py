@@ -64,6 +64,8 @@ class Server:
         app: Any,
         *,
         protocol_factory: ProtocolFactoryMaker | None = None,
+        sockets: list[socket.socket] | None = None,
+        on_started: Callable[[Server], None] | None = None,
     ) -> None:
         self.config = config
         self.app_source = app
@@ -76,6 +78,10 @@ class Server:
         # Set once start() is serving: serve() as a task, then await this.
         self.started = asyncio.Event()
         self._protocol_factory = protocol_factory
+        # Sockets bound by someone else (the supervisor, for a worker): served
+        # and closed here, but a Unix socket's path is not ours to unlink.
+        self._given_sockets = sockets
+        self._on_started = on_started
         self._exit: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._started = False
@@ -110,8 +116,11 @@ class Server:
             from sluiceway.transport.tls import create_ssl_context
 
             ssl_context = create_ssl_context(config)
-        self.sockets = bind_sockets(config)
-        self._uds_path = config.uds
+        if self._given_sockets is not None:
+            self.sockets = list(self._given_sockets)
+        else:
+            self.sockets = bind_sockets(config)
+            self._uds_path = config.uds
         # Read now: it stays answerable after shutdown closed the sockets.
         for sock in self.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -126,7 +135,12 @@ class Server:
                 config.lifespan_shutdown_timeout_s,
             )
             await self.lifespan.startup()
-            factory = self._make_factory()(config, self.app, self.state, ssl_context)
+            app = self.app
+            if config.proxy_headers:
+                from sluiceway.server.proxy_headers import ProxyHeadersMiddleware, TrustedHosts
+
+                app = ProxyHeadersMiddleware(app, TrustedHosts(config.forwarded_allow_ips))
+            factory = self._make_factory()(config, app, self.state, ssl_context)
             for sock in self.sockets:
                 self.servers.append(await _serve_on(loop, sock, factory, ssl_context, config))
         except BaseException:
@@ -141,8 +155,9 @@ class Server:
             sys.version.split()[0],
         )
         scheme = "https" if ssl_context is not None else "http"
-        for sock in self.sockets:
-            logger.info("Listening on %s", describe_socket(sock, scheme, config))
+        if self._given_sockets is None:  # else the supervisor said it once for all workers
+            for sock in self.sockets:
+                logger.info("Listening on %s", describe_socket(sock, scheme, config))
         self.started.set()
 
     async def serve(self) -> None:
@@ -150,8 +165,10 @@ class Server:
         await self.start()
         assert self._exit is not None
         installed = self._install_signal_handlers()
-        if installed:
+        if installed and self._given_sockets is None:
             logger.info("Press CTRL+C to stop.")
+        if self._on_started is not None:
+            self._on_started(self)
         try:
             await self._exit.wait()
         finally:
@@ -456,10 +473,36 @@ def run(app: Any, **options: Any) -> None:
     serve_config(config, app)
 
 
-def serve_config(config: Config, app: Any) -> None:
-    """``run()`` for an already built ``Config`` (the CLI's entry point)."""
+def serve_config(
+    config: Config,
+    app: Any,
+    *,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[Server], None] | None = None,
+) -> None:
+    """``run()`` for an already built ``Config`` (the CLI's entry point).
+
+    With ``workers`` > 1 or ``reload``, this process becomes the supervisor
+    (``server/supervisor.py``) and the app must be a ``"module:attribute"``
+    string, which each worker process imports. ``sockets`` and ``on_started``
+    are the worker's side of that: serve these already bound sockets, and
+    call ``on_started(server)`` once accepting.
+
+    Raises:
+        ConfigError: as ``run()``, or workers/reload asked for an app object.
+        LifespanFailed: the app's lifespan startup failed.
+    """
+    if sockets is None and (config.workers > 1 or config.reload):
+        if not isinstance(app, str):
+            raise ConfigError(
+                "--workers and --reload need the app as an import string ('module:attribute')"
+            )
+        from sluiceway.server.supervisor import supervise
+
+        supervise(config, app)
+        return
     loop = new_event_loop(config.loop)
-    server = Server(config, app)
+    server = Server(config, app, sockets=sockets, on_started=on_started)
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(server.serve())

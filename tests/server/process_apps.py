@@ -1,0 +1,36 @@
+"""Apps the worker and proxy-header tests serve (``--app-dir tests/server``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+async def pid(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with the serving process's pid; lifespan is accepted."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+
+
+async def echo_scope(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with the scope's client and scheme as JSON; a WebSocket gets them as text."""
+    if scope["type"] == "lifespan":
+        return
+    facts = json.dumps({"client": scope["client"], "scheme": scope["scheme"]}).encode()
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": facts.decode()})
+        await send({"type": "websocket.close"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": facts})
