@@ -142,8 +142,9 @@ def record(
     argv = ["py-spy", "record", "--pid", str(server.pid), "--subprocesses"]
     argv += ["--rate", str(rate), "--duration", str(int(duration_s)), "--format", fmt]
     argv += ["--output", str(output)]
-    if fmt == "raw":
-        argv.append("--nolineno")
+    # Whole functions, not lines: the table sums by function, and a flame graph split by line
+    # scatters one function over many boxes.
+    argv.append("--nolineno" if fmt == "raw" else "--function")
     # py-spy can only unwind C frames with the process paused, so --native costs the server some
     # throughput (the shares stay meaningful; the req/s of that run does not).
     argv.append("--native" if native else "--nonblocking")
