@@ -27,7 +27,7 @@ done
 RUN="${AUTOBAHN_RUN:-$ROOT/../shared/autobahn/run.sh}"
 [ -x "$RUN" ] || RUN=/work/shared/autobahn/run.sh
 OUT="${AUTOBAHN_OUT:-/tmp/sluiceway-autobahn}"
-SUMMARY="$ROOT/bench/results/autobahn.md"
+SUMMARY="${AUTOBAHN_SUMMARY:-$ROOT/bench/results/autobahn.md}"
 mkdir -p "$OUT"
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
