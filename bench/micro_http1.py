@@ -100,7 +100,13 @@ def sluiceway_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.P
     from sluiceway.server.state import ServerState
 
     config = Config(access_log=False)
-    return make_protocol_factory(config, bench_app, ServerState(config))
+    app: Any = bench_app
+    # As the runner does by default (uvicorn's Config.load() wraps its app the same way).
+    if getattr(config, "proxy_headers", False):
+        from sluiceway.server.proxy_headers import ProxyHeadersMiddleware, TrustedHosts
+
+        app = ProxyHeadersMiddleware(app, TrustedHosts(config.forwarded_allow_ips))
+    return make_protocol_factory(config, app, ServerState(config))
 
 
 def uvicorn_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
