@@ -474,6 +474,12 @@ class RedisChannelLayer(BaseChannelLayer):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
+            except Exception:
+                # A client bug or a reply we cannot read: same rule, the loop lives on.
+                logger.exception("redis inbox %r: unexpected error; retrying", inbox)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
             backoff = _BACKOFF_FIRST_S
             for entry in entries:
                 try:
