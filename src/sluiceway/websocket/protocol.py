@@ -44,9 +44,7 @@ from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.http1 import wire
 from sluiceway.websocket.connection import (
     BytesMessage,
-    CloseReceived,
     Connection,
-    ConnectionFailed,
     Pong,
     State,
     TextMessage,
@@ -181,12 +179,11 @@ class WebSocketProtocol(asyncio.Protocol):
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
                 cycle.deliver(event.data)  # type: ignore[union-attr]  # narrowed by kind
-            elif kind is Pong:
-                if self._ping_outstanding:
-                    self._ping_outstanding = False
-                    self._arm_keepalive()
-            elif kind is CloseReceived or kind is ConnectionFailed:
-                pass  # handled below through conn.close_transport
+            elif kind is Pong and self._ping_outstanding:
+                self._ping_outstanding = False
+                self._arm_keepalive()
+            # Ping was answered by the codec; CloseReceived and ConnectionFailed
+            # set conn.close_transport, handled once below.
         if conn.close_transport:
             self._finish_close(conn)
 
