@@ -606,6 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sc.title)
         print(scenario_table(results, names, sc, markdown=False))
         print()
+    if "sluiceway" in names and BASELINE in names:
+        print("sluiceway against its targets (issue 3)")
+        print(targets_table(results, scenarios))
+        print()
 
     output = args.output
     full_run = args.rounds >= 3 and args.duration >= 10
