@@ -278,6 +278,7 @@ class LoadResult:
     load_cpu_s: float = 0.0
     server_user_s: float = 0.0
     server_sys_s: float = 0.0
+    core_busy_s: float = 0.0
 
     @property
     def server_cpu_s(self) -> float:
@@ -287,6 +288,17 @@ class LoadResult:
     def load_cpu_share(self) -> float:
         """wrk's CPU time over the run's wall time: near 1.0, the load tool is the bottleneck."""
         return self.load_cpu_s / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def others_share(self) -> float:
+        """Busy time of the server's core not spent by the server, over wall time (0..1).
+
+        Other processes, interrupts and the hypervisor's steal: what a shared machine took from
+        the server. Above a few per cent, requests/s of the run understates the server.
+        """
+        if not self.duration_s:
+            return 0.0
+        return max(0.0, self.core_busy_s - self.server_cpu_s) / self.duration_s
 
     @property
     def sys_share(self) -> float:
@@ -390,13 +402,29 @@ def run_wrk(
     raise BenchError(f"wrk exited {out.returncode} without a result: {' | '.join(detail)}")
 
 
+def core_busy_seconds(core: str = SERVER_CORE) -> float:
+    """Non-idle time of one CPU since boot, steal included (proc(5): /proc/stat "cpuN")."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle, iowait
+                return (sum(ticks[:8]) - idle) / _CLOCK_TICKS  # user..steal; guest is in user
+    return 0.0
+
+
 def measure(server: RunningServer, load: Callable[[], LoadResult]) -> LoadResult:
-    """Run ``load`` and attach the server tree's CPU seconds spent while it ran."""
+    """Run ``load`` and attach the CPU seconds the server tree, and its core, spent meanwhile."""
     user_before, sys_before = server.cpu_seconds()
+    core_before = core_busy_seconds()
     result = load()
+    core_after = core_busy_seconds()
     user_after, sys_after = server.cpu_seconds()
     return dataclasses.replace(
-        result, server_user_s=user_after - user_before, server_sys_s=sys_after - sys_before
+        result,
+        server_user_s=user_after - user_before,
+        server_sys_s=sys_after - sys_before,
+        core_busy_s=core_after - core_before,
     )
 
 

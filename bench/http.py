@@ -330,6 +330,7 @@ def scenario_table(
         "CPU %",
         "sys %",
         "wrk CPU %",
+        "others on core 0 %",
         "vs uvicorn",
         "vs uvicorn (CPU)",
         "errors",
@@ -342,7 +343,7 @@ def scenario_table(
         cell = results[(name, sc.key)]
         if not cell.results:
             why = "n/a" if cell.failure == "not applicable" else f"failed: {cell.failure}"
-            rows.append([name, *["-"] * 8, why])
+            rows.append([name, *["-"] * 9, why])
             continue
         cpu_pct = median([100 * r.server_cpu_s / r.duration_s for r in cell.results])
         rows.append(
@@ -354,6 +355,7 @@ def scenario_table(
                 f"{cpu_pct:.0f}",
                 f"{100 * cell.med('sys_share'):.0f}",
                 f"{100 * cell.med('load_cpu_share'):.0f}",
+                f"{100 * cell.med('others_share'):.0f}",
                 _ratio(cell.med("rps"), base_rps),
                 _ratio(cell.med("per_cpu_s"), base_cpu),
                 str(sum(r.errors for r in cell.results)) + (" (partial)" if cell.failure else ""),
@@ -404,6 +406,7 @@ def raw_table(results: Results, servers: Sequence[str], scenarios: Sequence[Scen
         "p99 ms",
         "server CPU s",
         "req/CPU-s",
+        "others on core 0 %",
         "errors",
     ]
     rows = []
@@ -413,7 +416,8 @@ def raw_table(results: Results, servers: Sequence[str], scenarios: Sequence[Scen
                 rows.append(
                     [
                         sc.key, name, str(i), f"{r.rps:,.0f}", f"{r.p99_ms:.2f}",
-                        f"{r.server_cpu_s:.2f}", f"{r.per_cpu_s:,.0f}", str(r.errors),
+                        f"{r.server_cpu_s:.2f}", f"{r.per_cpu_s:,.0f}",
+                        f"{100 * r.others_share:.0f}", str(r.errors),
                     ]
                 )  # fmt: skip
     return format_table(header, rows, markdown=True)
@@ -444,7 +448,10 @@ def markdown_report(
         f"- sluiceway at commit {_git_commit()}; 1-minute load average {load_start:.1f} at the"
         f" start and {load_end:.1f} at the end (2 cores; above ~2 other work shared the machine).",
         "- req/CPU-s: requests per CPU-second of the server's whole process tree (utime+stime from"
-        " /proc); CPU % is that CPU time over the run's wall time (100 = core 0 saturated).",
+        " /proc); CPU % is that CPU time over the run's wall time (100 = core 0 saturated);"
+        " others on core 0 % is the rest of core 0's busy time (other processes, interrupts,"
+        " steal): where it is high, requests/s understates every server and req/CPU-s is the"
+        " number to compare.",
         "",
         "## Ratio to uvicorn: requests/s",
         "",
