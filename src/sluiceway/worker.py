@@ -219,12 +219,17 @@ class Worker:
                 except Exception:
                     logger.exception("could not return a message to %r on shutdown", inst.channel)
         tasks = [i.task for i in self._instances.values() if i.task is not None]
-        pending = [t for t in tasks if not t.done()]
-        if pending and self._last_handover is not None:
+        while True:
+            # A message still queued is handed over during the wait, which moves
+            # the deadline: recompute it until nothing new was handed over.
+            pending = [t for t in tasks if not t.done()]
+            if not pending or self._last_handover is None:
+                break
             remaining = self._last_handover + self.graceful_timeout_s - loop.time()
-            if remaining > 0:
-                logger.info("waiting up to %.1f s for messages in hand", remaining)
-                await asyncio.wait(pending, timeout=remaining)
+            if remaining <= 0:
+                break
+            logger.info("waiting up to %.1f s for messages in hand", remaining)
+            await asyncio.wait(pending, timeout=remaining)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
