@@ -137,6 +137,7 @@ def record(
     fmt: str,
     native: bool,
     rate: int,
+    headers: Sequence[str] = (),
 ) -> LoadResult:
     """Sample ``server`` with py-spy into ``output`` while wrk loads ``url``."""
     argv = ["py-spy", "record", "--pid", str(server.pid), "--subprocesses"]
@@ -153,7 +154,8 @@ def record(
     )
     try:
         result = measure(
-            server, lambda: run_wrk(url, connections=connections, duration_s=duration_s)
+            server,
+            lambda: run_wrk(url, connections=connections, duration_s=duration_s, headers=headers),
         )
         _, err = spy.communicate(timeout=duration_s + 30)
     except BaseException:
@@ -169,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/profile_http.py", description=__doc__)
     parser.add_argument("--server", default="sluiceway", choices=list(BENCH_HTTP.SERVERS))
     parser.add_argument("--path", default="/", help="request path (default /, the plaintext case)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="extra request header, e.g. 'Connection: close'",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds sampled (default 10)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -190,16 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail(str(exc))
         try:
             url = f"http://{HOST}:{server.port}{args.path}"
-            run_wrk(url, connections=args.connections, duration_s=1)  # warm-up
+            run_wrk(url, connections=args.connections, duration_s=1, headers=args.header)  # warm-up
             raw = tmp_dir / "profile.txt"
             result = record(
                 server, url, duration_s=args.duration, connections=args.connections,
-                output=raw, fmt="raw", native=args.native, rate=args.rate,
+                output=raw, fmt="raw", native=args.native, rate=args.rate, headers=args.header,
             )  # fmt: skip
             if args.svg:
                 record(
                     server, url, duration_s=args.duration, connections=args.connections,
                     output=args.svg, fmt="flamegraph", native=args.native, rate=args.rate,
+                    headers=args.header,
                 )  # fmt: skip
             stacks = parse_raw(raw.read_text())
         except BenchError as exc:
