@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -18,6 +19,9 @@ async def pid(scope: Any, receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/hold":  # in flight until the server cancels it
+        await send({"type": "http.response.body", "body": b"held", "more_body": True})
+        await asyncio.Event().wait()
     await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
 
 

@@ -78,6 +78,26 @@ class CLIProcess:
 
         return await asyncio.wait_for(scan(), timeout)
 
+    async def wait_for_lines(
+        self, pattern: str, count: int, timeout: float = TIMEOUT_S
+    ) -> list[re.Match[str]]:
+        """The first ``count`` stderr lines matching ``pattern`` (waits for them)."""
+        regex = re.compile(pattern)
+
+        async def scan() -> list[re.Match[str]]:
+            while True:
+                found = [m for m in map(regex.search, self.stderr) if m]
+                if len(found) >= count:
+                    return found[:count]
+                if self._reader.done():
+                    raise AssertionError(
+                        f"{len(found)} of {count} lines {pattern!r}:\n" + self.text
+                    )
+                self._new_line.clear()
+                await self._new_line.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
     @property
     def text(self) -> str:
         return "\n".join(self.stderr)
