@@ -272,3 +272,14 @@ async def test_bad_messages(make_layer: LayerFactory, message: object) -> None:
         await layer.send("c", message)  # type: ignore[arg-type]
     with pytest.raises(InvalidMessage):
         await layer.group_send("g", message)  # type: ignore[arg-type]
+
+
+async def test_group_send_honours_capacity_overrides(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=5, channel_capacity={"tiny.*": 1})
+    await layer.group_add("mixed", "tiny.a")
+    await layer.group_add("mixed", "roomy.b")
+    await layer.group_send("mixed", {"type": "t", "i": 1})
+    await layer.group_send("mixed", {"type": "t", "i": 2})
+    assert layer.group_send_full_skips == 1  # only tiny.a's second message
+    assert (await asyncio.wait_for(layer.receive("tiny.a"), T))["i"] == 1
+    assert [(await asyncio.wait_for(layer.receive("roomy.b"), T))["i"] for _ in range(2)] == [1, 2]
