@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Iterable
+from operator import itemgetter
 
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 
@@ -140,21 +141,36 @@ class ProxyHeadersMiddleware:
 
     _asgi_single_callable = True  # compat.py: never mistake this for an ASGI 2 app
 
-    __slots__ = ("app", "trusted")
+    __slots__ = ("_addresses", "_always", "_slow_check", "app", "trusted")
 
     def __init__(self, app: ASGIApp, trusted: TrustedHosts) -> None:
         self.app = app
         self.trusted = trusted
+        # Per request: one C-level set lookup for the usual literal addresses;
+        # networks and '*' go through TrustedHosts.__contains__.
+        self._addresses = frozenset(trusted.addresses)
+        self._always = trusted.always
+        self._slow_check = trusted.__contains__ if trusted.networks or trusted.always else None
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        kind = scope["type"]
-        if kind == "http" or kind == "websocket":
-            client = scope.get("client")
-            trusted = self.trusted
+        client = scope.get("client")  # lifespan scopes have none
+        if client is not None:
+            host = client[0]
+            # Most requests, even from a proxy, carry neither header: look for
+            # them with a loop that runs in C before anything else is done.
+            if (
+                host in self._addresses or (self._slow_check is not None and self._slow_check(host))
+            ) and not _FORWARDING_NAMES.isdisjoint(map(_NAME, scope["headers"])):
+                apply_forwarded(scope, self.trusted)
+        elif self._always and scope["type"] in _CONNECTION_TYPES:
             # A Unix-socket peer has no address: only "*" trusts it.
-            if trusted.always if client is None else client[0] in trusted:
-                apply_forwarded(scope, trusted)
+            apply_forwarded(scope, self.trusted)
         return self.app(scope, receive, send)
+
+
+_CONNECTION_TYPES = frozenset({"http", "websocket"})
+_FORWARDING_NAMES = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+_NAME = itemgetter(0)
 
 
 def apply_forwarded(scope: Scope, trusted: TrustedHosts) -> None:
@@ -162,10 +178,11 @@ def apply_forwarded(scope: Scope, trusted: TrustedHosts) -> None:
     chain: list[bytes] = []
     proto: bytes | None = None
     for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            chain.append(value)
-        elif name == b"x-forwarded-proto":
-            proto = value  # the last line wins, as its right-most value would
+        if name in _FORWARDING_NAMES:
+            if name == b"x-forwarded-for":
+                chain.append(value)
+            else:
+                proto = value  # the last line wins, as its right-most value would
     if proto is not None:
         scheme = _scheme(proto, scope["type"] == "websocket")
         if scheme is not None:
