@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.server.serving import TIMEOUT_S, CLIProcess, cli_server
 
@@ -140,3 +141,27 @@ async def test_reload_with_workers_is_a_usage_error() -> None:
     async with cli_server(*ARGS, "--workers", "2", "--reload", wait_listening=False) as proc:
         assert await proc.wait_exit() == 2
     assert proc.stderr == ["sluiceway: error: --reload and --workers cannot be used together"]
+
+
+async def test_unix_socket_is_shared_and_removed_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    args = ["process_apps:pid", "--uds", str(path), "--workers", "2", "--app-dir", str(HERE)]
+    async with cli_server(*args) as proc:
+        ready = await proc.wait_for_lines(READY, 2)
+        workers = {int(m.group(2)) for m in ready}
+        transport = httpx.AsyncHTTPTransport(uds=str(path))
+        async with httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S) as client:
+            assert int((await client.get("http://workers/")).text) in workers
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit() == 0
+    assert not path.exists()
+
+
+def test_run_with_an_app_object_and_workers_is_refused() -> None:
+    from sluiceway.config import Config
+    from sluiceway.errors import ConfigError
+    from sluiceway.server.runner import serve_config
+    from tests.server.process_apps import pid
+
+    with pytest.raises(ConfigError, match="need the app as an import string"):
+        serve_config(Config(workers=2, port=0), pid)
