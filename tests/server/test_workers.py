@@ -165,3 +165,10 @@ def test_run_with_an_app_object_and_workers_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="need the app as an import string"):
         serve_config(Config(workers=2, port=0), pid)
+
+
+async def test_sigterm_while_workers_are_still_starting_exits_0() -> None:
+    async with cli_server(*ARGS, "--workers", "2", wait_listening=False) as proc:
+        await proc.wait_for_line(r"Supervisor \(pid \d+\) starting 2 worker")
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit() == 0

@@ -87,7 +87,6 @@ class Worker:
 class _Slot:
     failures: int = 0  # quick deaths in a row, for the backoff
     restart_at: float | None = None  # a restart waiting for its delay
-    waiting_for_change: bool = False  # --reload: stay down until a file changes
 
 
 @dataclass
@@ -174,7 +173,6 @@ class Supervisor:
             signal.signal(signal.SIGINT, previous)
         writer.close()  # ours: the pipe reads EOF once the child's end closes
         self.workers[slot] = Worker(slot, process, reader, time.monotonic())
-        self.slots[slot].waiting_for_change = False
 
     def _collect_ready(self) -> None:
         for worker in self.workers.values():
@@ -208,8 +206,7 @@ class Supervisor:
                     worker.process.pid,
                     how,
                 )
-                state.waiting_for_change = True
-                continue
+                continue  # _reload starts it again
             if not worker.ready and not self.any_ready and code in EXIT_STARTUP_CODES:
                 logger.error("Worker (pid %s) could not start; stopping.", worker.process.pid)
                 return int(code) if code is not None else 1
@@ -234,6 +231,8 @@ class Supervisor:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         logger.warning("Detected changes in %s%s: reloading.", shown, more)
         self._stop_all(wakeup, quiet=True)
+        if self.signals:
+            return  # asked to stop meanwhile
         for slot, state in self.slots.items():
             state.restart_at = None
             state.failures = 0
@@ -246,7 +245,9 @@ class Supervisor:
         self.workers.clear()
         for state in self.slots.values():
             state.restart_at = None
-        seen_signals = len(self.signals)
+        # Stopping for a signal, the next one forces the workers out; stopping
+        # for a reload, a first signal only means "do not start them again".
+        seen_signals = len(self.signals) + (1 if quiet else 0)
         for worker in workers:
             _send(worker, signal.SIGTERM)
         grace = config.graceful_shutdown_timeout_s + config.lifespan_shutdown_timeout_s
@@ -270,16 +271,19 @@ class Supervisor:
                 for worker in alive:
                     _send(worker, signal.SIGINT)
             alive = [w for w in alive if w.process.is_alive()]
-        codes = []
+        unclean = []
         for worker in workers:
             worker.process.join(0)
             worker.ready_pipe.close()
-            codes.append(worker.process.exitcode)
+            code = worker.process.exitcode
+            # One still starting had no handler yet: SIGTERM ended it, and it
+            # had served nothing.
+            if code != 0 and not (code == -signal.SIGTERM and not worker.ready):
+                unclean.append(code)
         if quiet:
             return 0
         if self.forced:
             return 130
-        unclean = [code for code in codes if code != 0]
         if unclean:
             logger.error("%d worker(s) did not stop cleanly (exit %s).", len(unclean), unclean)
             return 1
