@@ -172,3 +172,16 @@ async def test_sigterm_while_workers_are_still_starting_exits_0() -> None:
         await proc.wait_for_line(r"Supervisor \(pid \d+\) starting 2 worker")
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
+
+
+def test_workers_option_and_uvicorns_variable() -> None:
+    from sluiceway.errors import ConfigError
+    from sluiceway.options import config_from_sources
+
+    assert config_from_sources({}, {"WEB_CONCURRENCY": "3"}).workers == 3
+    assert config_from_sources({}, {"WEB_CONCURRENCY": "3", "SLUICEWAY_WORKERS": "2"}).workers == 2
+    assert config_from_sources({"workers": "4"}, {"WEB_CONCURRENCY": "3"}).workers == 4
+    with pytest.raises(ConfigError, match="invalid value for WEB_CONCURRENCY: 'many'"):
+        config_from_sources({}, {"WEB_CONCURRENCY": "many"})
+    with pytest.raises(ConfigError, match="workers must be at least 1, got 0"):
+        config_from_sources({"workers": "0"}, {})
