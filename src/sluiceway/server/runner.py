@@ -10,8 +10,13 @@ at once, in-flight requests complete) for up to
 tasks, then runs lifespan shutdown. ``await serve()`` does both around
 SIGINT/SIGTERM; a second signal skips the wait (``forced`` becomes True).
 
+With ``proxy_headers`` on, the connections see the app wrapped in
+``ProxyHeadersMiddleware`` (lifespan sees the bare app). ``sockets=`` makes a
+``Server`` serve sockets bound elsewhere: a worker under the supervisor.
+
 ``run(app, **options)`` builds the ``Config``, sets up logging and the event
-loop (uvloop unless unavailable: said once) and serves until a signal.
+loop (uvloop unless unavailable: said once) and serves until a signal; with
+``workers`` > 1 or ``reload`` it hands over to ``server/supervisor.py``.
 
 Start-up failures raise ``ConfigError`` (bad app path, unreadable TLS file,
 port in use: the CLI exits 2) or ``LifespanFailed`` (exit 1).
