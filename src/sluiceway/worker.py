@@ -7,8 +7,9 @@ the messages ``layer.receive(name)`` returns. A queue of one message sits
 between the two, so a slow consumer leaves messages in the layer, where its
 capacity and expiry apply, instead of piling them up in the worker.
 
-An instance that returns or raises is logged and started afresh for the next
-message; the worker itself keeps running. SIGTERM or SIGINT stops receiving,
+An instance that returns or raises is logged and started afresh: at once if
+a message already waits for it, else for the next message; the worker itself
+keeps running. SIGTERM or SIGINT stops receiving,
 gives the messages already handed to instances
 ``--graceful-timeout`` seconds from their hand-over (ASGI has no "done"
 signal, so time is the bound), returns a message taken but not yet handed
@@ -174,11 +175,14 @@ class Worker:
 
     async def _run_instance(self, inst: _Instance) -> None:
         scope = {"type": "channel", "channel": inst.channel, "asgi": {"version": "3.0"}}
+        taken = 0
 
         async def receive() -> Message:
+            nonlocal taken
             message = await inst.queue.get()
             self._last_handover = asyncio.get_running_loop().time()
             self.messages_handled += 1
+            taken += 1
             return message
 
         async def send(message: Message) -> None:
@@ -187,13 +191,27 @@ class Worker:
                 " use the channel layer"
             )
 
-        try:
-            await self.app(scope, receive, send)
-            logger.warning("application for channel %r returned; restarting it", inst.channel)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("application for channel %r raised; restarting it", inst.channel)
+        backoff = 0.1
+        while True:
+            taken = 0
+            try:
+                await self.app(scope, receive, send)
+                logger.warning("application for channel %r returned; restarting it", inst.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("application for channel %r raised; restarting it", inst.channel)
+            # The listener restarts an instance only before it hands over a
+            # message: if one is already queued (the listener may be blocked
+            # on a full queue), nobody else would ever take it.
+            if inst.queue.empty():
+                return
+            if taken == 0:
+                # An app that ends without receiving must not spin the loop.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
 
     async def _drain(self) -> None:
         """Give every message handed over at least ``graceful_timeout_s``, then cancel.

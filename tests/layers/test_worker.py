@@ -10,10 +10,13 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sluiceway.layers.memory import InMemoryChannelLayer
 from sluiceway.layers.redis import RedisChannelLayer
+from sluiceway.worker import Worker
 from tests.layers.conftest import RedisServer
 
 T = 15.0
@@ -182,3 +185,41 @@ def test_no_layer_is_a_usage_error(app_dir: Path, redis_server: RedisServer) -> 
     )
     assert proc.returncode == 2
     assert b"no channel layer" in proc.stderr
+
+
+async def test_an_instance_that_dies_with_a_message_queued_is_restarted() -> None:
+    """The instance crashes while the next message waits in its queue and the listener,
+    holding a third, waits for room: both must still be handled, with no new message."""
+    layer = InMemoryChannelLayer()
+    gate = asyncio.Event()
+    handled: list[int] = []
+    all_handled = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["n"] == 0:
+                await gate.wait()
+                raise RuntimeError("crash on purpose")
+            handled.append(message["n"])
+            if len(handled) == 2:
+                all_handled.set()
+
+    worker = Worker(app, ["jobs"], layer, graceful_timeout_s=0.1)
+    running = asyncio.ensure_future(worker.run())
+    for n in range(3):
+        await layer.send("jobs", {"type": "job", "n": n})
+    # Wait until message 1 sits in the instance's queue and 2 is held by the listener.
+    for _ in range(500):
+        if layer._store.depth("jobs") == 0 and worker._instances["jobs"].queue.full():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the worker never took the messages")
+    gate.set()
+    try:
+        await asyncio.wait_for(all_handled.wait(), 5)
+        assert handled == [1, 2]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 5)
