@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sluiceway.server.reload import FileWatcher, resolve_patterns
 from tests.server.serving import TIMEOUT_S, CLIProcess, cli_server
@@ -82,6 +83,11 @@ def test_naming_a_default_pattern_moves_it_out_of_the_other_list() -> None:
     assert excludes == ("*.py[cod]", ".sw.*", "~*", "*.py")
 
 
+def test_default_dir_is_the_current_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert FileWatcher([]).dirs == (str(tmp_path.resolve()),)
+
+
 def test_several_dirs_and_a_missing_one(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.py").write_text("")
@@ -114,6 +120,7 @@ async def test_changed_module_is_served_after_reload(tmp_path: Path) -> None:
     args = ["reload_app:app", "--reload", "--port", "0", "--app-dir", str(tmp_path)]
     async with cli_server(*args, "--reload-dir", str(tmp_path), cwd=tmp_path) as proc:
         await proc.wait_for_line(r"Worker 0 \(pid \d+\) ready")
+        assert f"Watching for changes in {tmp_path}" in proc.text
         assert await body(proc) == "v1"
         touch(module, APP.format(body=b"version-2"))
         await wait_body(proc, "version-2")

@@ -64,6 +64,8 @@ async def test_two_workers_serve_and_sigterm_stops_all_with_exit_0() -> None:
         ready = await proc.wait_for_lines(READY, 2)
         workers = {int(m.group(2)) for m in ready}
         assert len(workers) == 2 and proc.process.pid not in workers
+        # Each in its own process group: a terminal's Ctrl+C reaches only the supervisor.
+        assert all(os.getpgid(pid) == pid for pid in workers)
         assert await pids_serving(proc, workers) == workers
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
