@@ -281,3 +281,40 @@ async def test_upgrade_at_the_concurrency_limit_gets_503() -> None:
     ):
         await conn.send(upgrade_request())
         assert (await conn.read_response()).status == 503
+
+
+async def test_frames_held_before_accept_still_respect_the_queue_bound() -> None:
+    accept_now = asyncio.Event()
+    receive_now = asyncio.Event()
+    received: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await accept_now.wait()
+        await send({"type": "websocket.accept"})
+        await receive_now.wait()
+        count = 0
+        while (await receive())["type"] == "websocket.receive":
+            count += 1
+        received.set_result(count)
+
+    early = frame(0x2, b"e" * 4096, mask=ZERO_MASK) * 40  # 160 KiB: past the 64 KiB hold
+    message = frame(0x2, b"m" * 65536, mask=ZERO_MASK)
+    limit = 48 * 1024 * 1024 // len(message)
+    async with serve(app, ws_max_queue=2) as srv, raw_connection(srv.port) as conn:
+        await conn.send(upgrade_request() + early)
+        accept_now.set()
+        assert (await conn.read_response(head=True)).status == 101
+        sent = 0
+        while sent < limit:
+            conn.writer.write(message)
+            sent += 1
+            try:
+                await asyncio.wait_for(conn.writer.drain(), 0.5)
+            except asyncio.TimeoutError:
+                break
+        assert sent < limit, "reading resumed past the queue bound after the accept"
+        receive_now.set()
+        await asyncio.wait_for(conn.writer.drain(), TIMEOUT_S)
+        await conn.send(frame(0x8, b"\x03\xe8"))
+        assert await wait(received) == 40 + sent

@@ -273,12 +273,13 @@ class WebSocketProtocol(asyncio.Protocol):
         )
         self.phase = Phase.OPEN
         self._arm_keepalive()
+        # Resume before parsing what was held: if those messages fill the queue,
+        # the cycle's pause must be the last word.
+        self.resume_reading()
         pending = self._pending
         if pending:
             self._pending = b""
             self.data_received(pending)
-        if self._reading_paused and self.phase is Phase.OPEN:
-            self.resume_reading()
 
     def send_data(self, data: str | bytes) -> Awaitable[None] | None:
         conn = self.conn
