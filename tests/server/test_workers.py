@@ -8,6 +8,7 @@ on those lines, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -187,3 +188,47 @@ def test_workers_option_and_uvicorns_variable() -> None:
         config_from_sources({}, {"WEB_CONCURRENCY": "many"})
     with pytest.raises(ConfigError, match="workers must be at least 1, got 0"):
         config_from_sources({"workers": "0"}, {})
+
+
+def test_ctrl_c_in_a_terminal_stops_gracefully_with_exit_0() -> None:
+    """^C on a real terminal: the workers get one signal each (from us), not two."""
+    import pty
+    import select
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader with the pty as its terminal
+        os.execve(
+            sys.executable, [sys.executable, "-m", "sluiceway", "run", *ARGS, "--workers", "2"], env
+        )
+    output = b""
+
+    def read_until(token: bytes) -> None:
+        nonlocal output
+        deadline = time.monotonic() + TIMEOUT_S
+        while token not in output:
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    output += os.read(master, 65536)
+                except OSError:  # the child is gone and the pty closed
+                    break
+
+    status = None
+    try:
+        read_until(b"Worker 0")
+        read_until(b"Worker 1")
+        os.write(master, b"\x03")
+        read_until(b"All workers stopped.")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = output.decode(errors="replace")
+    assert "forcing" not in text
+    assert text.count("Application shutdown complete") == 2
