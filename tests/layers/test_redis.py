@@ -26,6 +26,66 @@ async def _keys(url: str) -> list[bytes]:
         await client.aclose()
 
 
+async def _wait_for_blocked_clients(client: aioredis.Redis, count: int) -> None:
+    for _ in range(500):
+        if (await client.info("clients"))["blocked_clients"] >= count:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"never saw {count} client(s) blocked in Redis")
+
+
+async def test_a_cancelled_receive_keeps_a_lone_receivers_order(redis_server: RedisServer) -> None:
+    """A receive cancelled while its BLPOP waits, then a new receive: first message first."""
+    redis_server.flushall()
+    layer, sender = RedisChannelLayer([redis_server.url]), RedisChannelLayer([redis_server.url])
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        before = (await raw.info("clients"))["blocked_clients"]
+        doomed = asyncio.ensure_future(layer.receive("ordered.plain"))
+        await _wait_for_blocked_clients(raw, before + 1)
+        doomed.cancel()
+        await asyncio.gather(doomed, return_exceptions=True)
+        again = asyncio.ensure_future(layer.receive("ordered.plain"))
+        await asyncio.sleep(0.1)  # room for a second BLPOP to reach Redis, if one is sent
+        await sender.send("ordered.plain", {"type": "t", "i": 0})
+        await sender.send("ordered.plain", {"type": "t", "i": 1})
+        assert (await asyncio.wait_for(again, T))["i"] == 0
+        assert (await asyncio.wait_for(layer.receive("ordered.plain"), T))["i"] == 1
+    finally:
+        await raw.aclose()
+        await sender.close()
+        await layer.close()
+
+
+async def test_a_message_taken_by_a_cancelled_receive_goes_back_with_a_ttl(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.flushall()
+    layer, other = RedisChannelLayer([redis_server.url]), RedisChannelLayer([redis_server.url])
+    raw = aioredis.Redis.from_url(redis_server.url)
+    key = "sluiceway:c:given.back"
+    try:
+        before = (await raw.info("clients"))["blocked_clients"]
+        doomed = asyncio.ensure_future(layer.receive("given.back"))
+        await _wait_for_blocked_clients(raw, before + 1)
+        doomed.cancel()
+        await asyncio.gather(doomed, return_exceptions=True)
+        # The orphaned BLPOP takes this one; nobody here adopts it, so it goes back.
+        await other.send("given.back", {"type": "t"})
+        for _ in range(500):
+            if await raw.llen(key) == 1:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the message never went back to the list")
+        assert await raw.pttl(key) > 0  # the list was recreated: it needs its TTL again
+        assert (await asyncio.wait_for(other.receive("given.back"), T))["type"] == "t"
+    finally:
+        await raw.aclose()
+        await other.close()
+        await layer.close()
+
+
 async def test_two_layer_instances_talk(redis_server: RedisServer) -> None:
     redis_server.flushall()
     sender, receiver = RedisChannelLayer([redis_server.url]), RedisChannelLayer([redis_server.url])

@@ -136,6 +136,10 @@ class _LoopState:
         self.release_task: asyncio.Task[None] | None = None
         self.release_timer: asyncio.TimerHandle | None = None
         self.background: set[asyncio.Task[Any]] = set()
+        # By list key: the BLPOP of a cancelled receive(), still running, and
+        # the push-back of a message such a BLPOP took that nobody adopted.
+        self.orphans: dict[str, asyncio.Future[Any]] = {}
+        self.requeues: dict[str, asyncio.Task[None]] = {}
         self.layer = layer
         # redis-py (8.1) sometimes swallows a cancellation that lands inside a
         # command, so loops also check this flag rather than trust cancel().
@@ -380,7 +384,7 @@ class RedisChannelLayer(BaseChannelLayer):
         state.closing = True
         if state.release_timer is not None:
             state.release_timer.cancel()
-        tasks = [*state.inbox_tasks.values(), *state.background]
+        tasks = [*state.inbox_tasks.values(), *state.background, *state.orphans.values()]
         if state.release_task is not None:
             tasks.append(state.release_task)
         for task in tasks:
@@ -402,13 +406,22 @@ class RedisChannelLayer(BaseChannelLayer):
         key = self._key + "c:" + channel
         backoff = _BACKOFF_FIRST_S
         while True:
-            pop = asyncio.ensure_future(shard.client.blpop([key], timeout=self.receive_timeout_s))
+            # What the BLPOP of a cancelled receive() takes is the head of the
+            # list: adopting it keeps a lone receiver's order exact, where a
+            # new BLPOP would overtake it and take the second message.
+            pop = state.orphans.pop(key, None)
+            if pop is None:
+                requeue = state.requeues.get(key)
+                if requeue is not None:
+                    # A message given back goes to the head: let it land first.
+                    await asyncio.wait([requeue])
+                pop = asyncio.ensure_future(
+                    shard.client.blpop([key], timeout=self.receive_timeout_s)
+                )
             try:
                 result = await asyncio.shield(pop)
             except asyncio.CancelledError:
-                # The BLPOP may already have taken a message off the list:
-                # put it back at the head rather than lose it.
-                pop.add_done_callback(lambda t: self._requeue(state, shard, key, t))
+                self._orphan(state, shard, key, pop)
                 raise
             except _RETRYABLE as exc:
                 logger.warning("redis receive on %r failed (%s); retrying", channel, exc)
@@ -422,14 +435,44 @@ class RedisChannelLayer(BaseChannelLayer):
             if message is not None:
                 return message
 
+    def _orphan(self, state: _LoopState, shard: _Shard, key: str, pop: asyncio.Future[Any]) -> None:
+        """Leave a cancelled receive's BLPOP running for the next receive() to adopt."""
+        if state.orphans.setdefault(key, pop) is not pop:
+            # Several receivers of one list cancelled at once: no order among
+            # their messages was ever promised, so this one just goes back.
+            pop.add_done_callback(lambda p: self._requeue(state, shard, key, p))
+            return
+
+        def settle(p: asyncio.Future[Any]) -> None:
+            if state.orphans.get(key) is p:  # it returned before anyone adopted it
+                del state.orphans[key]
+                self._requeue(state, shard, key, p)
+
+        pop.add_done_callback(settle)
+
     def _requeue(
         self, state: _LoopState, shard: _Shard, key: str, pop: asyncio.Future[Any]
     ) -> None:
         if pop.cancelled() or pop.exception() is not None or pop.result() is None:
             return
-        task = asyncio.ensure_future(shard.client.lpush(key, pop.result()[1]))
+        task = asyncio.ensure_future(self._push_back(shard, key, pop.result()[1]))
         state.background.add(task)
         task.add_done_callback(state.background.discard)
+        state.requeues[key] = task
+        task.add_done_callback(
+            lambda t: state.requeues.pop(key) if state.requeues.get(key) is t else None
+        )
+
+    async def _push_back(self, shard: _Shard, key: str, entry: bytes) -> None:
+        try:
+            # The BLPOP may have emptied and so deleted the list: the key needs
+            # its TTL again, or it would outlive every process that uses it.
+            async with shard.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, entry)
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+        except _RETRYABLE as exc:
+            logger.error("a message taken by a cancelled receive on %r is lost: %s", key, exc)
 
     def _open(self, entry: bytes) -> dict[str, Any] | None:
         """Decode an entry of a normal channel; ``None`` if expired or unreadable."""
