@@ -132,5 +132,14 @@ async def test_changed_module_is_served_after_reload(tmp_path: Path) -> None:
         touch(module, APP.format(body=b"fixed-3"))
         await wait_body(proc, "fixed-3")
 
+        # The same size, saved within the same second: only the nanoseconds
+        # differ, which a .pyc (whole seconds and size) cannot tell apart.
+        second = module.stat().st_mtime_ns // 1_000_000_000 * 1_000_000_000
+        os.utime(module, ns=(second + 100_000_000,) * 2)
+        await wait_body(proc, "fixed-3")  # a reload for the stamp change, same code
+        module.write_text(APP.format(body=b"fixed-4"))
+        os.utime(module, ns=(second + 600_000_000,) * 2)
+        await wait_body(proc, "fixed-4")
+
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0

@@ -375,6 +375,11 @@ def worker_main(config: Config, app: str, sockets: list[socket.socket], ready: C
     """Serve ``sockets`` until SIGTERM; exit codes as the CLI's (0, 1, 2, 130)."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # see the module docstring: Ctrl+C goes to the supervisor only
+    if config.reload:
+        # A .pyc records its source's mtime in whole seconds (and its size):
+        # one written now would be taken for a same-size edit saved within
+        # the same second, and the reload would serve the old code.
+        sys.dont_write_bytecode = True
     from sluiceway.logconfig import configure_logging
     from sluiceway.server.runner import serve_config
 
