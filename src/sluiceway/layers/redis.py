@@ -36,8 +36,12 @@ Connections: one client (pool) per host per event loop, so a layer used from
 several loops (tests, threads running their own loops) never shares a
 connection across loops.
 
-Imports redis (redis-py's asyncio client), msgpack via serializers, and
-``sluiceway.layers.base``/``memory``/``sharding``; never the server.
+What is bound to one event loop (connections, the inbox loop, the local
+buffer, capacity releases) lives in ``redis_inbox.py``; the scripts and the
+entry format in ``redis_scripts.py``.
+
+Imports redis (through ``redis_inbox``), msgpack via serializers, and
+``sluiceway.layers.base``/``sharding``; never the server.
 """
 
 from __future__ import annotations
@@ -47,16 +51,8 @@ import logging
 import re
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluiceway.errors import ChannelFull, ConfigError, InvalidMessage
 from sluiceway.layers.base import (
@@ -67,117 +63,21 @@ from sluiceway.layers.base import (
     require_valid_group_name,
     require_valid_message,
 )
-from sluiceway.layers.memory import ChannelStore
-from sluiceway.layers.redis_scripts import (
-    LUA_GROUP_SEND,
-    LUA_RELEASE,
-    LUA_SEND,
-    encode_entry,
-    host_spec,
-    parse_entry,
-    public_id,
+from sluiceway.layers.redis_inbox import (
+    BACKOFF_FIRST_S,
+    BACKOFF_MAX_S,
+    RETRYABLE,
+    LoopState,
+    Shard,
+    as_bytes,
 )
+from sluiceway.layers.redis_scripts import encode_entry, host_spec, parse_entry, public_id
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
 from sluiceway.layers.sharding import HashRing
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_INBOX_BATCH = 100
-# How long a received message may keep holding its capacity in Redis when the
-# inbox loop is idle (busy loops release with their next pop, sooner).
-_RELEASE_DELAY_S = 0.005
-_BACKOFF_FIRST_S = 0.05
-_BACKOFF_MAX_S = 5.0
-
-
-def _as_bytes(value: object) -> bytes:
-    # redis-py types replies as a union of every reply type; ours are bytes
-    # because no client is built with decode_responses.
-    if not isinstance(value, bytes):
-        raise TypeError(f"unexpected redis reply {value!r}")
-    return value
-
-
-class _Shard:
-    __slots__ = ("client", "group_send", "release", "send")
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.send = client.register_script(LUA_SEND)
-        self.group_send = client.register_script(LUA_GROUP_SEND)
-        self.release = client.register_script(LUA_RELEASE)
-
-
-class _LoopState:
-    """Everything bound to one event loop: connections, inbox loops, local buffer."""
-
-    def __init__(self, layer: RedisChannelLayer) -> None:
-        defaults: dict[str, Any] = {
-            # redis-py retries 10 times by default: that can deliver a send twice
-            # and stall a caller for a minute. The layer retries itself, where
-            # retrying is safe (receiving), with its own backoff.
-            "retry": Retry(NoBackoff(), 0),
-            "socket_connect_timeout": 5.0,
-            # A BLPOP waits receive_timeout_s for data: the socket must wait longer.
-            "socket_timeout": layer.receive_timeout_s + 5.0,
-        }
-        self.shards = [
-            _Shard(aioredis.Redis.from_url(url, **{**defaults, **options}))
-            for url, options in layer._hosts
-        ]
-        self.client_id = secrets.token_hex(6)
-        self.store = ChannelStore(layer.get_capacity, self.on_remove)
-        self.inbox_tasks: dict[str, asyncio.Task[None]] = {}
-        self.releases: defaultdict[str, defaultdict[str, int]] = defaultdict(
-            lambda: defaultdict(int)
-        )
-        self.release_task: asyncio.Task[None] | None = None
-        self.release_timer: asyncio.TimerHandle | None = None
-        self.background: set[asyncio.Task[Any]] = set()
-        # By list key: the BLPOP of a cancelled receive(), still running, and
-        # the push-back of a message such a BLPOP took that nobody adopted.
-        self.orphans: dict[str, asyncio.Future[Any]] = {}
-        self.requeues: dict[str, asyncio.Task[None]] = {}
-        self.layer = layer
-        # redis-py (8.1) sometimes swallows a cancellation that lands inside a
-        # command, so loops also check this flag rather than trust cancel().
-        self.closing = False
-
-    def on_remove(self, channel: str, count: int) -> None:
-        # Runs synchronously inside ChannelStore. The inbox loop sends pending
-        # releases along with its next pop (no extra round trip when messages
-        # keep coming); if it stays blocked, a timer sends them on their own
-        # after _RELEASE_DELAY_S, batched, so a burst of receives costs one call.
-        self.releases[non_local_name(channel)][channel] += count
-        self.schedule_release()
-
-    def schedule_release(self) -> None:
-        if self.release_timer is None and not self.closing:
-            self.release_timer = asyncio.get_running_loop().call_later(
-                _RELEASE_DELAY_S, self._release_now
-            )
-
-    def _release_now(self) -> None:
-        self.release_timer = None
-        if self.releases and (self.release_task is None or self.release_task.done()):
-            self.release_task = asyncio.get_running_loop().create_task(self.layer._release(self))
-
-    def take_release(self, inbox: str) -> str | None:
-        """Pending releases of ``inbox`` packed for LUA_RELEASE, now owed by the caller."""
-        counts = self.releases.pop(inbox, None)
-        if not counts:
-            return None
-        return ",".join([f"{channel}={n}" for channel, n in counts.items()])
-
-    def give_back_release(self, inbox: str, packed: str) -> None:
-        """Undo ``take_release`` after the write failed: over-counting blocks senders."""
-        pending = self.releases[inbox]
-        for item in packed.split(","):
-            channel, _, n = item.partition("=")
-            pending[channel] += int(n)
-        self.schedule_release()
 
 
 class RedisChannelLayer(BaseChannelLayer):
@@ -228,7 +128,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.receive_timeout_s = receive_timeout_s
         self._ring = HashRing([public_id(url) for url, _ in self._hosts])
         self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
         self._ttl_ms = int(self.expiry_s * 1000) + 1000
         # Messages that reached this process's local buffer when it was full
         # (only possible if processes disagree on capacities): logged, counted.
@@ -238,7 +138,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -246,10 +146,10 @@ class RedisChannelLayer(BaseChannelLayer):
                 # A closed loop's sockets cannot be closed politely any more;
                 # dropping the clients lets their transports be collected.
                 del self._loops[other]
-            state = self._loops[loop] = _LoopState(self)
+            state = self._loops[loop] = LoopState(self)
         return state
 
-    def _shard(self, state: _LoopState, channel: str) -> _Shard:
+    def _shard(self, state: LoopState, channel: str) -> Shard:
         return state.shards[self._ring.index_for(non_local_name(channel))]
 
     # -- the API ----------------------------------------------------------------------------
@@ -294,7 +194,7 @@ class RedisChannelLayer(BaseChannelLayer):
             task = state.inbox_tasks.get(local)
             if task is None or task.done():
                 state.inbox_tasks[local] = asyncio.get_running_loop().create_task(
-                    self._inbox_loop(state, local)
+                    state.inbox_loop(local)
                 )
             return await state.store.get(channel)
         return await self._receive_plain(state, channel)
@@ -401,10 +301,10 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _receive_plain(self, state: _LoopState, channel: str) -> dict[str, Any]:
+    async def _receive_plain(self, state: LoopState, channel: str) -> dict[str, Any]:
         shard = self._shard(state, channel)
         key = self._key + "c:" + channel
-        backoff = _BACKOFF_FIRST_S
+        backoff = BACKOFF_FIRST_S
         while True:
             # What the BLPOP of a cancelled receive() takes is the head of the
             # list: adopting it keeps a lone receiver's order exact, where a
@@ -423,19 +323,19 @@ class RedisChannelLayer(BaseChannelLayer):
             except asyncio.CancelledError:
                 self._orphan(state, shard, key, pop)
                 raise
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 logger.warning("redis receive on %r failed (%s); retrying", channel, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
-            backoff = _BACKOFF_FIRST_S
+            backoff = BACKOFF_FIRST_S
             if result is None:
                 continue
-            message = self._open(_as_bytes(result[1]))
+            message = self._open(as_bytes(result[1]))
             if message is not None:
                 return message
 
-    def _orphan(self, state: _LoopState, shard: _Shard, key: str, pop: asyncio.Future[Any]) -> None:
+    def _orphan(self, state: LoopState, shard: Shard, key: str, pop: asyncio.Future[Any]) -> None:
         """Leave a cancelled receive's BLPOP running for the next receive() to adopt."""
         if state.orphans.setdefault(key, pop) is not pop:
             # Several receivers of one list cancelled at once: no order among
@@ -450,9 +350,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
         pop.add_done_callback(settle)
 
-    def _requeue(
-        self, state: _LoopState, shard: _Shard, key: str, pop: asyncio.Future[Any]
-    ) -> None:
+    def _requeue(self, state: LoopState, shard: Shard, key: str, pop: asyncio.Future[Any]) -> None:
         if pop.cancelled() or pop.exception() is not None or pop.result() is None:
             return
         task = asyncio.ensure_future(self._push_back(shard, key, pop.result()[1]))
@@ -463,7 +361,7 @@ class RedisChannelLayer(BaseChannelLayer):
             lambda t: state.requeues.pop(key) if state.requeues.get(key) is t else None
         )
 
-    async def _push_back(self, shard: _Shard, key: str, entry: bytes) -> None:
+    async def _push_back(self, shard: Shard, key: str, entry: bytes) -> None:
         try:
             # The BLPOP may have emptied and so deleted the list: the key needs
             # its TTL again, or it would outlive every process that uses it.
@@ -471,7 +369,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 pipe.lpush(key, entry)
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
-        except _RETRYABLE as exc:
+        except RETRYABLE as exc:
             logger.error("a message taken by a cancelled receive on %r is lost: %s", key, exc)
 
     def _open(self, entry: bytes) -> dict[str, Any] | None:
@@ -489,137 +387,3 @@ class RedisChannelLayer(BaseChannelLayer):
         except InvalidMessage as exc:
             logger.error("dropped an unreadable layer message: %s", exc)
             return None
-
-    async def _inbox_loop(self, state: _LoopState, inbox: str) -> None:
-        """Move this process's messages from Redis into the local buffer, forever."""
-        client = state.shards[self._ring.index_for(inbox)].client
-        backoff = _BACKOFF_FIRST_S
-        # BLMPOP (Redis 7) waits when idle and takes a batch when busy, in one
-        # command; older servers get LPOP with a count, then BLPOP.
-        blmpop = True
-        while not state.closing:
-            try:
-                entries = await self._pop_inbox(state, client, inbox, blmpop)
-            except ResponseError as exc:
-                if blmpop and "unknown command" in str(exc).lower():
-                    blmpop = False
-                    continue
-                # OOM, a wrong key type, a replica: nothing we can fix, but the
-                # loop must outlive it, or every receiver of this process starves.
-                logger.error("redis inbox %r: %s; retrying", inbox, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            except _RETRYABLE as exc:
-                if state.closing:
-                    return
-                logger.warning("redis inbox %r unreachable (%s); retrying", inbox, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            except Exception:
-                # A client bug or a reply we cannot read: same rule, the loop lives on.
-                logger.exception("redis inbox %r: unexpected error; retrying", inbox)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            backoff = _BACKOFF_FIRST_S
-            for entry in entries:
-                try:
-                    self._dispatch(state, _as_bytes(entry))
-                except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                    # Not an entry we wrote (another program shares the prefix?).
-                    logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
-
-    async def _pop_inbox(
-        self, state: _LoopState, client: aioredis.Redis, inbox: str, blmpop: bool
-    ) -> list[Any]:
-        key = self._key + "c:" + inbox
-        release = state.take_release(inbox)
-        popped: Any
-        try:
-            if release is not None or not blmpop:
-                # One round trip for the release and the (first) pop.
-                async with client.pipeline(transaction=False) as pipe:
-                    if release is not None:
-                        pipe.eval(LUA_RELEASE, 1, self._key + "n:" + inbox, release)
-                    if blmpop:
-                        pipe.blmpop(
-                            self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
-                        )
-                    else:
-                        pipe.lpop(key, _INBOX_BATCH)
-                    popped = (await pipe.execute())[-1]
-            else:
-                popped = await client.blmpop(
-                    self.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
-                )
-        except ResponseError as exc:
-            # An unknown BLMPOP (Redis 6) fails after the release ran: keep it spent.
-            if release is not None and "unknown command" not in str(exc).lower():
-                state.give_back_release(inbox, release)
-            raise
-        except BaseException:
-            if release is not None:
-                state.give_back_release(inbox, release)
-            raise
-        if blmpop:
-            return list(popped[1]) if popped else []
-        if popped:
-            return list(popped)
-        one: Any = await client.blpop([key], timeout=self.receive_timeout_s)
-        return [one[1]] if one else []
-
-    def _dispatch(self, state: _LoopState, entry: bytes) -> None:
-        deadline, names, payload = parse_entry(entry)
-        channels = names.split(",")
-        remaining = deadline - time.time()
-        message: dict[str, Any] | None = None
-        if remaining <= 0:
-            self.expired_on_receive += len(channels)
-        else:
-            try:
-                message = self._serializer.loads(payload)
-            except InvalidMessage as exc:
-                logger.error("dropped an unreadable layer message for %s: %s", names, exc)
-        if message is None:
-            for channel in channels:
-                state.on_remove(channel, 1)
-            return
-        mono_deadline = time.monotonic() + remaining
-        shared = len(channels) > 1
-        for channel in channels:
-            # Group members share one decoded message: each gets a shallow
-            # copy, as the in-memory layer gives them.
-            copy = dict(message) if shared else message
-            if state.store.put(channel, copy, mono_deadline):
-                continue
-            # Redis admitted it, so another process must run a larger capacity
-            # for this channel than we do: say so loudly.
-            self.receive_buffer_overflows += 1
-            state.on_remove(channel, 1)
-            logger.error(
-                "local buffer of %r is full (capacity %d): message dropped;"
-                " do all processes configure the same capacities?",
-                channel,
-                self.get_capacity(channel),
-            )
-
-    async def _release(self, state: _LoopState) -> None:
-        """Hand back, in Redis, the capacity of messages the app has received."""
-        backoff = _BACKOFF_FIRST_S
-        while state.releases and not state.closing:
-            inbox = next(iter(state.releases))
-            packed = state.take_release(inbox)
-            if packed is None:
-                continue
-            shard = state.shards[self._ring.index_for(inbox)]
-            try:
-                await shard.release(keys=[self._key + "n:" + inbox], args=[packed])
-                backoff = _BACKOFF_FIRST_S
-            except _RETRYABLE as exc:
-                # Keep them: over-counting would block senders for good.
-                state.give_back_release(inbox, packed)
-                logger.warning("redis capacity release failed (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
