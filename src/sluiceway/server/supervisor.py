@@ -33,8 +33,9 @@ the supervisor, which forwards it once (else each worker would see it twice:
 from the terminal and from us, and force its exit). A worker whose
 supervisor disappears (``kill -9``) shuts itself down gracefully.
 
-Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.runner``
-(binding; the worker's ``serve_config``) and ``sluiceway.server.reload``.
+Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.sockets``
+(binding), ``sluiceway.server.reload`` and, in the worker only,
+``sluiceway.server.runner`` (``serve_config``).
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ def supervise(config: Config, app: str) -> None:
         SystemExit: a worker could not start (its exit code), or a worker did not stop cleanly.
         KeyboardInterrupt: a second signal forced the exit.
     """
-    from sluiceway.server.runner import bind_sockets, describe_socket
+    from sluiceway.server.sockets import bind_sockets, describe_socket
 
     sockets = bind_sockets(config)
     try:
