@@ -143,3 +143,11 @@ async def test_changed_module_is_served_after_reload(tmp_path: Path) -> None:
 
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
+
+
+async def test_missing_reload_dir_exits_2(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    args = ["reload_app:app", "--reload", "--port", "0", "--reload-dir", missing]
+    async with cli_server(*args, cwd=tmp_path, wait_listening=False) as proc:
+        assert await proc.wait_exit() == 2
+    assert proc.stderr == [f"sluiceway: error: --reload-dir {missing!r}: not a directory"]

@@ -340,12 +340,17 @@ def supervise(config: Config, app: str) -> None:
     """Bind, run the workers until a signal, clean up.
 
     Raises:
-        ConfigError: the sockets cannot be bound (before any worker starts).
+        ConfigError: a reload dir is missing or the sockets cannot be bound
+            (before any worker starts).
         SystemExit: a worker could not start (its exit code), or a worker did not stop cleanly.
         KeyboardInterrupt: a second signal forced the exit.
     """
     from sluiceway.server.sockets import bind_sockets, describe_socket
 
+    if config.reload:
+        for directory in config.reload_dirs:
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--reload-dir {directory!r}: not a directory")
     sockets = bind_sockets(config)
     try:
         for sock in sockets:
