@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -162,7 +163,9 @@ class Supervisor:
         reader, writer = _CONTEXT.Pipe(duplex=False)
         process = _CONTEXT.Process(
             target=worker_main,
-            args=(self.config, self.app, self.sockets, writer),
+            # The fields, not the object: a frozen slotted dataclass does not
+            # unpickle on every Python we support (3.10).
+            args=(_fields(self.config), self.app, self.sockets, writer),
             name=f"sluiceway-worker-{slot}",
         )
         # The child inherits an ignored SIGINT until its server installs its
@@ -377,8 +380,15 @@ def supervise(config: Config, app: str) -> None:
 # --- the worker's entry point (runs in the spawned process) ---------------------------------
 
 
-def worker_main(config: Config, app: str, sockets: list[socket.socket], ready: Connection) -> None:
+def _fields(config: Config) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def worker_main(
+    fields: dict[str, Any], app: str, sockets: list[socket.socket], ready: Connection
+) -> None:
     """Serve ``sockets`` until SIGTERM; exit codes as the CLI's (0, 1, 2, 130)."""
+    config = Config(**fields)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # see the module docstring: Ctrl+C goes to the supervisor only
     if config.reload:
