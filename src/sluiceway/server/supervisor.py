@@ -163,8 +163,8 @@ class Supervisor:
         reader, writer = _CONTEXT.Pipe(duplex=False)
         process = _CONTEXT.Process(
             target=worker_main,
-            # The fields, not the object: a frozen slotted dataclass does not
-            # unpickle on every Python we support (3.10).
+            # The fields, not the object: the worker rebuilds (and checks) its
+            # Config, whatever the pickling of frozen slotted dataclasses.
             args=(_fields(self.config), self.app, self.sockets, writer),
             name=f"sluiceway-worker-{slot}",
         )
