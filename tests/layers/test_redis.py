@@ -521,3 +521,31 @@ def test_redis_without_blmpop_falls_back(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+async def test_capacity_comes_back_after_a_release_refused_by_redis(
+    fresh_redis: RedisServer,
+) -> None:
+    """Redis at maxmemory refuses the release of a received message's capacity with
+    -OOM: it must be retried, or the channel stays full for good once memory frees."""
+    layer = RedisChannelLayer([fresh_redis.url], capacity=1)
+    raw = aioredis.Redis.from_url(fresh_redis.url)
+    try:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "t", "i": 0})
+        await raw.config_set("maxmemory", 1)  # every write now fails with -OOM
+        assert (await asyncio.wait_for(layer.receive(channel), T))["i"] == 0
+        await asyncio.sleep(0.1)  # the release meets -OOM at least once
+        await raw.config_set("maxmemory", 0)
+        for _ in range(500):
+            try:
+                await layer.send(channel, {"type": "t", "i": 1})
+                break
+            except ChannelFull:
+                await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the capacity of the received message was never released")
+        assert (await asyncio.wait_for(layer.receive(channel), T))["i"] == 1
+    finally:
+        await raw.aclose()
+        await layer.close()

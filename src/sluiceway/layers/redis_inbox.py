@@ -198,16 +198,20 @@ class LoopState:
                         )
                     else:
                         pipe.lpop(key, _INBOX_BATCH)
-                    popped = (await pipe.execute())[-1]
+                    # Errors come back as values: a refused release (-OOM) must
+                    # not throw away the entries the pop took in the same trip.
+                    results = await pipe.execute(raise_on_error=False)
+                if release is not None and isinstance(results[0], Exception):
+                    logger.warning("redis capacity release failed (%s); retrying", results[0])
+                    self.give_back_release(inbox, release)
+                release = None  # spent or given back: owed no more
+                popped = results[-1]
+                if isinstance(popped, Exception):
+                    raise popped
             else:
                 popped = await client.blmpop(
                     self.layer.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
                 )
-        except ResponseError as exc:
-            # An unknown BLMPOP (Redis 6) fails after the release ran: keep it spent.
-            if release is not None and "unknown command" not in str(exc).lower():
-                self.give_back_release(inbox, release)
-            raise
         except BaseException:
             if release is not None:
                 self.give_back_release(inbox, release)
@@ -266,8 +270,9 @@ class LoopState:
             try:
                 await shard.release(keys=[self.layer._key + "n:" + inbox], args=[packed])
                 backoff = BACKOFF_FIRST_S
-            except RETRYABLE as exc:
-                # Keep them: over-counting would block senders for good.
+            except Exception as exc:
+                # Keep them, whatever the error (-OOM at maxmemory, a lost
+                # connection): over-counting would block senders for good.
                 self.give_back_release(inbox, packed)
                 logger.warning("redis capacity release failed (%s); retrying", exc)
                 await asyncio.sleep(backoff)
