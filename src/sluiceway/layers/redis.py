@@ -64,9 +64,8 @@ from sluiceway.layers.base import (
     require_valid_message,
 )
 from sluiceway.layers.redis_inbox import (
-    BACKOFF_FIRST_S,
-    BACKOFF_MAX_S,
     RETRYABLE,
+    Backoff,
     LoopState,
     Shard,
     as_bytes,
@@ -304,7 +303,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _receive_plain(self, state: LoopState, channel: str) -> dict[str, Any]:
         shard = self._shard(state, channel)
         key = self._key + "c:" + channel
-        backoff = BACKOFF_FIRST_S
+        backoff = Backoff()
         while True:
             # What the BLPOP of a cancelled receive() takes is the head of the
             # list: adopting it keeps a lone receiver's order exact, where a
@@ -325,10 +324,9 @@ class RedisChannelLayer(BaseChannelLayer):
                 raise
             except RETRYABLE as exc:
                 logger.warning("redis receive on %r failed (%s); retrying", channel, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
-            backoff = BACKOFF_FIRST_S
+            backoff.reset()
             if result is None:
                 continue
             message = self._open(as_bytes(result[1]))

@@ -46,8 +46,28 @@ _INBOX_BATCH = 100
 # How long a received message may keep holding its capacity in Redis when the
 # inbox loop is idle (busy loops release with their next pop, sooner).
 _RELEASE_DELAY_S = 0.005
-BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 5.0
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+
+class Backoff:
+    """Waits between retries of a failing Redis call: 50 ms, doubling up to 5 s.
+
+    Every loop that outlives a Redis outage waits with one of these, so none
+    can spin while Redis is down, and none waits long once it is back.
+    """
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = _BACKOFF_FIRST_S
+
+    def reset(self) -> None:
+        self.delay = _BACKOFF_FIRST_S
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _BACKOFF_MAX_S)
 
 
 def as_bytes(value: object) -> bytes:
@@ -140,7 +160,7 @@ class LoopState:
     async def inbox_loop(self, inbox: str) -> None:
         """Move this process's messages from Redis into the local buffer, forever."""
         client = self.shards[self.layer._ring.index_for(inbox)].client
-        backoff = BACKOFF_FIRST_S
+        backoff = Backoff()
         # BLMPOP (Redis 7) waits when idle and takes a batch when busy, in one
         # command; older servers get LPOP with a count, then BLPOP.
         blmpop = True
@@ -154,23 +174,20 @@ class LoopState:
                 # OOM, a wrong key type, a replica: nothing we can fix, but the
                 # loop must outlive it, or every receiver of this process starves.
                 logger.error("redis inbox %r: %s; retrying", inbox, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
             except RETRYABLE as exc:
                 if self.closing:
                     return
                 logger.warning("redis inbox %r unreachable (%s); retrying", inbox, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
             except Exception:
                 # A client bug or a reply we cannot read: same rule, the loop lives on.
                 logger.exception("redis inbox %r: unexpected error; retrying", inbox)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
-            backoff = BACKOFF_FIRST_S
+            backoff.reset()
             for entry in entries:
                 try:
                     self._dispatch(as_bytes(entry))
@@ -260,7 +277,7 @@ class LoopState:
 
     async def release_loop(self) -> None:
         """Hand back, in Redis, the capacity of messages the app has received."""
-        backoff = BACKOFF_FIRST_S
+        backoff = Backoff()
         while self.releases and not self.closing:
             inbox = next(iter(self.releases))
             packed = self.take_release(inbox)
@@ -269,11 +286,10 @@ class LoopState:
             shard = self.shards[self.layer._ring.index_for(inbox)]
             try:
                 await shard.release(keys=[self.layer._key + "n:" + inbox], args=[packed])
-                backoff = BACKOFF_FIRST_S
+                backoff.reset()
             except Exception as exc:
                 # Keep them, whatever the error (-OOM at maxmemory, a lost
                 # connection): over-counting would block senders for good.
                 self.give_back_release(inbox, packed)
                 logger.warning("redis capacity release failed (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
