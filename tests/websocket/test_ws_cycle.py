@@ -232,3 +232,18 @@ async def test_run_maps_app_endings(
         await cycle.run(app)
     assert sink.calls[-1][: len(last_call)] == last_call
     assert bool(caplog.records) is logged
+
+
+async def test_peer_gone_during_a_denial_ends_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    cycle, sink = make()
+
+    async def app(scope: Any, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401})
+        cycle.peer_closed(1006)
+        await send({"type": "websocket.http.response.body", "body": b"x"})
+
+    with caplog.at_level("ERROR", logger="sluiceway.error"):
+        await cycle.run(app)
+    assert sink.calls == []
+    assert not caplog.records

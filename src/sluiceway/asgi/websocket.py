@@ -36,6 +36,7 @@ Imports only ``asgi.types``, ``errors`` and the standard library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections import deque
@@ -164,6 +165,11 @@ class WebSocketCycle:
             self._app_done(failed=False)
 
     def _app_done(self, failed: bool) -> None:
+        # If the peer left while we answer, there is nothing more to say.
+        with contextlib.suppress(ClientDisconnected):
+            self._answer_app_end(failed)
+
+    def _answer_app_end(self, failed: bool) -> None:
         state = self.state
         self.state = WSState.CLOSED
         if state is WSState.CONNECTING:
@@ -231,8 +237,8 @@ class WebSocketCycle:
         if self._disconnect is not None:
             return
         self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
-        if self.state is WSState.CONNECTED or self.state is WSState.CONNECTING:
-            self.state = WSState.CLOSED
+        # Nothing more can reach the peer, whatever the app was doing.
+        self.state = WSState.CLOSED
         self._wake()
 
     def _wake(self) -> None:
