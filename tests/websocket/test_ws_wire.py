@@ -6,6 +6,8 @@ both ways, graceful shutdown.
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -318,3 +320,45 @@ async def test_frames_held_before_accept_still_respect_the_queue_bound() -> None
         await asyncio.wait_for(conn.writer.drain(), TIMEOUT_S)
         await conn.send(frame(0x8, b"\x03\xe8"))
         assert await wait(received) == 40 + sent
+
+
+async def test_idle_connection_python_heap_is_small() -> None:
+    """Guards the per-connection budget (target: < 14 KiB RSS per idle connection, bench/ws.py).
+
+    Counts what sluiceway's own code allocates for each idle, accepted WebSocket: the
+    protocol, cycle, codec, scope, app task and coroutine frames. The transport and the
+    kernel buffers are outside the Python heap and measured by the benchmark instead.
+    """
+    count = 100
+    async with serve(echo_app) as srv:
+        clients: list[asyncio.StreamWriter] = []
+
+        async def open_one() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(upgrade_request())
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
+            clients.append(writer)
+
+        await open_one()  # first-connection allocations (caches, the tick) out of the count
+        gc.collect()
+        tracemalloc.start(1)
+        try:
+            before = tracemalloc.take_snapshot()
+            for _ in range(count):
+                await open_one()
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        only_ours = [tracemalloc.Filter(True, "*sluiceway*")]
+        grown = sum(
+            stat.size_diff
+            for stat in after.filter_traces(only_ours).compare_to(
+                before.filter_traces(only_ours), "lineno"
+            )
+        )
+        assert len(srv.state.connections) == count + 1
+        # Measured at about 3.8 KiB; the bound leaves room without hiding a new buffer.
+        assert grown / count < 6 * 1024, f"{grown / count:.0f} bytes per idle connection"
+        for writer in clients:
+            writer.close()
