@@ -77,6 +77,10 @@ _WATCHED = frozenset(
 )
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _LINGER_S = 1.0
+# How long a closing connection may take to flush what is buffered (at most
+# the write high-water mark, since send() waits above it) or to finish the
+# TLS close handshake, before it is aborted.
+_CLOSE_TIMEOUT_S = 10.0
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES = 16 * 1024
@@ -793,6 +797,9 @@ class HTTP1Protocol(asyncio.Protocol):
     def on_deadline(self) -> None:
         """Keep-alive idle, request-head or stalled-body timeout: close quietly."""
         self.deadline = None
+        if self._transport.is_closing():
+            self._transport.abort()  # our close did not finish in time
+            return
         if self._phase is _BODY:
             if self._flow.read_paused:
                 # We stopped reading (the app is slow): not the client's fault.
@@ -824,9 +831,16 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def _close(self) -> None:
         self._phase = _CLOSED
-        self.deadline = None
-        if not self._transport.is_closing():
-            self._transport.close()
+        transport = self._transport
+        if transport.is_closing():
+            return
+        # Keep reading while the transport closes: TLS finishes its close by
+        # reading the peer's close_notify, and with reading paused Python
+        # 3.10's SSL transport never completes it. data_received drops what
+        # arrives. The deadline cuts off a close the peer never lets finish.
+        self._flow.resume_reading()
+        transport.close()
+        self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
 
     # -- flow control callbacks from the transport --------------------------------------
 
