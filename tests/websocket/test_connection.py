@@ -92,6 +92,40 @@ def test_a_partial_frame_waits_for_the_rest() -> None:
     assert conn.events_received() == [TextMessage("hello")]
 
 
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        (1, 5, 30_000, 70_020),  # header split, then the payload over three reads
+        (70_020, 70_030, 70_040),  # the frame ends in the read that starts the next
+        (3, 70_000),  # the last read completes one frame and holds two more
+    ],
+)
+def test_a_binary_frame_held_across_reads_is_parsed_with_what_follows(
+    cuts: tuple[int, ...],
+) -> None:
+    # A payload that spans reads is held read by read and joined once: the
+    # frames before and after it, in the same reads, must come out intact.
+    conn = Connection()
+    data = os.urandom(70_000)
+    stream = (
+        client_frame(TEXT, b"before")
+        + client_frame(BINARY, data)
+        + client_frame(PING, b"p")
+        + client_frame(BINARY, b"after")
+    )
+    start = 0
+    for cut in (*cuts, len(stream)):
+        conn.receive_data(stream[start:cut])
+        start = cut
+    assert conn.events_received() == [
+        TextMessage("before"),
+        BytesMessage(data),
+        Ping(b"p"),
+        BytesMessage(b"after"),
+    ]
+    assert_frame_sent(conn, PONG, b"p")
+
+
 def test_fragmented_messages_are_reassembled_with_control_frames_between() -> None:
     conn = Connection()
     feed(

@@ -133,11 +133,14 @@ class Connection:
         "_frag_parts",
         "_frag_size",
         "_frag_wire",
+        "_held",
+        "_held_size",
         "_max_size",
         "_out",
         "_partial_checked",
         "_partial_utf8",
         "_utf8",
+        "_wait",
         "_wire_limit",
         "close_code",
         "close_reason",
@@ -168,6 +171,11 @@ class Connection:
             PerMessageDeflate(deflate, deflate_settings) if deflate is not None else None
         )
         self._buf = bytearray()
+        # A frame whose payload spans reads: the reads as they came (no copy)
+        # and their size, until ``_wait`` bytes (the whole frame) are held.
+        self._held: list[bytes | bytearray | memoryview] = []
+        self._held_size = 0
+        self._wait = 0
         self._events: list[Event] = []
         self._out: list[bytes] = []
         # The fragmented message in progress: its opcode (0 when none), its
@@ -214,6 +222,18 @@ class Connection:
         """Feed bytes read from the transport; parse every complete frame."""
         if self.state is State.CLOSED:
             return
+        if self._wait:
+            # The frame at the head is still incomplete: hold this read as is.
+            # Joining once when it completes copies each byte once; growing
+            # the bytearray read by read copied it again on every realloc.
+            held = self._held
+            held.append(data)
+            self._held_size += len(data)
+            if self._held_size < self._wait:
+                return
+            data = b"".join(held)
+            self._held = []
+            self._held_size = self._wait = 0
         buf = self._buf
         src: bytes | bytearray = data
         if buf:
@@ -248,12 +268,16 @@ class Connection:
                     opcode = self._check_header(b0, length)
                 stop = start + length
                 if stop > end:
-                    if end > start and (
-                        (opcode == _TEXT and not b0 & RSV1)
-                        or (opcode == 0 and self._utf8 is not None and not self._frag_compressed)
+                    if (opcode == _TEXT and not b0 & RSV1) or (
+                        opcode == 0 and self._utf8 is not None and not self._frag_compressed
                     ):
-                        self._check_partial_text(src, start, end)
-                    break
+                        # Text is checked read by read (§8.1 fail fast), so
+                        # it keeps to the buffer and is parsed again each time.
+                        if end > start:
+                            self._check_partial_text(src, start, end)
+                        break
+                    self._hold(src, pos, end, stop - pos)
+                    return
                 if self._partial_utf8 is not None:
                     # This frame was partly validated by _check_partial_text.
                     self._partial_utf8 = None
@@ -286,6 +310,18 @@ class Connection:
                 del buf[:pos]
         elif pos < end:
             buf += memoryview(data)[pos:]
+
+    def _hold(self, src: bytes | bytearray, pos: int, end: int, wait: int) -> None:
+        """Keep ``src[pos:end]``, the start of a frame of ``wait`` bytes, uncopied."""
+        if src is self._buf:
+            # Deleting from the front of a bytearray moves a pointer, no copy.
+            del src[:pos]
+            self._buf = bytearray()
+            self._held = [src]
+        else:
+            self._held = [memoryview(src)[pos:] if pos else src]
+        self._held_size = end - pos
+        self._wait = wait
 
     def _check_partial_text(self, src: bytes | bytearray, start: int, end: int) -> None:
         """Validate the UTF-8 of a text frame's payload received so far.
@@ -466,6 +502,8 @@ class Connection:
     def _release(self) -> None:
         """Drop buffers and partial messages: nothing more will be parsed."""
         self._buf = bytearray()
+        self._held = []
+        self._held_size = self._wait = 0
         self._frag_opcode = 0
         self._frag_parts = []
         self._utf8 = None
