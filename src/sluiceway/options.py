@@ -376,14 +376,14 @@ OPTIONS: tuple[Option, ...] = (
         "--ws-ping-interval",
         "ws_ping_interval_s",
         parse_float,
-        "Send a WebSocket ping after this many idle seconds (0: never).",
+        "Send a WebSocket ping every this many seconds, traffic or not (0: never).",
         metavar="SECONDS",
     ),
     Option(
         "--ws-ping-timeout",
         "ws_ping_timeout_s",
         parse_float,
-        "Close a WebSocket whose pong takes longer than this.",
+        "Close a WebSocket whose pong takes longer than this (0: do not wait).",
         metavar="SECONDS",
     ),
     Option(

@@ -159,6 +159,19 @@ async def test_server_pings_and_drops_a_peer_that_never_pongs() -> None:
         assert (await wait(got))["code"] == 1011
 
 
+async def test_a_short_ping_interval_is_kept_even_with_long_http_timeouts() -> None:
+    # The shared tick's period used to follow the HTTP timeouts alone (0.25 s
+    # here): a 0.05 s interval then pinged every 0.25 s.
+    config = {"ws_ping_interval_s": 0.05, "ws_ping_timeout_s": 0, "keep_alive_timeout_s": 5.0}
+    async with serve(echo_app, **config) as srv, raw_websocket(srv.port) as (conn, _):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(4):
+            assert (await read_frame(conn)).opcode == 0x9
+        # About 0.25 s now, 1 s with the old period; the margin is for a busy machine.
+        assert loop.time() - start < 0.75
+
+
 async def test_no_pings_when_the_interval_is_zero() -> None:
     async with (
         serve(echo_app, ws_ping_interval_s=0, ws_ping_timeout_s=0.1) as srv,

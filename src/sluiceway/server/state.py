@@ -126,9 +126,15 @@ class ServerState:
         cfg = self.config
         # Tick often enough that a short timeout (tests use tenths of a second)
         # still fires close to on time; never slower than once a second (Date).
-        shortest = min(
-            t for t in (1.0, cfg.keep_alive_timeout_s, cfg.request_headers_timeout_s) if t > 0
+        # WebSocket keepalive rides on the same tick (websocket/protocol.py).
+        timeouts = (
+            1.0,
+            cfg.keep_alive_timeout_s,
+            cfg.request_headers_timeout_s,
+            cfg.ws_ping_interval_s,
+            cfg.ws_ping_timeout_s,
         )
+        shortest = min(t for t in timeouts if t > 0)
         self._tick_s = max(0.02, min(1.0, shortest / 4))
         self._timer = loop.call_later(self._tick_s, self._tick, loop)
 
