@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -549,3 +550,23 @@ async def test_capacity_comes_back_after_a_release_refused_by_redis(
     finally:
         await raw.aclose()
         await layer.close()
+
+
+def test_asyncio_run_returns_without_close(redis_server: RedisServer) -> None:
+    """asyncio.run cancels every task on the way out, the inbox loop included: the
+    loop must stop even though redis-py can swallow a cancellation inside a command."""
+    redis_server.flushall()
+    script = (
+        "import asyncio, sys\n"
+        "from sluiceway.layers.redis import RedisChannelLayer\n"
+        "async def main():\n"
+        "    layer = RedisChannelLayer([sys.argv[1]])\n"
+        "    channel = await layer.new_channel()\n"
+        "    await layer.send(channel, {'type': 't'})\n"
+        "    await layer.receive(channel)\n"  # starts the inbox loop; no close()
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, redis_server.url], capture_output=True, timeout=T
+    )
+    assert proc.returncode == 0, proc.stderr.decode()

@@ -165,8 +165,17 @@ class LoopState:
         # command; older servers get LPOP with a count, then BLPOP.
         blmpop = True
         while not self.closing:
+            pop = asyncio.ensure_future(self._pop_inbox(client, inbox, blmpop))
             try:
-                entries = await self._pop_inbox(client, inbox, blmpop)
+                # Shielded: redis-py can swallow a cancellation that lands inside
+                # a command, and this loop would then run on, and asyncio.run()
+                # would wait for it for ever. Landing here, it always stops us.
+                entries = await asyncio.shield(pop)
+            except asyncio.CancelledError:
+                # The pop ends on its own within receive_timeout_s; what it
+                # took left Redis, so it still goes to the local buffer.
+                pop.add_done_callback(lambda p: self._dispatch_late(inbox, p))
+                raise
             except ResponseError as exc:
                 if blmpop and "unknown command" in str(exc).lower():
                     blmpop = False
@@ -188,12 +197,7 @@ class LoopState:
                 await backoff.sleep()
                 continue
             backoff.reset()
-            for entry in entries:
-                try:
-                    self._dispatch(as_bytes(entry))
-                except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                    # Not an entry we wrote (another program shares the prefix?).
-                    logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
+            self._dispatch_all(inbox, entries)
 
     async def _pop_inbox(self, client: aioredis.Redis, inbox: str, blmpop: bool) -> list[Any]:
         key = self.layer._key + "c:" + inbox
@@ -239,6 +243,18 @@ class LoopState:
             return list(popped)
         one: Any = await client.blpop([key], timeout=self.layer.receive_timeout_s)
         return [one[1]] if one else []
+
+    def _dispatch_late(self, inbox: str, pop: asyncio.Future[list[Any]]) -> None:
+        if not pop.cancelled() and pop.exception() is None:
+            self._dispatch_all(inbox, pop.result())
+
+    def _dispatch_all(self, inbox: str, entries: list[Any]) -> None:
+        for entry in entries:
+            try:
+                self._dispatch(as_bytes(entry))
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                # Not an entry we wrote (another program shares the prefix?).
+                logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
 
     def _dispatch(self, entry: bytes) -> None:
         deadline, names, payload = parse_entry(entry)
