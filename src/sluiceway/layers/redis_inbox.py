@@ -172,9 +172,11 @@ class LoopState:
                 # would wait for it for ever. Landing here, it always stops us.
                 entries = await asyncio.shield(pop)
             except asyncio.CancelledError:
-                # The pop ends on its own within receive_timeout_s; what it
-                # took left Redis, so it still goes to the local buffer.
-                pop.add_done_callback(lambda p: self._dispatch_late(inbox, p))
+                # Only close() and the end of asyncio.run() cancel this loop:
+                # the local buffer goes with it, so what the pop may have
+                # taken is lost either way (at most once). If redis-py swallows
+                # this cancel too, the pop still ends within receive_timeout_s.
+                pop.cancel()
                 raise
             except ResponseError as exc:
                 if blmpop and "unknown command" in str(exc).lower():
@@ -243,10 +245,6 @@ class LoopState:
             return list(popped)
         one: Any = await client.blpop([key], timeout=self.layer.receive_timeout_s)
         return [one[1]] if one else []
-
-    def _dispatch_late(self, inbox: str, pop: asyncio.Future[list[Any]]) -> None:
-        if not pop.cancelled() and pop.exception() is None:
-            self._dispatch_all(inbox, pop.result())
 
     def _dispatch_all(self, inbox: str, entries: list[Any]) -> None:
         for entry in entries:
