@@ -128,7 +128,6 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ring = HashRing([public_id(url) for url, _ in self._hosts])
         self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
-        self._ttl_ms = int(self.expiry_s * 1000) + 1000
         # Messages that reached this process's local buffer when it was full
         # (only possible if processes disagree on capacities): logged, counted.
         self.receive_buffer_overflows = 0
@@ -136,6 +135,12 @@ class RedisChannelLayer(BaseChannelLayer):
         self.expired_on_receive = 0
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def _ttl_ms(self) -> int:
+        # Derived, not stored: it must follow expiry_s, which is a plain attribute.
+        # A list lives one second longer than its newest message may wait.
+        return int(self.expiry_s * 1000) + 1000
 
     def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
