@@ -5,7 +5,9 @@ scope ``{"type": "channel", "channel": name}`` (as Channels' worker does; a
 ``ChannelNameRouter`` inside the app picks the consumer by name) and feeds it
 the messages ``layer.receive(name)`` returns. A queue of one message sits
 between the two, so a slow consumer leaves messages in the layer, where its
-capacity and expiry apply, instead of piling them up in the worker.
+capacity and expiry apply, instead of piling them up in the worker: at most
+two are out of the layer per channel (one queued, one held by the listener
+waiting for room), and their expiry is not checked again.
 
 An instance that returns or raises is logged and started afresh: at once if
 a message already waits for it, else for the next message; the worker itself
