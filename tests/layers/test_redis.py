@@ -571,3 +571,28 @@ def test_asyncio_run_returns_without_close(redis_server: RedisServer) -> None:
         [sys.executable, "-c", script, redis_server.url], capture_output=True, timeout=T
     )
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+async def test_an_expired_entry_popped_by_a_receiver_is_dropped(redis_server: RedisServer) -> None:
+    """No send comes to trim the expired entries first: the receive side must drop them."""
+    redis_server.flushall()
+    layer = RedisChannelLayer([redis_server.url], expiry_s=0.2)
+    try:
+        local = await layer.new_channel()
+        for channel in ("stale.plain", local):
+            await layer.send(channel, {"type": "old"})
+        await asyncio.sleep(0.3)  # expiry is time passing
+        layer.expiry_s = 60.0  # the new messages must outlive any stall
+        waiters = [asyncio.ensure_future(layer.receive(c)) for c in ("stale.plain", local)]
+        for _ in range(500):
+            if layer.expired_on_receive == 2:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"expired entries dropped on receive: {layer.expired_on_receive}, not 2")
+        assert not any(w.done() for w in waiters)
+        for channel in ("stale.plain", local):
+            await layer.send(channel, {"type": "new"})
+        assert [(await asyncio.wait_for(w, T))["type"] for w in waiters] == ["new", "new"]
+    finally:
+        await layer.close()

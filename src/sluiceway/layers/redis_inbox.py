@@ -50,6 +50,11 @@ _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Backoff:
     """Waits between retries of a failing Redis call: 50 ms, doubling up to 5 s.
 
@@ -177,6 +182,9 @@ class LoopState:
                 # taken is lost either way (at most once). If redis-py swallows
                 # this cancel too, the pop still ends within receive_timeout_s.
                 pop.cancel()
+                # Its error (close() cuts its socket) is expected: retrieve it,
+                # or asyncio logs "Task exception was never retrieved".
+                pop.add_done_callback(_retrieve)
                 raise
             except ResponseError as exc:
                 if blmpop and "unknown command" in str(exc).lower():
