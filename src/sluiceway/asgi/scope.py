@@ -33,7 +33,7 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     §3.2.2) and asterisk-form (``*``). A fragment, which clients must not send,
     is dropped.
     """
-    if b"#" in target:
+    if 35 in target:  # b"#" as an int: a one-byte bytes needle is ~10x slower
         target = target.partition(b"#")[0]
     path, _, query = target.partition(b"?")
     if path[:1] != b"/" and path != b"*":

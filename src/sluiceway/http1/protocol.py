@@ -334,7 +334,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if method == "CONNECT":
             raise NotImplementedByServer("CONNECT is not supported")
         url = self._url
-        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+        if url[:1] == b"/" and 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
             raw_path, query = url, b""
         else:
             raw_path, query = split_target(url)

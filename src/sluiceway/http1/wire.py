@@ -81,7 +81,9 @@ def _name_kind(name: Any) -> int:
 def _check_value(value: Any) -> None:
     if type(value) is not bytes:
         raise ASGIMessageError(f"response header value must be bytes, got {type(value).__name__}")
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    # Ints, not b"\r": bytes.__contains__ with a one-byte bytes needle first
+    # fails as an int inside CPython (~10x slower); same test, same strictness.
+    if 13 in value or 10 in value or 0 in value:
         raise ASGIMessageError(f"response header value contains CR, LF or NUL: {value!r}")
 
 
@@ -113,7 +115,7 @@ def encode_headers(headers: Iterable[Any]) -> tuple[list[bytes], int, bool, int]
             if kind is None:
                 kind = _name_kind(name)
             # _check_value, inlined: this runs for every header of every response.
-            if type(value) is not bytes or b"\r" in value or b"\n" in value or b"\0" in value:
+            if type(value) is not bytes or 13 in value or 10 in value or 0 in value:  # CR LF NUL
                 _check_value(value)
             if kind:
                 if kind == TRANSFER_ENCODING:
