@@ -229,3 +229,13 @@ async def test_store_woken_receiver_cancelled_passes_the_message_on() -> None:
     first.cancel()  # ...which is cancelled before it runs
     await asyncio.gather(first, return_exceptions=True)
     assert (await asyncio.wait_for(second, 5))["type"] == "t"
+
+
+async def test_memory_group_never_sent_to_sheds_expired_members() -> None:
+    layer = InMemoryChannelLayer(group_expiry_s=0.2)
+    for i in range(63):
+        await layer.group_add("quiet", f"gone.{i}")
+    await asyncio.sleep(0.3)  # expiry is time passing
+    layer.group_expiry_s = 60.0
+    await layer.group_add("quiet", "here")  # the 64th: the group doubled
+    assert list(layer._groups["quiet"]) == ["here"]

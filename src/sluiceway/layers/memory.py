@@ -14,6 +14,8 @@ Invariants:
   a scan of every channel;
 * a channel with neither messages nor waiting receivers is deleted, so memory
   is bounded by live channels times their capacity;
+* a group holds at most about twice its unexpired members: expired ones are
+  dropped by ``group_send`` and whenever ``group_add`` doubles the group;
 * many receivers may wait on one channel; each message goes to exactly one,
   and a cancelled receiver passes its wake-up on, so nothing is stranded.
 
@@ -46,6 +48,8 @@ from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSeria
 logger = logging.getLogger(__name__)
 
 _INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+# Groups smaller than this are never swept by group_add: too small to matter.
+_SWEEP_MIN_MEMBERS = 64
 
 _Entry = tuple[float, dict[str, Any]]  # (deadline on time.monotonic(), message)
 
@@ -293,7 +297,16 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
-        self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry_s
+        now = time.monotonic()
+        members = self._groups.setdefault(group, {})
+        members[channel] = now + self.group_expiry_s
+        size = len(members)
+        if size >= _SWEEP_MIN_MEMBERS and size & (size - 1) == 0:
+            # A group that is never sent to would keep its expired members
+            # for ever: sweep it each time it doubles (amortised O(1) per add),
+            # so it stays within twice its live members.
+            for stale in [c for c, deadline in members.items() if deadline <= now]:
+                del members[stale]
 
     async def group_discard(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
