@@ -267,6 +267,19 @@ async def test_good_names_at_the_limit(make_layer: LayerFactory) -> None:
         {"type": "t", "__asgi_channel__": "x"},
         {"type": "t", "value": object()},
         {"type": "t", "big": b"x" * 2_000_000},
+        # Over the limit through the number of keys, not the size of any value.
+        {"type": "t", **{f"k{i}": i for i in range(150_000)}},
+        {"type": "t", **{"é" * 40 + str(i): None for i in range(14_000)}},
+    ],
+    ids=[
+        "list",
+        "no-type",
+        "int-type",
+        "reserved",
+        "object",
+        "big-bytes",
+        "many-keys",
+        "wide-keys",
     ],
 )
 async def test_bad_messages(make_layer: LayerFactory, message: object) -> None:

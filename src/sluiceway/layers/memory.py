@@ -253,15 +253,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
         make are cheap to make here; anything else takes the msgpack round trip.
         """
         budget = self._serializer.max_message_bytes
-        size = 0
+        # An upper bound of the packed size: every key and value costs, a
+        # scalar up to 9 bytes, a header up to 5, UTF-8 up to 4 bytes a char.
+        size = 5
         for key, value in message.items():
             kind = type(value)
             if type(key) is not str:
                 break
+            size += 4 * len(key) + 14
             if kind is str:
-                size += len(key) + 4 * len(value) + 10  # UTF-8 is at most 4 bytes a char
+                size += 4 * len(value)
             elif kind is bytes:
-                size += len(key) + len(value) + 10
+                size += len(value)
             elif kind is int:
                 if not _INT_MIN <= value <= _UINT_MAX:  # msgpack's integer range
                     break
