@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,16 @@ async def test_untrusted_peer_headers_are_ignored() -> None:
 async def test_disabled_ignores_headers_even_from_localhost() -> None:
     got = await facts([("X-Forwarded-For", "203.0.113.7")], proxy_headers=False)
     assert is_peer(got["client"])
+
+
+async def test_access_log_names_the_forwarded_client(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="sluiceway.access"):
+        await facts([("X-Forwarded-For", "203.0.113.7")])
+        await facts([])
+    lines = [r.getMessage() for r in caplog.records if r.name == "sluiceway.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("203.0.113.7:0 - ")
+    assert lines[1].startswith("127.0.0.1:")  # no header: the peer, as before
 
 
 @pytest.mark.parametrize(
