@@ -14,8 +14,8 @@ a message already waits for it, else for the next message; the worker itself
 keeps running. SIGTERM or SIGINT stops receiving,
 gives the messages already handed to instances
 ``--graceful-timeout`` seconds from their hand-over (ASGI has no "done"
-signal, so time is the bound), returns a message taken but not yet handed
-over to the layer, then cancels the instances and closes the layer. Messages
+signal, so time is the bound), then cancels the instances, returns to the
+layer the messages taken from it but never handed over, and closes it. Messages
 still in the layer stay there for the next worker. A second signal cancels
 at once.
 
@@ -225,19 +225,10 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         for inst in self._instances.values():
-            if inst.leftover is None:
-                continue
-            message, inst.leftover = inst.leftover, None
-            try:
-                inst.queue.put_nowait(message)
+            if inst.leftover is not None and not inst.queue.full():
+                inst.queue.put_nowait(inst.leftover)
+                inst.leftover = None
                 self._last_handover = loop.time()
-            except asyncio.QueueFull:
-                # The app never took it: give it back to the layer for the
-                # next worker (at the back of the channel: order bends, nothing is lost).
-                try:
-                    await self.layer.send(inst.channel, dict(message))
-                except Exception:
-                    logger.exception("could not return a message to %r on shutdown", inst.channel)
         tasks = [i.task for i in self._instances.values() if i.task is not None]
         while True:
             # A message still queued is handed over during the wait, which moves
@@ -253,6 +244,26 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for inst in self._instances.values():
+            await self._give_back(inst)
+
+    async def _give_back(self, inst: _Instance) -> None:
+        """Return to the layer what was taken from it but never handed over.
+
+        The next worker gets them, at the back of the channel: order bends,
+        nothing is lost (unless the layer refuses them, which is logged).
+        """
+        messages = []
+        while not inst.queue.empty():
+            messages.append(inst.queue.get_nowait())
+        if inst.leftover is not None:
+            messages.append(inst.leftover)
+            inst.leftover = None
+        for message in messages:
+            try:
+                await self.layer.send(inst.channel, dict(message))
+            except Exception:
+                logger.exception("could not return a message to %r on shutdown", inst.channel)
 
 
 async def serve(worker: Worker) -> None:

@@ -223,3 +223,31 @@ async def test_an_instance_that_dies_with_a_message_queued_is_restarted() -> Non
     finally:
         worker.stop()
         await asyncio.wait_for(running, 5)
+
+
+async def test_messages_never_handed_over_go_back_to_the_layer_on_stop() -> None:
+    """The instance is stuck on message 0 past the graceful time: 1 (queued) and
+    2 (held by the listener) were taken from the layer and must go back, in order."""
+    layer = InMemoryChannelLayer()
+    started = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        started.set()
+        await asyncio.Event().wait()  # a handler that never finishes
+
+    worker = Worker(app, ["jobs"], layer, graceful_timeout_s=0.1)
+    running = asyncio.ensure_future(worker.run())
+    for n in range(3):
+        await layer.send("jobs", {"type": "job", "n": n})
+    await asyncio.wait_for(started.wait(), 5)
+    for _ in range(500):
+        if layer._store.depth("jobs") == 0 and worker._instances["jobs"].queue.full():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the worker never took the messages")
+    worker.stop()
+    await asyncio.wait_for(running, 5)
+    back = [(await asyncio.wait_for(layer.receive("jobs"), 5))["n"] for _ in range(2)]
+    assert back == [1, 2]
