@@ -65,6 +65,10 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # one dict lookup; the size cap keeps a hostile app from growing it.
 _NAME_KINDS: dict[bytes, int] = {}
 _NAME_CACHE_MAX = 4096
+# Content-Length values already parsed (the same few sizes recur: fixed
+# pages, JSON of one shape); capped for the same reason.
+_LENGTHS: dict[bytes, int] = {}
+_LENGTH_CACHE_MAX = 4096
 
 
 def _name_kind(name: Any) -> int:
@@ -121,7 +125,11 @@ def encode_headers(headers: Iterable[Any]) -> tuple[list[bytes], int, bool, int]
                 if kind == TRANSFER_ENCODING:
                     continue
                 if kind == CONTENT_LENGTH:
-                    length = parse_content_length(value)
+                    length = _LENGTHS.get(value)
+                    if length is None:
+                        length = parse_content_length(value)
+                        if len(_LENGTHS) < _LENGTH_CACHE_MAX:
+                            _LENGTHS[value] = length
                     if content_length not in (-1, length):
                         raise ASGIMessageError("conflicting Content-Length response headers")
                     if content_length == length:
