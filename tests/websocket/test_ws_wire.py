@@ -6,6 +6,7 @@ both ways, graceful shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import tracemalloc
 import zlib
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from sluiceway.websocket import protocol as ws_protocol
 from tests.support import TIMEOUT_S, raw_connection, serve
 from tests.websocket.test_ws_server import echo_app
 from tests.websocket.ws_support import (
@@ -257,6 +259,30 @@ async def test_graceful_shutdown_closes_with_1001() -> None:
     await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
     assert ws.close_code == 1001
     assert (await wait(got))["code"] == 1001
+
+
+async def test_a_peer_that_never_answers_close_is_dropped_after_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 6455 §7.1.1 leaves the wait for the peer's Close to us: it must end.
+    monkeypatch.setattr(ws_protocol, "CLOSE_TIMEOUT_S", 0.3)
+    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        got.set_result(await receive())
+
+    async with serve(app) as srv, raw_websocket(srv.port) as (conn, _):
+        assert (await read_frame(conn)).close_code == 1000
+        # No Close back and no FIN: the server gives up on its own.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with contextlib.suppress(ConnectionResetError):  # abort() may reset, not close
+            assert await conn.at_eof()
+        assert loop.time() - start < 2.0
+        assert (await wait(got))["code"] == 1006
 
 
 async def test_shutdown_during_the_handshake_answers_503() -> None:

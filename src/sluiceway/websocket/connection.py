@@ -118,9 +118,10 @@ class Connection:
             failed the connection with, or 1006 on EOF without a Close;
             None while OPEN.
         close_reason: the reason that goes with ``close_code``.
-        close_transport: True once the transport should be closed. The
-            server closes TCP first (§7.1.1); half-closing (``write_eof``)
-            before closing avoids a RST that could destroy the Close frame.
+        close_transport: True once the transport should be closed, which is
+            when the connection is CLOSED (derived, not stored). The server
+            closes TCP first (§7.1.1); half-closing (``write_eof``) before
+            closing avoids a RST that could destroy the Close frame.
         error: the exception that failed the connection, if one did.
     """
 
@@ -144,7 +145,6 @@ class Connection:
         "_wire_limit",
         "close_code",
         "close_reason",
-        "close_transport",
         "error",
         "state",
     )
@@ -161,7 +161,6 @@ class Connection:
         self.state = State.OPEN
         self.close_code: int | None = None
         self.close_reason = ""
-        self.close_transport = False
         self.error: RemoteProtocolError | None = None
         self._max_size = max_size_bytes
         # Deflate can grow incompressible data by a few bytes per 16 KiB
@@ -207,6 +206,11 @@ class Connection:
             return []
         self._out = []
         return out
+
+    @property
+    def close_transport(self) -> bool:
+        """True once the transport should be closed (see the class docstring)."""
+        return self.state is State.CLOSED
 
     def close_expected(self) -> bool:
         """Whether the peer should now close TCP: arm the close timeout.
@@ -298,9 +302,8 @@ class Connection:
                 elif opcode < 8:
                     self._receive_data_frame(opcode, b0, payload)
                 else:
-                    self._receive_control_frame(opcode, payload)
-                    if self.close_transport:  # a Close arrived: ignore the rest
-                        return
+                    if self._receive_control_frame(opcode, payload):
+                        return  # a Close arrived: ignore the rest
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
@@ -358,7 +361,6 @@ class Connection:
         self.state = State.CLOSED
         self.close_code = CLOSE_CODE_ABNORMAL
         self.close_reason = ""
-        self.close_transport = True
         self._release()
 
     def _check_header(self, b0: int, length: int) -> int:
@@ -462,7 +464,8 @@ class Connection:
         self._frag_wire = 0
         self._utf8 = None
 
-    def _receive_control_frame(self, opcode: int, payload: bytes) -> None:
+    def _receive_control_frame(self, opcode: int, payload: bytes) -> bool:
+        """Act on a Ping, Pong or Close; True when it was a Close (now CLOSED)."""
         if opcode == _PING:
             self._events.append(Ping(payload))
             # §5.5.2: answer with a Pong carrying the same payload, unless
@@ -481,8 +484,9 @@ class Connection:
             self.state = State.CLOSED
             self.close_code = code
             self.close_reason = reason
-            self.close_transport = True
             self._release()
+            return True
+        return False
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         """Fail the WebSocket connection (§7.1.7): the one error-to-wire map."""
@@ -494,7 +498,6 @@ class Connection:
         self.state = State.CLOSED
         self.close_code = code
         self.close_reason = reason
-        self.close_transport = True
         self.error = exc
         self._events.append(ConnectionFailed(code, reason))
         self._release()
