@@ -213,10 +213,27 @@ async def _send_after_disconnect(scope: Any, receive: Receive, send: Send) -> No
     await send({"type": "websocket.send", "text": "x"})
 
 
+async def _raise_after_denial_start(scope: Any, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401})
+    raise RuntimeError("boom")
+
+
+async def _raise_inside_denial_body(scope: Any, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401})
+    await send({"type": "websocket.http.response.body", "body": b"x", "more_body": True})
+    raise RuntimeError("boom")
+
+
 @pytest.mark.parametrize(
     ("app", "last_call", "logged"),
     [
         (_raise_before_accept, ("response", 500), True),
+        # Only the head was kept back: a whole 500 can still replace it.
+        (_raise_after_denial_start, ("response", 500), True),
+        # Part of the denial is out: the connection is cut short.
+        (_raise_inside_denial_body, ("abort",), True),
         (_raise_after_accept, ("close", 1011), True),
         (_return_without_answer, ("response", 500), True),
         (_return_after_accept, ("close", 1000), False),

@@ -172,7 +172,10 @@ class WebSocketCycle:
     def _answer_app_end(self, failed: bool) -> None:
         state = self.state
         self.state = WSState.CLOSED
-        if state is WSState.CONNECTING:
+        if state is WSState.CONNECTING or (
+            state is WSState.RESPONSE and not self._response_started
+        ):
+            # Nothing reached the client yet: it can still get a whole answer.
             self.sink.send_response(
                 500,
                 [(b"content-type", b"text/plain; charset=utf-8")],
@@ -180,15 +183,8 @@ class WebSocketCycle:
                 False,
             )
         elif state is WSState.RESPONSE:
-            if self._response_started:
-                self.sink.abort()
-            else:
-                self.sink.send_response(
-                    500,
-                    [(b"content-type", b"text/plain; charset=utf-8")],
-                    b"Internal Server Error",
-                    False,
-                )
+            # Part of the app's denial is out: only cutting it short is honest.
+            self.sink.abort()
         elif state is WSState.CONNECTED:
             self.sink.close(1011 if failed else 1000, "")
 
