@@ -157,6 +157,8 @@ BAD_REQUESTS: dict[str, tuple[bytes, int]] = {
     "space_in_target": (b"GET /a b HTTP/1.1\r\n" + H + b"\r\n", 400),
     "bad_version": (b"GET / HTTP/1.2\r\n" + H + b"\r\n", 400),
     "http2_version": (b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),
+    # Keep-alive asked for: should_keep_alive() is true, yet the version is not 1.1.
+    "http2_keep_alive": (b"GET / HTTP/2.0\r\nConnection: keep-alive\r\n" + H + b"\r\n", 505),
     "http09": (b"GET /\r\n\r\n", 505),
     "connect": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
 }

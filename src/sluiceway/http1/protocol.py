@@ -73,8 +73,17 @@ _R_CONTINUE = RequestState.CONTINUE
 
 # Header names the protocol looks at while they stream past (RFC 9112 §6-7, §9.3).
 _WATCHED = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"expect", b"te", b"upgrade")
+    (
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"te",
+        b"upgrade",
+        b"connection",
+    )
 )
+_HTTP11 = "1.1"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _LINGER_S = 1.0
 # How long a closing connection may take to flush what is buffered (at most
@@ -183,6 +192,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._expect_continue = False
         self._te_trailers = False
         self._upgrade: bytes | None = None
+        self._connection_field = False
         self._watched = False
         self._parsing: _H1Cycle | None = None
         self._upgrade_cycle: _H1Cycle | None = None
@@ -271,6 +281,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._expect_continue = False
             self._te_trailers = False
             self._upgrade = None
+            self._connection_field = False
         self.deadline = self._loop.time() + self._headers_timeout_s
 
     def on_url(self, url: bytes) -> None:
@@ -304,6 +315,8 @@ class HTTP1Protocol(asyncio.Protocol):
             self._expect_continue = value.strip(b" \t").lower() == b"100-continue"
         elif name == b"te":
             self._te_trailers = b"trailers" in value.lower()
+        elif name == b"connection":
+            self._connection_field = True
         else:
             self._upgrade = value.strip(b" \t").lower()
 
@@ -312,7 +325,13 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         shared = self._shared
         parser = self._parser
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # llhttp accepts only HTTP/0.9, 1.0, 1.1 and 2.0, and of those only 1.1
+        # keeps a connection alive without a Connection field: then the version
+        # is known without get_http_version(), which formats a new str per call.
+        version = (
+            _HTTP11 if keep_alive and not self._connection_field else parser.get_http_version()
+        )
         if version == "1.1":
             # RFC 9112 §3.2: exactly one Host on HTTP/1.1.
             if self._host_count != 1:
@@ -356,7 +375,7 @@ class HTTP1Protocol(asyncio.Protocol):
         cycle = _H1Cycle(
             scope, self, expect_continue=self._expect_continue and has_body and version == "1.1"
         )
-        cycle.keep_alive = parser.should_keep_alive()
+        cycle.keep_alive = keep_alive
         cycle.is_head = method == "HEAD"
         cycle.http10 = version == "1.0"
         cycle.te_trailers = self._te_trailers
