@@ -307,7 +307,8 @@ class Connection:
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
-        # Keep what is left of an incomplete frame.
+        # What is left is an incomplete header, or a text frame kept whole so
+        # its UTF-8 can be checked read by read; the next read completes it.
         if src is buf:
             if pos:
                 del buf[:pos]
