@@ -8,7 +8,8 @@ per read: ``receive_data(chunk)``, ``events_received()``, ``data_to_send()``
 ``close_expected()`` does.
 
 Imports only the standard library, ``sluiceway.errors`` and the sibling
-``frames``, ``deflate`` and ``events`` modules; re-exports the events.
+``frames``, ``deflate``, ``events`` and ``assembly`` (the fragmented message
+in progress) modules; re-exports the events.
 
 Invariants:
 
@@ -26,7 +27,6 @@ Invariants:
 from __future__ import annotations
 
 import codecs
-from typing import Any
 
 from sluiceway.errors import (
     InvalidPayload,
@@ -35,6 +35,7 @@ from sluiceway.errors import (
     RemoteProtocolError,
     WebSocketProtocolError,
 )
+from sluiceway.websocket.assembly import FragmentedMessage, Utf8Decoder
 from sluiceway.websocket.deflate import (
     DEFAULT_DEFLATE_SETTINGS,
     DeflateParams,
@@ -95,7 +96,6 @@ _BINARY = int(Opcode.BINARY)
 _CLOSE = int(Opcode.CLOSE)
 _PING = int(Opcode.PING)
 _PONG = int(Opcode.PONG)
-_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # Headers of whole, uncompressed short messages, precomputed (§5.2).
 _TEXT_HEADERS = [bytes((0x80 | _TEXT, n)) for n in range(126)]
 _BINARY_HEADERS = [bytes((0x80 | _BINARY, n)) for n in range(126)]
@@ -129,18 +129,13 @@ class Connection:
         "_buf",
         "_deflate",
         "_events",
-        "_frag_compressed",
-        "_frag_opcode",
-        "_frag_parts",
-        "_frag_size",
-        "_frag_wire",
         "_held",
         "_held_size",
         "_max_size",
+        "_message",
         "_out",
         "_partial_checked",
         "_partial_utf8",
-        "_utf8",
         "_wait",
         "_wire_limit",
         "close_code",
@@ -177,14 +172,8 @@ class Connection:
         self._wait = 0
         self._events: list[Event] = []
         self._out: list[bytes] = []
-        # The fragmented message in progress: its opcode (0 when none), its
-        # pieces, its size after decompression and on the wire.
-        self._frag_opcode = 0
-        self._frag_compressed = False
-        self._frag_parts: list[Any] = []  # str pieces for text, bytes for binary
-        self._frag_size = 0
-        self._frag_wire = 0
-        self._utf8: codecs.IncrementalDecoder | None = None
+        # The fragmented message in progress, if any.
+        self._message: FragmentedMessage | None = None
         # UTF-8 check of the text frame still arriving: decoder, bytes done.
         self._partial_utf8: codecs.IncrementalDecoder | None = None
         self._partial_checked = 0
@@ -264,7 +253,7 @@ class Connection:
                         # §5.1: "The server MUST close the connection upon
                         # receiving a frame that is not masked."
                         raise WebSocketProtocolError("client frame is not masked")
-                if (b0 == 0x81 or b0 == 0x82) and not self._frag_opcode and length <= max_size:
+                if (b0 == 0x81 or b0 == 0x82) and self._message is None and length <= max_size:
                     # A whole, uncompressed data frame outside a fragmented
                     # message passes every header rule.
                     opcode = b0 & 0x0F
@@ -272,8 +261,12 @@ class Connection:
                     opcode = self._check_header(b0, length)
                 stop = start + length
                 if stop > end:
+                    message = self._message
                     if (opcode == _TEXT and not b0 & RSV1) or (
-                        opcode == 0 and self._utf8 is not None and not self._frag_compressed
+                        opcode == 0
+                        and message is not None
+                        and message.utf8 is not None
+                        and not message.compressed
                     ):
                         # Text is checked read by read (§8.1 fail fast), so
                         # it keeps to the buffer and is parsed again each time.
@@ -337,11 +330,12 @@ class Connection:
         """
         decoder = self._partial_utf8
         if decoder is None:
-            decoder = self._partial_utf8 = _Utf8Decoder()
+            decoder = self._partial_utf8 = Utf8Decoder()
             self._partial_checked = 0
-            if self._utf8 is not None:
+            message = self._message
+            if message is not None and message.utf8 is not None:
                 # A continuation: carry on from the message's decoder state.
-                decoder.setstate(self._utf8.getstate())
+                decoder.setstate(message.utf8.getstate())
         begin = start + self._partial_checked
         if begin >= end:
             return
@@ -386,7 +380,7 @@ class Connection:
             raise WebSocketProtocolError(f"unknown opcode {opcode:#x}")
         if opcode:
             # §5.4: a new message may not start inside a fragmented one.
-            if self._frag_opcode:
+            if self._message is not None:
                 raise WebSocketProtocolError("new message started before the last one ended")
             if b0 & RSV1:
                 if self._deflate is None:
@@ -396,17 +390,18 @@ class Connection:
             elif length > self._max_size:
                 raise MessageTooBig(f"message exceeds {self._max_size} bytes")
             return opcode
-        if not self._frag_opcode:
+        message = self._message
+        if message is None:
             raise WebSocketProtocolError("continuation frame outside a fragmented message")
         if b0 & RSV1:
             # RFC 7692 §6.1: only the first frame of a message carries RSV1.
             raise WebSocketProtocolError("reserved bit set on a continuation frame")
         # The running total is checked against the header, so a message is
         # refused before the fragment that would overflow is buffered.
-        if self._frag_compressed:
-            if self._frag_wire + length > self._wire_limit:
+        if message.compressed:
+            if message.wire + length > self._wire_limit:
                 raise MessageTooBig(f"message exceeds {self._max_size} bytes")
-        elif self._frag_size + length > self._max_size:
+        elif message.size + length > self._max_size:
             raise MessageTooBig(f"message exceeds {self._max_size} bytes")
         return opcode
 
@@ -416,7 +411,7 @@ class Connection:
         if opcode:
             compressed = bool(b0 & RSV1)
             if final:
-                # A whole compressed message: inflate, then deliver.
+                # Whole but compressed: nothing to assemble.
                 assert self._deflate is not None  # _check_header guarantees it
                 payload = self._deflate.decompress(payload, final=True, limit=self._max_size)
                 if opcode == _TEXT:
@@ -427,43 +422,19 @@ class Connection:
                 else:
                     self._events.append(BytesMessage(payload))
                 return
-            self._frag_opcode = opcode
-            self._frag_compressed = compressed
-            self._frag_parts = []
-            self._frag_size = 0
-            self._frag_wire = 0
-            if opcode == _TEXT:
-                self._utf8 = _Utf8Decoder()
-        if self._frag_compressed:
+            self._message = FragmentedMessage(opcode == _TEXT, compressed)
+        message = self._message
+        assert message is not None  # _check_header refuses a continuation without one
+        if message.compressed:
             assert self._deflate is not None  # set only when the extension is on
-            self._frag_wire += len(payload)
+            message.wire += len(payload)
             payload = self._deflate.decompress(
-                payload, final=final, limit=self._max_size - self._frag_size
+                payload, final=final, limit=self._max_size - message.size
             )
-        self._frag_size += len(payload)
-        utf8 = self._utf8
-        if utf8 is not None:
-            # §8.1: validate as fragments arrive, failing fast on the first
-            # invalid one; a code point split across fragments is fine.
-            try:
-                text = utf8.decode(payload, final)
-            except UnicodeDecodeError as exc:
-                raise InvalidPayload("text message is not valid UTF-8") from exc
-            self._frag_parts.append(text)
-        else:
-            self._frag_parts.append(payload)
-        if not final:
-            return
-        parts = self._frag_parts
-        if utf8 is not None:
-            self._events.append(TextMessage("".join(parts)))
-        else:
-            self._events.append(BytesMessage(b"".join(parts)))
-        self._frag_opcode = 0
-        self._frag_parts = []
-        self._frag_size = 0
-        self._frag_wire = 0
-        self._utf8 = None
+        message.add(payload, final)
+        if final:
+            self._events.append(message.message())
+            self._message = None
 
     def _receive_control_frame(self, opcode: int, payload: bytes) -> bool:
         """Act on a Ping, Pong or Close; True when it was a Close (now CLOSED)."""
@@ -508,9 +479,7 @@ class Connection:
         self._buf = bytearray()
         self._held = []
         self._held_size = self._wait = 0
-        self._frag_opcode = 0
-        self._frag_parts = []
-        self._utf8 = None
+        self._message = None
         self._partial_utf8 = None
         self._deflate = None
 
