@@ -212,7 +212,12 @@ class Connection:
     # -- input ---------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the transport; parse every complete frame."""
+        """Feed bytes read from the transport; parse every complete frame.
+
+        ``data`` may be kept by reference until the frame it ends in is
+        complete (a frame that spans reads is joined once): pass ``bytes``,
+        never a buffer the caller will reuse.
+        """
         if self.state is State.CLOSED:
             return
         if self._wait:
