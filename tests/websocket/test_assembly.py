@@ -1,4 +1,4 @@
-"""assembly.py: one fragmented message, fragment by fragment (RFC 6455 §5.4, §8.1). No event loop."""
+"""assembly.py: one fragmented message, fragment by fragment (RFC 6455 §5.4, §8.1)."""
 
 from __future__ import annotations
 
