@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -279,3 +281,26 @@ def test_bad_default_header_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError):
         ServerState(Config(headers=(("x-evil", "a\r\nset-cookie: b"),)))
+
+
+async def test_closed_connection_is_freed_without_the_cyclic_gc() -> None:
+    # A connection per request (scenario (e)) must not leave a reference cycle
+    # behind each time: the protocol is freed as soon as the connection is lost.
+    gc.disable()
+    try:
+        async with serve(hello) as srv:
+            async with raw_connection(srv.port) as conn:
+                await conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await conn.read_response()).status == 200
+                (protocol,) = srv.state.connections
+                ref = weakref.ref(protocol)
+                del protocol
+                await conn.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                assert (await conn.read_response()).status == 200
+                assert await conn.at_eof()
+            await asyncio.wait_for(srv.state.wait_connections_closed(), 5)
+            for _ in range(3):
+                await asyncio.sleep(0)  # let the loop drop its last handle on the transport
+            assert ref() is None
+    finally:
+        gc.enable()
