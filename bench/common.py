@@ -1,4 +1,4 @@
-"""Shared pieces of sluiceway's load benchmarks (bench/http.py; a WebSocket harness reuses them).
+"""Shared pieces of sluiceway's load benchmarks (bench/http_load.py; the WebSocket one reuses them).
 
 The job: start a server process pinned to one core, wait until it answers, drive it with wrk
 pinned to the other core, read wrk's numbers and the server's CPU time, and print medians.

@@ -46,7 +46,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/http.py would shadow the stdlib http package that Django imports.
+# Import sluiceway from this checkout's src/, and nothing from bench/ by accident.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT / "src"))
 

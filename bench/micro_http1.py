@@ -3,7 +3,7 @@
     python bench/micro_http1.py                      # sluiceway and uvicorn, GET /, 64 connections
     python bench/micro_http1.py --path '/json?name=sluice&page=2' --server sluiceway
 
-End-to-end numbers (bench/http.py) mix the kernel's loopback TCP (about a third of a request's
+End-to-end numbers (bench/http_load.py) mix the kernel's loopback TCP (about a third of a request's
 CPU here) with the server's Python, and swing with whatever else runs on a shared machine. This
 drives the real protocol object of each server (``HTTP1Protocol``; uvicorn's
 ``HttpToolsProtocol``) with an in-memory transport on a uvloop loop, the way a busy event loop
@@ -24,8 +24,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's `http` (sluiceway imports http.HTTPStatus):
-# keep this script's folder off sys.path, and reach the apps folder explicitly.
+# Keep this script's folder off sys.path (nothing in bench/ may shadow a library), and
+# reach the apps folder explicitly.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.append(str(_HERE / "apps"))

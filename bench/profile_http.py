@@ -4,7 +4,7 @@
     python bench/profile_http.py --server uvicorn --path /json?name=sluice\\&page=2 --native
     python bench/profile_http.py --svg bench/results/profile-plaintext.svg
 
-The server runs as in bench/http.py (one worker pinned to core 0, wrk on core 1, same app);
+The server runs as in bench/http_load.py (one worker pinned to core 0, wrk on core 1, same app);
 py-spy samples it (non-blocking, so the server is not paused) while wrk loads it. The summary
 turns sample shares into microseconds per request: the server tree's CPU time over the run,
 divided by the requests wrk completed, split by the share of samples each function (or area of
@@ -46,7 +46,7 @@ from common import (
 
 
 def _load_http_bench() -> ModuleType:
-    # bench/http.py cannot be imported as "http" (the standard library owns that name).
+    # bench/http_load.py cannot be imported as "http" (the standard library owns that name).
     path = Path(__file__).resolve().parent / "http.py"
     spec = importlib.util.spec_from_file_location("bench_http", path)
     if spec is None or spec.loader is None:

@@ -43,8 +43,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/http.py would shadow the standard library's http package (Django imports
-# http.client): take this script's folder off the path.
+# Import sluiceway from this checkout's src/, and nothing from bench/ by accident.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT / "src"))
 

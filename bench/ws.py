@@ -139,8 +139,7 @@ def tree_rss_kib(pid: int) -> int:
 def running(server: Server, log: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     argv = ["taskset", "-c", SERVER_CORE, *(a.replace("{port}", str(port)) for a in server.argv)]
-    # Run from the repository root: bench/ itself must not be on sys.path (bench/http.py would
-    # shadow the standard library's http package).
+    # Run from the repository root, sluiceway from this checkout's src/.
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     with open(log, "ab") as out:
         proc = subprocess.Popen(

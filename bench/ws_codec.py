@@ -17,8 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder heads sys.path and its http.py would shadow the
-# standard library's http package that websockets imports.
+# Run as a script, this folder heads sys.path: keep bench/ modules from shadowing libraries.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 

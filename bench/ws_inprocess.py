@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The script's own folder holds bench/http.py, which would shadow the standard library.
+# Import from the repository root (bench.apps...), not from this folder.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.apps.ws_echo import app  # noqa: E402

@@ -1,4 +1,4 @@
-"""The ASGI app every server runs in the HTTP benchmark (bench/http.py).
+"""The ASGI app every server runs in the HTTP benchmark (bench/http_load.py).
 
 One app, four routes, one per scenario, so each server is started once per round:
 

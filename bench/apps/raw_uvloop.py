@@ -4,7 +4,7 @@
 
 Every request head (counted by its blank line) gets the same canned "Hello, world!" response,
 written once per read that completes heads. It is no server (no parsing, no ASGI, no limits); it
-exists so bench/http.py can show how much of a real server's cost per request is the event loop
+exists so bench/http_load.py can show how much of a real server's cost per request is the event loop
 and the socket calls alone (``--servers ceiling``, scenarios a and e only).
 Must not import: sluiceway.
 """

@@ -1,7 +1,7 @@
 """HTTP/1.1 benchmark: sluiceway beside uvicorn, granian and gunicorn, one command.
 
-    python bench/http.py                      # 3 rounds of 10 s, every server, every scenario
-    python bench/http.py --duration 3 --rounds 1 --servers sluiceway,uvicorn --scenarios a,b
+    python bench/http_load.py                      # 3 rounds of 10 s, every server, every scenario
+    python bench/http_load.py --duration 3 --rounds 1 --servers sluiceway,uvicorn --scenarios a,b
 
 Each server runs one worker with one thread, pinned to core 0, serving bench/apps/http_apps.py;
 wrk runs pinned to core 1. Scenarios (issue 3): (a) plaintext keep-alive, (b) small JSON with a
@@ -436,7 +436,7 @@ def markdown_report(
     lines = [
         "# HTTP/1.1 benchmark results",
         "",
-        f"Written by `{' '.join(['python bench/http.py', *args.argv])}` on {info['date']}.",
+        f"Written by `{' '.join(['python bench/http_load.py', *args.argv])}` on {info['date']}.",
         "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}",
         f"- {info['python']}; {info['wrk']}",
@@ -510,7 +510,8 @@ def _ratio_matrix(
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python bench/http.py", description="HTTP/1.1 benchmark of sluiceway and its peers."
+        prog="python bench/http_load.py",
+        description="HTTP/1.1 benchmark of sluiceway and its peers.",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
