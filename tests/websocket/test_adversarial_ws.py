@@ -209,3 +209,26 @@ async def test_deflate_offers_out_of_range_are_declined_not_fatal(offer: bytes) 
         if response.status == 101:
             assert response.header(b"sec-websocket-extensions") is None, response.raw
         await assert_echo_still_works(srv.port)
+
+
+async def test_ping_flood_from_a_peer_that_never_reads_is_bounded() -> None:
+    # Each ping owes a pong; a peer that never reads must not make the server buffer
+    # them without limit: reading pauses while the write buffer is above high water.
+    ping = frame(0x9, b"p" * 125, mask=ZERO_MASK)
+    batch = ping * 2000  # ~262 KB
+    async with serve(echo_app) as srv, raw_websocket(srv.port) as (conn, _):
+        conn.writer.transport.pause_reading()  # never read the pongs
+        sent = 0
+        stalled = False
+        while sent < 16 * 1024 * 1024:
+            conn.writer.write(batch)
+            try:
+                await asyncio.wait_for(conn.writer.drain(), 0.5)
+            except asyncio.TimeoutError:
+                stalled = True
+                break
+            sent += len(batch)
+        buffered = [c.transport.get_write_buffer_size() for c in srv.state.connections]
+        assert stalled, f"server read {sent} bytes of pings from a peer that reads nothing"
+        assert buffered and max(buffered) < 1024 * 1024, buffered
+        conn.writer.transport.abort()

@@ -18,7 +18,9 @@ checks (``on_deadline``), the contract HTTP/1 connections use for keep-alive:
 an idle connection holds a float, not a timer handle or a task.
 
 Flow control: ``send_data`` awaits while the transport's write buffer is above
-its high-water mark (``pause_writing``/``resume_writing``). The cycle asks for
+its high-water mark (``pause_writing``/``resume_writing``), and reading pauses
+meanwhile, so a peer that floods pings and never reads cannot grow the buffer
+of pongs without limit. The cycle asks for
 reading to pause once ``ws_max_queue`` messages wait for the app, and before
 the app accepts, at most ``_PENDING_MAX`` bytes are held.
 
@@ -86,6 +88,7 @@ class WebSocketProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_app_paused",
         "_drain",
         "_pending",
         "_ping_outstanding",
@@ -127,6 +130,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.deadline: float | None = None
         self._pending = b""
         self._reading_paused = False
+        self._app_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._ping_outstanding = False
@@ -236,23 +240,39 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # -- flow control ----------------------------------------------------------------
 
+    # Reading pauses for either of two reasons: the cycle asks (queue full, or
+    # bytes held before the accept) or the write buffer is above its high-water
+    # mark. The second bounds what a peer that sends but never reads can make us
+    # buffer (pongs, close echoes): no read, no answer to queue.
+
     def pause_reading(self) -> None:
-        transport = self.transport
-        if not self._reading_paused and transport is not None and not transport.is_closing():
-            self._reading_paused = True
-            transport.pause_reading()
+        self._app_paused = True
+        self._update_reading()
 
     def resume_reading(self) -> None:
+        self._app_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
         transport = self.transport
-        if self._reading_paused and transport is not None and not transport.is_closing():
-            self._reading_paused = False
-            transport.resume_reading()
+        if transport is None or transport.is_closing():
+            return
+        paused = self._app_paused or self._write_paused
+        if paused is not self._reading_paused:
+            # Tracked here: uvloop raises on a double pause.
+            self._reading_paused = paused
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._update_reading()
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)
