@@ -238,6 +238,13 @@ def validate_request(
         return _bad_request("missing or invalid Upgrade: websocket header")
     if not _has_token(by_name.get(b"connection", []), "upgrade"):
         return _bad_request("Connection header does not contain upgrade")
+    # RFC 9110 §7.8: the switch happens after the whole request message. The
+    # HTTP/1 layer hands over at the end of the head, so a body would be read as
+    # frames (smuggled past a proxy that saw one request): refuse any body.
+    if by_name.get(b"transfer-encoding") or any(
+        v.strip(b" \t") != b"0" for v in by_name.get(b"content-length", [])
+    ):
+        return _bad_request("WebSocket handshake must not carry a request body")
 
     # §4.4: an unsupported version gets 426 and the versions we speak.
     versions = by_name.get(b"sec-websocket-version", [])
