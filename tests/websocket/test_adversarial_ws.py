@@ -193,6 +193,15 @@ async def test_handshake_header_floods_answer_quickly(extra: bytes) -> None:
         b"permessage-deflate; client_max_window_bits=16",
         b"permessage-deflate; server_max_window_bits=0",
         b"permessage-deflate; server_max_window_bits=abc",
+        # A value past Python's int() digit limit raised ValueError mid-handshake.
+        pytest.param(
+            b"permessage-deflate; server_max_window_bits=1" + b"0" * 5000,
+            id="server_bits_5001_digits",
+        ),
+        pytest.param(
+            b"permessage-deflate; client_max_window_bits=1" + b"0" * 5000,
+            id="client_bits_5001_digits",
+        ),
         b"permessage-deflate; server_no_context_takeover=1",
         b"permessage-deflate; server_no_context_takeover; server_no_context_takeover",
         b"permessage-deflate; unknown_param",

@@ -100,7 +100,15 @@ class DeflateParams:
 
 def _window_bits(value: str | None) -> int | None:
     """Parse a window size value: 1*DIGIT, no leading zero, 8-15 (§7.1.2)."""
-    if value is None or not value.isdigit() or not value.isascii() or value[0] == "0":
+    # The length check comes before int(): a long run of digits makes int() raise
+    # (Python's digit limit) or cost quadratic time, and no valid value has 3 digits.
+    if (
+        value is None
+        or not 1 <= len(value) <= 2
+        or not value.isdigit()
+        or not value.isascii()
+        or value[0] == "0"
+    ):
         return None
     bits = int(value)
     return bits if 8 <= bits <= 15 else None
