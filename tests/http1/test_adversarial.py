@@ -94,6 +94,36 @@ async def test_content_length_overflow_is_400() -> None:
         assert (await read_error(conn)).status == 400
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [b"1;", b"1;" + b"e" * 4000 + b"\r\na\r\n1;", b"1\r\na\r\n0\r\nX-T: "],
+    ids=["extension", "extension_after_a_chunk", "trailer_field"],
+)
+async def test_chunk_extension_flood_is_400_past_the_body_limit(prefix: bytes) -> None:
+    # Node CVE-2024-22019: llhttp skips chunk extensions (and a trailer field's
+    # pieces) without counting them, so only the server can bound them.
+    async with serve(echo, max_request_body_bytes=1000) as srv, raw_connection(srv.port) as conn:
+        await conn.send(POST_CHUNKED + prefix)
+        await send_until_answered(conn, b"e" * (8 * 1024 * 1024), piece=16 * 1024)
+        assert (await read_error(conn)).status == 400
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+        response = await exchange(srv.port, request)
+        assert (response.status, response.body) == (200, b"ok")
+
+
+async def test_chunks_with_short_extensions_and_padded_sizes_are_accepted() -> None:
+    # The framing bound must not bite legitimate use: many 1-byte chunks, each
+    # with a zero-padded size and a short extension, sent in separate reads.
+    n = 4000
+    async with serve(echo) as srv, raw_connection(srv.port) as conn:
+        await conn.send(POST_CHUNKED)
+        for _ in range(4):
+            await conn.send(b"00000001;a=b\r\nx\r\n" * (n // 4))
+        await conn.send(b"0\r\n\r\n")
+        response = await conn.read_response()
+        assert (response.status, response.body) == (200, b"x" * n)
+
+
 # -- trailers -----------------------------------------------------------------------------
 
 

@@ -95,6 +95,15 @@ _CLOSE_TIMEOUT_S = 10.0
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES = 16 * 1024
+# Chunked request framing (size lines, chunk extensions, CRLFs, the trailer
+# section) is bounded, since llhttp skips extensions without counting them
+# (Node CVE-2024-22019). Allowed beyond the body: a fixed 4 KiB (Twisted caps a
+# chunk-size line at 4 KiB, http.maxChunkSizeLineLength) plus the head budget
+# (trailers share it, RFC 9112 §7.1.2), plus this much per body byte: every
+# chunk but the last carries at least one, and a 1-byte chunk costs 5 bytes of
+# framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
+_CHUNK_FRAMING_BYTES = 4 * 1024
+_CHUNK_FRAMING_PER_BODY_BYTE = 16
 
 
 class _InternalError(ProtocolError):
@@ -124,6 +133,7 @@ class Shared:
         "keep_alive_s",
         "limit_concurrency",
         "max_body",
+        "max_framing",
         "max_head",
         "max_line",
         "root_path",
@@ -145,6 +155,7 @@ class Shared:
         self.limit_concurrency = config.limit_concurrency
         self.max_body = config.max_request_body_bytes
         self.max_head = config.max_request_headers_bytes
+        self.max_framing = _CHUNK_FRAMING_BYTES + config.max_request_headers_bytes
         self.max_line = config.max_request_line_bytes
         self.root_path = config.root_path
         self.ws_enabled = config.ws != "none"
@@ -188,6 +199,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self._head_bytes = 0
         self._head_fed = 0
         self._body_bytes = 0
+        # Bytes fed to llhttp while a chunked body streams (reads that begin
+        # and end inside it), for the framing bound in data_received.
+        self._chunked_fed = 0
         self._host_count = 0
         self._content_length = -1
         self._te: bytes | None = None
@@ -258,13 +272,24 @@ class HTTP1Protocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(BadRequest(str(exc)))
             return
-        if self._phase is _HEAD:
+        after = self._phase
+        if after is _HEAD:
             # A head arriving in pieces: llhttp buffers partial names/values
             # itself, so bound the bytes fed to it since the head began.
             fed = self._head_fed + len(data) if phase is _HEAD else 0
             self._head_fed = fed
             if fed > self._shared.max_head + self._shared.max_line:
                 self._reject(HeadersTooLarge("request head too large"))
+        elif after is _BODY and phase is _BODY and self._te is not None:
+            # Inside a chunked body (``_te`` is only ever "chunked" here): all
+            # of ``data`` belonged to it, so framing = fed - body. Reads that
+            # cross the head or the end (pipelining) are not counted: at most
+            # two reads per request.
+            fed = self._chunked_fed + len(data)
+            self._chunked_fed = fed
+            body = self._body_bytes
+            if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
+                self._reject(BadRequest("chunked framing too large"))
 
     # -- parser callbacks, in firing order ---------------------------------------------
 
@@ -280,6 +305,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._watched = False
             self._content_length = -1
             self._te = None
+            self._chunked_fed = 0
             self._expect_continue = False
             self._te_trailers = False
             self._upgrade = None
