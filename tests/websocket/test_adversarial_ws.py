@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -241,3 +242,29 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded() -> None:
         assert stalled, f"server read {sent} bytes of pings from a peer that reads nothing"
         assert buffered and max(buffered) < 1024 * 1024, buffered
         conn.writer.transport.abort()
+
+
+@pytest.mark.parametrize("piece", [b"", b"x"], ids=["empty", "one_byte"])
+async def test_many_tiny_continuations_cost_no_memory_per_fragment(piece: bytes) -> None:
+    # Empty continuations are legal (Autobahn 6.1.2) and never reach ws_max_size: the
+    # assembled message must cost its bytes, not an object (or a pointer) per fragment.
+    count = 200_000
+    continuation = frame(0x0, piece, fin=False, mask=ZERO_MASK)
+    async with serve(echo_app) as srv, raw_websocket(srv.port) as (conn, _):
+        await conn.send(frame(0x2, b"", fin=False, mask=ZERO_MASK))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(count // 10_000):
+                await conn.send(continuation * 10_000)
+            # Frames are handled in order: the pong proves every fragment was read.
+            await conn.send(frame(0x9, b"sync"))
+            got = await read_frame(conn)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert (got.opcode, got.payload) == (0xA, b"sync")
+        assert grown < 2 * count * len(piece) + 256 * 1024, grown
+        await conn.send(frame(0x0, b"end", mask=ZERO_MASK))
+        got = await read_frame(conn)
+        assert (got.opcode, got.payload) == (0x2, piece * count + b"end")
