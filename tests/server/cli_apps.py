@@ -85,3 +85,17 @@ def make_app() -> Any:
             await text(send, b"from factory")
 
     return made
+
+
+async def slow_startup(scope: Scope, receive: Receive, send: Send) -> None:
+    """A startup that never completes on its own; says when it began and when it was cancelled."""
+    if scope["type"] != "lifespan":
+        return
+    await receive()
+    print("startup began", file=sys.stderr, flush=True)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        print("startup was cancelled", file=sys.stderr, flush=True)
+        raise
+    await send({"type": "lifespan.startup.complete"})

@@ -104,6 +104,23 @@ async def test_lifespan_on_refuses_an_app_that_raises_on_lifespan() -> None:
     )
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_during_lifespan_startup_stops_cleanly(sig: signal.Signals) -> None:
+    # Without handlers installed before startup, Python's default kills the
+    # process (exit -15, or a KeyboardInterrupt traceback) and the app's
+    # startup code never runs its cleanup.
+    async with cli_server(
+        "cli_apps:slow_startup", "--port", "0", *APP_DIR, wait_listening=False
+    ) as proc:
+        await proc.wait_for_line("startup began")
+        proc.signal(sig)
+        assert await proc.wait_exit() == 0
+    assert "startup was cancelled" in proc.text
+    assert "Stopped during application startup." in proc.text
+    assert not any("Listening on" in line for line in proc.stderr)
+    assert "Traceback" not in proc.text
+
+
 async def test_sigterm_lets_in_flight_finish_and_closes_idle_keep_alive() -> None:
     async with cli_server("cli_apps:app", "--port", "0", *APP_DIR) as proc:
         # An idle keep-alive connection: one request answered, connection left open.

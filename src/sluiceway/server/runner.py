@@ -8,7 +8,9 @@ stops accepting, asks every connection to finish (idle keep-alive ones close
 at once, in-flight requests complete) for up to
 ``graceful_shutdown_timeout_s``, aborts what is left and cancels its app
 tasks, then runs lifespan shutdown. ``await serve()`` does both around
-SIGINT/SIGTERM; a second signal skips the wait (``forced`` becomes True).
+SIGINT/SIGTERM (installed before startup, so a signal during a slow lifespan
+startup cancels it and ``serve()`` returns); a second signal skips the wait
+(``forced`` becomes True).
 
 With ``proxy_headers`` on, the connections see the app wrapped in
 ``ProxyHeadersMiddleware`` (lifespan sees the bare app). ``sockets=`` makes a
@@ -85,8 +87,9 @@ class Server:
         # and closed here, but a Unix socket's path is not ours to unlink.
         self._given_sockets = sockets
         self._on_started = on_started
-        self._exit: asyncio.Event | None = None
-        self._force: asyncio.Event | None = None
+        # Made here, not in start(): a signal during lifespan startup must find them.
+        self._exit = asyncio.Event()
+        self._force = asyncio.Event()
         self._started = False
         self._stopped = False
         self._uds_path: str | None = None
@@ -110,8 +113,6 @@ class Server:
             raise RuntimeError("Server.start() called twice")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._exit = asyncio.Event()
-        self._force = asyncio.Event()
         config = self.config
         self.app = self._load_app()
         ssl_context = None
@@ -147,6 +148,9 @@ class Server:
             for sock in self.sockets:
                 self.servers.append(await _serve_on(loop, sock, factory, ssl_context, config))
         except BaseException:
+            # A failed or cancelled start cleans up after itself: serve() skips shutdown().
+            if self.lifespan is not None:
+                await self.lifespan.cancel()
             self._close_sockets()
             raise
         self.state.start_clock(loop)
@@ -164,15 +168,29 @@ class Server:
         self.started.set()
 
     async def serve(self) -> None:
-        """Start, wait for SIGINT/SIGTERM (or ``request_exit()``), shut down."""
-        await self.start()
-        assert self._exit is not None
+        """Start, wait for SIGINT/SIGTERM (or ``request_exit()``), shut down.
+
+        The signal handlers go in before ``start()``: a signal during a slow
+        lifespan startup cancels the startup (the app's task is cancelled,
+        ``lifespan.shutdown`` is not sent since startup never completed) and
+        ``serve()`` returns normally, instead of Python's default handling
+        killing the process with no cleanup.
+        """
         installed = self._install_signal_handlers()
-        if installed and self._given_sockets is None:
-            logger.info("Press CTRL+C to stop.")
-        if self._on_started is not None:
-            self._on_started(self)
         try:
+            started = await self._start_unless_exit()
+        except BaseException:
+            self._remove_signal_handlers(installed)
+            raise
+        if not started:
+            self._remove_signal_handlers(installed)
+            logger.info("Stopped during application startup.")
+            return
+        try:
+            if installed and self._given_sockets is None:
+                logger.info("Press CTRL+C to stop.")
+            if self._on_started is not None:
+                self._on_started(self)
             await self._exit.wait()
         finally:
             await self.shutdown()
@@ -180,8 +198,6 @@ class Server:
 
     def request_exit(self, force: bool = False) -> None:
         """Ask ``serve()`` to shut down (a second request, or ``force``, skips the drain)."""
-        if self._exit is None or self._force is None:
-            return
         if self._exit.is_set() or force:
             self.forced = True
             self._force.set()
@@ -213,6 +229,23 @@ class Server:
 
     # -- internals -----------------------------------------------------------------------
 
+    async def _start_unless_exit(self) -> bool:
+        """``start()``, abandoned if an exit is requested first; True when it started."""
+        starting = asyncio.ensure_future(self.start())
+        exiting = asyncio.ensure_future(self._exit.wait())
+        try:
+            await asyncio.wait({starting, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exiting.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()  # ConfigError, LifespanFailed
+        return True
+
     def _load_app(self) -> ASGIApp:
         config = self.config
         source = self.app_source
@@ -239,7 +272,6 @@ class Server:
 
     async def _drain(self) -> None:
         state = self.state
-        assert self._force is not None
         timeout = self.config.graceful_shutdown_timeout_s
         if state.connections and not self.forced:
             closed = asyncio.ensure_future(state.wait_connections_closed())
@@ -281,7 +313,7 @@ class Server:
             loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        if self._exit is not None and self._exit.is_set():
+        if self._exit.is_set():
             logger.warning("Received %s again: forcing exit.", sig.name)
         else:
             logger.info(
