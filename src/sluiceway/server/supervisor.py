@@ -280,8 +280,9 @@ class Supervisor:
             worker.process.join(0)
             worker.ready_pipe.close()
             code = worker.process.exitcode
-            # One still starting had no handler yet: SIGTERM ended it, and it
-            # had served nothing.
+            # One still importing its app had no handler yet (the server
+            # installs them before lifespan startup): SIGTERM ended it, and
+            # it had served nothing.
             if code != 0 and not (code == -signal.SIGTERM and not worker.ready):
                 unclean.append(code)
         if quiet:
