@@ -9,8 +9,9 @@ import, an unreadable TLS file, a port in use), always as one line on stderr
 and never a traceback; 1 when the app's lifespan startup fails; 130 when a
 second signal forced the exit.
 
-Imports ``sluiceway.config``, ``sluiceway.options``, ``sluiceway.errors`` at
-module level; the server, logging and the worker only when a command runs.
+Imports ``sluiceway.config``, ``sluiceway.options``, ``sluiceway.envfile`` and
+``sluiceway.errors`` at module level; the server, logging and the worker only
+when a command runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any, NoReturn
 
 from sluiceway import __version__
 from sluiceway.config import Config
+from sluiceway.envfile import load_env_file
 from sluiceway.errors import ConfigError, LifespanFailed
-from sluiceway.options import ENV_PREFIX, OPTIONS, Option, config_from_sources, load_env_file
+from sluiceway.options import ENV_PREFIX, OPTIONS, Option, config_from_sources
 
 PROG = "sluiceway"
 EXIT_USAGE = 2

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from sluiceway.config import Config, config_from_options
+from sluiceway.envfile import load_env_file, parse_env_file
 from sluiceway.errors import ConfigError
 from sluiceway.options import (
     OPTIONS,
     config_from_sources,
-    load_env_file,
     options_from_env,
-    parse_env_file,
     parse_size,
 )
 

@@ -251,7 +251,7 @@ class Server:
         source = self.app_source
         if isinstance(source, str):
             if config.env_file is not None:
-                from sluiceway.options import load_env_file
+                from sluiceway.envfile import load_env_file
 
                 load_env_file(config.env_file)
             source = load_app(source, config.app_dir, config.factory)
