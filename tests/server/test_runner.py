@@ -187,8 +187,12 @@ async def test_forced_exit_skips_the_drain_and_lifespan_shutdown() -> None:
     writer.write(b"slow\n")
     assert await line(reader) == b"started\n"
     server.request_exit()
-    await asyncio.sleep(0.05)
-    assert not serving.done()  # waiting for the slow request (30 s graceful timeout)
+    for _ in range(100):  # a few loop turns: serve() wakes and enters shutdown()
+        if server.state.shutting_down:
+            break
+        await asyncio.sleep(0)
+    assert server.state.shutting_down
+    assert not serving.done()  # draining: waiting for the slow request (30 s graceful timeout)
     server.request_exit()  # the second signal
     await asyncio.wait_for(serving, TIMEOUT)
     assert server.forced
