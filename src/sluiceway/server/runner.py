@@ -79,7 +79,6 @@ class Server:
         self.lifespan: Lifespan | None = None
         self.servers: list[asyncio.AbstractServer] = []
         self.sockets: list[socket.socket] = []
-        self.forced = False
         # Set once start() is serving: serve() as a task, then await this.
         self.started = asyncio.Event()
         self._protocol_factory = protocol_factory
@@ -96,6 +95,11 @@ class Server:
         self._port: int | None = None
 
     # -- public API ----------------------------------------------------------------------
+
+    @property
+    def forced(self) -> bool:
+        """True once a second exit request (or ``force``) skipped the drain."""
+        return self._force.is_set()
 
     @property
     def port(self) -> int | None:
@@ -199,7 +203,6 @@ class Server:
     def request_exit(self, force: bool = False) -> None:
         """Ask ``serve()`` to shut down (a second request, or ``force``, skips the drain)."""
         if self._exit.is_set() or force:
-            self.forced = True
             self._force.set()
         self._exit.set()
 
