@@ -116,6 +116,7 @@ async def test_a_signal_during_lifespan_startup_stops_cleanly(sig: signal.Signal
         proc.signal(sig)
         assert await proc.wait_exit() == 0
     assert "startup was cancelled" in proc.text
+    assert f"Received {sig.name} during application startup: stopping." in proc.text
     assert "Stopped during application startup." in proc.text
     assert not any("Listening on" in line for line in proc.stderr)
     assert "Traceback" not in proc.text

@@ -222,7 +222,8 @@ class Server:
         if self.lifespan is not None and not self.forced:
             await self.lifespan.shutdown()
         elif self.lifespan is not None:
-            # Forced: tell nobody, cancel the lifespan task.
+            # Forced: the user wants out now, and a shutdown handler could take
+            # as long as the drain just skipped.
             await self.lifespan.cancel()
         for server in self.servers:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -318,6 +319,9 @@ class Server:
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._exit.is_set():
             logger.warning("Received %s again: forcing exit.", sig.name)
+        elif not self.started.is_set():
+            # Nothing is in flight yet: promising a drain would mislead.
+            logger.info("Received %s during application startup: stopping.", sig.name)
         else:
             logger.info(
                 "Received %s: shutting down (up to %g s for requests in flight).",
