@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from typing import Any
@@ -37,6 +38,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         before = "mark" in scope["state"]
         scope["state"]["mark"] = True
         await text(send, b"seen" if before else b"fresh")
+    elif path == "/gc-frozen":
+        await text(send, str(gc.get_freeze_count()).encode())
     elif path == "/env":
         await text(send, f"{GREETING}|{os.environ.get('FROM_SHELL', '')}".encode())
     elif path == "/slow":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -419,7 +420,13 @@ def serve_config(
         supervise(config, app)
         return
     loop = new_event_loop(config.loop)
-    server = Server(config, app, sockets=sockets, on_started=on_started)
+
+    def started(server: Server) -> None:
+        _freeze_startup_heap()
+        if on_started is not None:
+            on_started(server)
+
+    server = Server(config, app, sockets=sockets, on_started=started)
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(server.serve())
@@ -432,6 +439,20 @@ def serve_config(
             loop.close()
     if server.forced:
         raise KeyboardInterrupt
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive once serving starts out of the cyclic GC's reach.
+
+    The modules, the app and its startup state live for the whole process, yet
+    every full collection scanned them all: under load that was a ~5 ms pause
+    several times a second, doubling p99 (bench/results/http.md). Frozen
+    objects are still freed by reference counting; only cycles among them
+    would stay, and those are long-lived anyway. Done for the process entry
+    points only, never for a ``Server`` embedded in someone else's process.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
