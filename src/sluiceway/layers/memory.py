@@ -138,8 +138,11 @@ class ChannelStore:
                             self._on_remove(channel, taken)
                         if items:
                             _wake_one(q)
-                        else:
+                        elif channel not in self._scheduled:
                             self._forget_if_idle(channel, q)
+                        # else the queue stays until its heap entry comes due
+                        # (purge_expired forgets it then): a channel used in
+                        # turns does not rebuild its queue for every message.
                         return message
                 if self._on_remove is not None:
                     self._on_remove(channel, taken)
