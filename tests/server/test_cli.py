@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -137,16 +136,6 @@ def test_bad_tls_files(app_dir: Path) -> None:
     assert_one_line_error(result, "TLS certificate or key file not found: nope.pem")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("sluiceway.worker") is not None, reason="the worker exists"
-)
-def test_worker_placeholder_without_a_worker_module() -> None:
-    assert_one_line_error(
-        sluiceway("worker", "hello:app", "chan"), "worker command is not available"
-    )
-
-
-@pytest.mark.skipif(importlib.util.find_spec("sluiceway.worker") is None, reason="no worker yet")
 def test_worker_subcommand_hands_its_arguments_to_the_worker() -> None:
     result = sluiceway("worker", "--help")
     assert result.returncode == 0, result.stderr
