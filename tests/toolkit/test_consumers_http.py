@@ -191,3 +191,11 @@ async def test_long_poll_finished_by_a_layer_message(memory_layer: None) -> None
     final = await comm.receive_output()
     assert (final["body"], final["more_body"]) == (b'{"n": 1}', False)
     await comm.wait()
+
+
+def test_a_consumer_without_handle_fails_when_built_naming_handle() -> None:
+    class NoHandle(AsyncHttpConsumer):
+        pass
+
+    with pytest.raises(TypeError, match="handle"):
+        NoHandle()

@@ -49,6 +49,7 @@ import functools
 import importlib
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -264,7 +265,7 @@ def _may_handle_layer_messages(cls: type) -> bool:
     return False
 
 
-class _BaseConsumer:
+class _BaseConsumer(ABC):
     """What async and sync consumers share: the receive loop and the layer seam."""
 
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
@@ -384,10 +385,10 @@ class _BaseConsumer:
             # CancelledError here is our own task's, and must propagate.)
             await asyncio.wait(readers, timeout=5)
 
-    def _prepare(self, send: Send) -> None:
+    def _prepare(self, send: Send) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook for subclasses to set up per-connection state before the loop."""
 
-    async def _release_layer(self, layer: ChannelLayer) -> None:
+    async def _release_layer(self, layer: ChannelLayer) -> None:  # noqa: B027 - optional hook
         """Hook: undo layer state (group memberships) however the consumer ended."""
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
@@ -400,8 +401,9 @@ class _BaseConsumer:
             )
         return handler  # type: ignore[no-any-return]  # getattr is untyped
 
+    @abstractmethod
     async def dispatch(self, message: Message) -> None:
-        raise NotImplementedError
+        """Run the handler for ``message`` (on the loop, or in the consumer's thread)."""
 
 
 class AsyncConsumer(_BaseConsumer):

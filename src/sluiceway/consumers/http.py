@@ -24,6 +24,7 @@ Imports ``consumers.base`` and ``sluiceway._toolkit``; never the server side.
 from __future__ import annotations
 
 import enum
+from abc import abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -105,9 +106,9 @@ class AsyncHttpConsumer(AsyncConsumer):
         await self.send_headers(status=status, headers=headers)
         await self.send_body(body)
 
+    @abstractmethod
     async def handle(self, body: bytes) -> None:
-        """Respond to the request whose whole body is ``body``; override."""
-        raise NotImplementedError(f"{type(self).__name__} must define handle(body)")
+        """Respond to the request whose whole body is ``body``; subclasses must define it."""
 
     async def disconnect(self) -> None:
         """Called once when the exchange ends (response done or client gone)."""

@@ -95,7 +95,9 @@ class SessionStore(ABC):
 
     def load_now(self, key: str, max_age_s: int) -> dict[str, Any] | None:
         """Synchronous ``load`` for stores with ``loads_synchronously``."""
-        raise NotImplementedError
+        raise TypeError(
+            f"{type(self).__name__} sets loads_synchronously but does not define load_now()"
+        )
 
 
 class InMemorySessionStore(SessionStore):
