@@ -95,22 +95,23 @@ class RedisServer:
             s.recv(16)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def _running_redis() -> Iterator[RedisServer]:
     server = RedisServer()
     server.start()
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from _running_redis()
 
 
 @pytest.fixture(scope="session")
 def redis_server2() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    """A second server, for the multi-host tests."""
+    yield from _running_redis()
 
 
 @pytest.fixture

@@ -37,6 +37,18 @@ async def wait(fut: asyncio.Future[Any]) -> Any:
 # -- handshake ---------------------------------------------------------------------------
 
 
+def accept_then_report() -> tuple[Any, asyncio.Future[dict[str, Any]]]:
+    """An app that accepts, then reports the first event it receives after that."""
+    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        got.set_result(await receive())
+
+    return app, got
+
+
 async def test_wrong_version_is_426_naming_13() -> None:
     async with serve(echo_app) as srv, raw_connection(srv.port) as conn:
         await conn.send(upgrade_request(version=b"8"))
@@ -82,12 +94,7 @@ async def test_unmasked_client_frame_is_1002() -> None:
 
 
 async def test_message_over_max_size_is_1009_and_the_app_hears_it() -> None:
-    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        got.set_result(await receive())
+    app, got = accept_then_report()
 
     async with serve(app, ws_max_size_bytes=1000) as srv, raw_websocket(srv.port) as (conn, _):
         # Only the header of a 1 GiB frame is sent: the refusal must not wait for the payload.
@@ -140,12 +147,7 @@ async def test_permessage_deflate_with_the_websockets_client(enabled: bool) -> N
 
 
 async def test_server_pings_and_drops_a_peer_that_never_pongs() -> None:
-    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        got.set_result(await receive())
+    app, got = accept_then_report()
 
     config = {"ws_ping_interval_s": 0.2, "ws_ping_timeout_s": 0.4}
     async with serve(app, **config) as srv, raw_websocket(srv.port) as (conn, _):
@@ -246,12 +248,7 @@ async def test_send_blocks_while_the_client_does_not_read() -> None:
 
 
 async def test_graceful_shutdown_closes_with_1001() -> None:
-    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        got.set_result(await receive())
+    app, got = accept_then_report()
 
     async with serve(app) as srv:
         ws = await connect(f"ws://127.0.0.1:{srv.port}/")
