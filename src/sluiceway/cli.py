@@ -151,8 +151,10 @@ def run_command(parsed: dict[str, Any]) -> int:
     app = parsed.get("app") or os.environ.get(ENV_PREFIX + "APP")
     if not app:
         fail(f'missing APP: give "module:attribute" or set {ENV_PREFIX}APP')
-    configure_logging(config.log_level, config.access_log)
     try:
+        # Before the app is imported, so its import-time logging goes where
+        # the user's --log-config says; with --workers, each worker does the same.
+        configure_logging(config.log_level, config.access_log, config.log_config)
         serve_config(config, app)
     except ConfigError as exc:
         fail(str(exc))

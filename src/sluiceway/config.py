@@ -7,6 +7,11 @@ their units. Every field has an immutable default, so ``Config()`` is a
 working server on 127.0.0.1:8000. Validation raises ``ConfigError`` with a
 one-line message; the CLI prints it and exits with code 2.
 
+A bad value of one field raises ``InvalidField``, which names the field as
+``run()`` takes it (``limit_concurrency must be positive, got 0``) and keeps
+the problem apart, so ``sluiceway.options`` can say it again with the flag or
+variable the user typed (``--limit-concurrency must be positive, got 0``).
+
 Imports only the standard library and ``sluiceway.errors``.
 """
 
@@ -14,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from sluiceway.errors import ConfigError
 
@@ -26,11 +33,32 @@ WSMode = Literal["auto", "none"]
 LoopName = Literal["auto", "asyncio", "uvloop"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
+# A logging config file (.json, .yaml/.yml, else fileConfig's .ini format) or,
+# from Python (run(log_config=...)), a dictConfig dict; logconfig.py applies it.
+LogConfigSource: TypeAlias = str | os.PathLike[str] | Mapping[str, Any]
+
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
 
 # RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in a value).
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE_CHARS = re.compile(r"[\x00\r\n]")
+
+
+class InvalidField(ConfigError):
+    """A bad value of one ``Config`` field.
+
+    ``str()`` names the field (``limit_concurrency must be positive, got 0``),
+    which is what a ``run()`` caller typed; ``sluiceway.options`` rebuilds the
+    message from ``problem`` with the flag or variable a CLI user typed.
+    """
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name} {problem}")
+        self.field_name = field_name
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[InvalidField], tuple[str, str]]:
+        return (InvalidField, (self.field_name, self.problem))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +108,11 @@ class Config:
     date_header: bool = True
     headers: tuple[tuple[str, str], ...] = ()
 
-    # Logging.
-    log_level: LogLevel = "info"
+    # Logging. log_level None is "info", except that with a log_config the
+    # file's own levels stand (an explicit level still applies on top).
+    log_level: LogLevel | None = None
     access_log: bool = True
+    log_config: LogConfigSource | None = None
 
     # WebSocket (issue 5).
     ws: WSMode = "auto"
@@ -110,20 +140,28 @@ class Config:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+            raise InvalidField("port", f"must be between 0 and 65535, got {self.port}")
         if self.uds is not None and self.fd is not None:
             raise ConfigError("--uds and --fd cannot be used together")
         if self.fd is not None and self.fd < 0:
-            raise ConfigError(f"fd must not be negative, got {self.fd}")
+            raise InvalidField("fd", f"must not be negative, got {self.fd}")
         if self.backlog <= 0:
-            raise ConfigError(f"backlog must be positive, got {self.backlog}")
+            raise InvalidField("backlog", f"must be positive, got {self.backlog}")
         _check_choice("lifespan", self.lifespan, ("auto", "on", "off"))
         _check_choice("loop", self.loop, ("auto", "asyncio", "uvloop"))
         _check_choice("ws", self.ws, ("auto", "none"))
-        _check_choice("log level", self.log_level, LOG_LEVELS)
+        if self.log_level is not None:
+            _check_choice("log_level", self.log_level, LOG_LEVELS)
+        if self.log_config is not None and not isinstance(
+            self.log_config, (str, os.PathLike, Mapping)
+        ):
+            raise InvalidField(
+                "log_config",
+                f"must be a file path or a dictConfig dict, got {type(self.log_config).__name__}",
+            )
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
-            raise ConfigError(
-                f"root path must start with '/' and not end with one, got {self.root_path!r}"
+            raise InvalidField(
+                "root_path", f"must start with '/' and not end with one, got {self.root_path!r}"
             )
         for name in (
             "keep_alive_timeout_s",
@@ -135,7 +173,7 @@ class Config:
             "ws_ping_timeout_s",
         ):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative")
+                raise InvalidField(name, f"must not be negative, got {getattr(self, name)}")
         for name in (
             "max_request_headers_bytes",
             "max_request_line_bytes",
@@ -143,15 +181,19 @@ class Config:
             "ws_max_queue",
         ):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
+                raise InvalidField(name, f"must be positive, got {getattr(self, name)}")
         if self.max_request_body_bytes is not None and self.max_request_body_bytes < 0:
-            raise ConfigError("max_request_body_bytes must not be negative")
+            raise InvalidField(
+                "max_request_body_bytes", f"must not be negative, got {self.max_request_body_bytes}"
+            )
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:
-            raise ConfigError("limit_concurrency must be positive")
+            raise InvalidField(
+                "limit_concurrency", f"must be positive, got {self.limit_concurrency}"
+            )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         if self.ssl_cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
-            raise ConfigError(f"ssl_cert_reqs must be 0, 1 or 2, got {self.ssl_cert_reqs}")
+            raise InvalidField("ssl_cert_reqs", f"must be 0, 1 or 2, got {self.ssl_cert_reqs}")
         if self.ssl_cert_reqs != ssl.CERT_NONE and self.ssl_ca_certs is None:
             # Without a CA bundle no client certificate can ever verify.
             raise ConfigError("--ssl-cert-reqs optional/required needs --ssl-ca-certs")
@@ -160,7 +202,7 @@ class Config:
         for name, value in self.headers:
             check_header(name, value)
         if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+            raise InvalidField("workers", f"must be at least 1, got {self.workers}")
         if self.reload and self.workers > 1:
             # As uvicorn, which ignores --workers then; we say so instead.
             raise ConfigError("--reload and --workers cannot be used together")
@@ -176,9 +218,9 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+        raise InvalidField(name, f"must be one of {', '.join(choices)}; got {value!r}")
 
 
 def check_header(name: str, value: str) -> None:

@@ -14,15 +14,31 @@ ANSI escapes included) in the formatted message, so nothing that reaches a log
 line from a client can start a new line or colour a terminal. Tracebacks keep
 their newlines but lose every other control character.
 
-Imports only the standard library.
+``--log-config FILE`` (``log_config=`` for ``run()``) is applied after the
+defaults, so the user's file wins where it speaks and sluiceway's handlers
+stay where it is silent: ``.json`` and ``.yaml``/``.yml`` go to
+``dictConfig`` (YAML through PyYAML, when installed), anything else to
+``fileConfig``. Neither disables the loggers that already exist unless the
+file says so. An explicit ``log_level`` is applied on top, as uvicorn does,
+and ``access_log=False`` keeps the access log off whatever the file says.
+A file that is missing, unreadable or rejected by ``logging`` is a
+one-line ``ConfigError``.
+
+Imports only the standard library and ``sluiceway.errors``.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import logging.config
+import os
 import re
+from collections.abc import Mapping
 from typing import Any
+
+from sluiceway.errors import ConfigError
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -35,6 +51,10 @@ LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
     "trace": TRACE,
 }
+
+# The access logger's level when --no-access-log: above every level, so the
+# protocol's once-per-connection isEnabledFor() check is False.
+_OFF = logging.CRITICAL + 1
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
@@ -92,13 +112,116 @@ def logging_dict(log_level: str = "info", access_log: bool = True) -> dict[str, 
                 "handlers": ["access"] if access_log else [],
                 # Off means off, whatever the level: the protocol checks this
                 # logger's level once per connection, not per response.
-                "level": level if access_log else logging.CRITICAL + 1,
+                "level": level if access_log else _OFF,
                 "propagate": False,
             },
         },
     }
 
 
-def configure_logging(log_level: str = "info", access_log: bool = True) -> None:
-    """Install sluiceway's handlers and levels (the CLI and ``run()`` call this)."""
-    logging.config.dictConfig(logging_dict(log_level, access_log))
+def configure_logging(
+    log_level: str | None = None,
+    access_log: bool = True,
+    log_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+) -> None:
+    """Install sluiceway's handlers and levels, then ``log_config`` over them.
+
+    The CLI, ``run()`` and each worker process call this.
+
+    Args:
+        log_level: one of ``LEVELS``; None is ``info`` without a
+            ``log_config``, and leaves the file's levels alone with one.
+        access_log: False keeps ``sluiceway.access`` silent whatever the
+            file says.
+        log_config: a file path (``.json``, ``.yaml``/``.yml``, else
+            ``fileConfig``'s format) or a ``dictConfig`` dict.
+
+    Raises:
+        ConfigError: one line: the file is missing, unreadable or not
+            valid, YAML without PyYAML, or ``logging`` rejected the config.
+    """
+    logging.config.dictConfig(logging_dict(log_level or "info", access_log))
+    if log_config is None:
+        return
+    apply_log_config(log_config)
+    if log_level is not None:
+        level = LEVELS[log_level]
+        logging.getLogger("sluiceway").setLevel(level)
+        logging.getLogger("sluiceway.error").setLevel(level)
+        if access_log:
+            logging.getLogger("sluiceway.access").setLevel(level)
+    if not access_log:
+        logging.getLogger("sluiceway.access").setLevel(_OFF)
+
+
+def apply_log_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+    """Apply a logging config file or ``dictConfig`` dict (see the module docstring).
+
+    Raises:
+        ConfigError: as ``configure_logging``.
+    """
+    if isinstance(source, Mapping):
+        _dict_config(source, "the log_config dict")
+        return
+    path = os.fspath(source)
+    where = f"--log-config {path!r}"
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read it: {_reason(exc)}") from None
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not valid JSON: {_one_line(str(exc))}") from None
+        _dict_config(data, where)
+    elif suffix in (".yaml", ".yml"):
+        _dict_config(_load_yaml(text, where), where)
+    else:
+        try:
+            logging.config.fileConfig(path, disable_existing_loggers=False, encoding="utf-8")
+        except Exception as exc:  # configparser, KeyError, ImportError...: all the file's fault
+            raise ConfigError(f"{where}: rejected by logging: {_reason(exc)}") from None
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    try:
+        # Not a dependency: only a YAML config needs it (as uvicorn).
+        yaml: Any = importlib.import_module("yaml")
+    except ImportError:
+        raise ConfigError(f"{where}: a YAML config needs PyYAML (pip install pyyaml)") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {_one_line(str(exc))}") from None
+
+
+def _dict_config(data: object, where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must hold a dictConfig mapping, not {type(data).__name__}")
+    # The defaults made the sluiceway loggers already: a file that does not
+    # name them must not silence them (dictConfig's own default would).
+    config = {"disable_existing_loggers": False, **data}
+    try:
+        logging.config.dictConfig(config)
+    except (
+        Exception
+    ) as exc:  # dictConfig wraps most in ValueError; a "()" factory may raise anything
+        raise ConfigError(f"{where}: rejected by logging: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc`` and what caused it, on one line (dictConfig hides the cause in ``__cause__``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in str(exc):
+        text += f" ({type(cause).__name__}: {cause})"
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -3,8 +3,9 @@
 ``OPTIONS`` is the single table of options: each row names its flag, its
 ``SLUICEWAY_*`` variable, the ``Config`` field it sets and how its text is
 parsed, so the CLI, the environment and docs/usage.md cannot drift apart.
-Precedence: defaults < environment < argv. A value that does not parse gives
-a ``ConfigError`` naming the flag or the variable.
+Precedence: defaults < environment < argv. A value that does not parse, or
+that ``Config`` rejects, gives a ``ConfigError`` naming the flag or the
+variable it came from, never the dataclass field.
 
 Imports only the standard library, ``sluiceway.config`` and ``sluiceway.errors``.
 """
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from sluiceway.config import (
     LOG_LEVELS,
     Config,
+    InvalidField,
     check_header,
     check_trusted_address,
     config_from_options,
@@ -286,8 +288,17 @@ OPTIONS: tuple[Option, ...] = (
         "--log-level",
         "log_level",
         _choice(*LOG_LEVELS),
-        "Log level of the sluiceway loggers.",
+        "Log level of the sluiceway loggers (default info; with --log-config, the "
+        "file's levels unless this is given).",
         choices=LOG_LEVELS,
+    ),
+    Option(
+        "--log-config",
+        "log_config",
+        _text,
+        "Logging config applied over the defaults: .json or .yaml/.yml (dictConfig; "
+        "YAML needs PyYAML), else .ini (fileConfig).",
+        metavar="FILE",
     ),
     Option("--access-log", "access_log", parse_bool, "Log one line per response.", "switch"),
     Option("--server-header", "server_header", parse_bool, "Send a Server header.", "switch"),
@@ -395,13 +406,22 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
+
+
 def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Field values from ``SLUICEWAY_*`` variables (empty ones are ignored).
 
     Raises:
         ConfigError: naming the variable whose value does not parse.
     """
+    return _from_env(environ)[0]
+
+
+def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Field values, and for each field the variable it was read from."""
     values: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
         name = option.env
@@ -417,7 +437,8 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 values[option.field] = option.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"invalid value for {name}: {exc}") from None
-    return values
+        names[option.field] = name
+    return values, names
 
 
 def options_from_args(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -426,10 +447,9 @@ def options_from_args(given: Mapping[str, Any]) -> dict[str, Any]:
     Switches and flags arrive as booleans already; text goes through the
     option's parser, and an error names the flag.
     """
-    by_field = {option.field: option for option in OPTIONS}
     values: dict[str, Any] = {}
     for name, raw in given.items():
-        option = by_field[name]
+        option = BY_FIELD[name]
         try:
             if option.kind == "append":
                 values[name] = tuple(option.parse(item) for item in raw)
@@ -443,7 +463,20 @@ def options_from_args(given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_from_sources(args: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
-    """Defaults, overridden by the environment, overridden by argv."""
-    values = options_from_env(environ)
-    values.update(options_from_args(args))
-    return config_from_options(**values)
+    """Defaults, overridden by the environment, overridden by argv.
+
+    Raises:
+        ConfigError: a value that does not parse or that ``Config`` rejects,
+            named as the user gave it: the flag, or the variable.
+    """
+    values, names = _from_env(environ)
+    from_args = options_from_args(args)
+    values.update(from_args)
+    try:
+        return config_from_options(**values)
+    except InvalidField as exc:
+        option = BY_FIELD.get(exc.field_name)
+        if option is None:  # a field with no option (none today): keep its name
+            raise
+        source = option.flag if exc.field_name in from_args else names.get(exc.field_name)
+        raise ConfigError(f"{source or option.flag} {exc.problem}") from None

@@ -61,6 +61,8 @@ def test_help_lists_options_and_env_names() -> None:
         "SLUICEWAY_PORT",
         "--no-access-log",
         "--ws-max-size",
+        "--log-config FILE",
+        "SLUICEWAY_LOG_CONFIG",
     ):
         assert text in result.stdout
 
@@ -82,6 +84,73 @@ def test_help_lists_options_and_env_names() -> None:
 )
 def test_bad_usage_exits_2_with_one_line(app_dir: Path, args: list[str], needle: str) -> None:
     assert_one_line_error(sluiceway(*args, cwd=app_dir), needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        # Config's own checks say the flag the user typed, not the dataclass field.
+        (["--limit-concurrency", "0"], {}, "--limit-concurrency must be positive, got 0"),
+        (["--timeout-keep-alive", "-1"], {}, "--timeout-keep-alive must not be negative, got -1.0"),
+        (["--ws-ping-timeout", "-2"], {}, "--ws-ping-timeout must not be negative, got -2.0"),
+        (["--limit-request-headers", "0"], {}, "--limit-request-headers must be positive, got 0"),
+        (["--ws-max-size", "0"], {}, "--ws-max-size must be positive, got 0"),
+        (["--workers", "0"], {}, "--workers must be at least 1, got 0"),
+        (["--backlog", "0"], {}, "--backlog must be positive, got 0"),
+        (["--fd", "-3"], {}, "--fd must not be negative, got -3"),
+        (["--root-path", "api/"], {}, "--root-path must start with '/' and not end with one"),
+        # Values the option parser refuses before Config sees them: named too.
+        (["--limit-request-body", "-1"], {}, "invalid value for --limit-request-body: '-1'"),
+        (["--ssl-cert-reqs", "3"], {}, "invalid value for --ssl-cert-reqs: '3' is not one of"),
+        # From the environment, the variable it came from.
+        ([], {"SLUICEWAY_LIMIT_CONCURRENCY": "0"}, "SLUICEWAY_LIMIT_CONCURRENCY must be positive"),
+        ([], {"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be at least 1, got 0"),
+        # The command line wins over the variable, and so does its name.
+        (
+            ["--timeout-graceful-shutdown", "-5"],
+            {"SLUICEWAY_TIMEOUT_GRACEFUL_SHUTDOWN": "7"},
+            "--timeout-graceful-shutdown must not be negative",
+        ),
+    ],
+)
+def test_bad_values_name_the_flag_or_variable(
+    app_dir: Path, args: list[str], env: dict[str, str], line: str
+) -> None:
+    result = sluiceway("run", "hello:app", *args, cwd=app_dir, env=env)
+    assert_one_line_error(result, line)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("missing.json", None, "--log-config 'missing.json': cannot read it: No such file"),
+        ("bad.json", "{not json", "--log-config 'bad.json': not valid JSON: Expecting"),
+        ("list.json", "[1, 2]", "must hold a dictConfig mapping, not list"),
+        ("nover.json", '{"handlers": {}}', "rejected by logging: ValueError: dictionary doesn't"),
+        (
+            "handler.json",
+            '{"version": 1, "handlers": {"f": {"class": "logging.FileHandler",'
+            ' "filename": "/nonexistent-dir/x.log"}}}',
+            "Unable to configure handler 'f' (FileNotFoundError:",
+        ),
+        ("bad.ini", "not an ini file\n", "--log-config 'bad.ini': rejected by logging:"),
+        ("empty.conf", "", "--log-config 'empty.conf': rejected by logging: "),
+    ],
+)
+def test_bad_log_config_exits_2_with_one_line(
+    app_dir: Path, name: str, content: str | None, needle: str
+) -> None:
+    if content is not None:
+        (app_dir / name).write_text(content)
+    result = sluiceway("run", "hello:app", "--port", "0", "--log-config", name, cwd=app_dir)
+    assert_one_line_error(result, needle)
+
+
+def test_log_config_from_the_environment(app_dir: Path) -> None:
+    result = sluiceway(
+        "run", "hello:app", "--port", "0", cwd=app_dir, env={"SLUICEWAY_LOG_CONFIG": "gone.ini"}
+    )
+    assert_one_line_error(result, "--log-config 'gone.ini': cannot read it")
 
 
 def test_missing_module(app_dir: Path) -> None:

@@ -81,10 +81,10 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], needle: str) -> N
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        ({"port": "70000"}, "port must be between 0 and 65535"),
+        ({"port": "70000"}, "--port must be between 0 and 65535"),
         ({"port": "x"}, "--port: 'x' is not an integer"),
         ({"uds": "/tmp/s", "fd": "3"}, "--uds and --fd"),
-        ({"root_path": "api"}, "root path must start with '/'"),
+        ({"root_path": "api"}, "--root-path must start with '/'"),
         ({"ssl_keyfile": "k.pem"}, "--ssl-keyfile needs --ssl-certfile"),
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "required"}, "needs --ssl-ca-certs"),
     ],

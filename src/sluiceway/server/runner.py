@@ -387,7 +387,7 @@ def run(app: Any, **options: Any) -> None:
     from sluiceway.logconfig import configure_logging
 
     config = config_from_options(**options)
-    configure_logging(config.log_level, config.access_log)
+    configure_logging(config.log_level, config.access_log, config.log_config)
     serve_config(config, app)
 
 

@@ -400,7 +400,6 @@ def worker_main(
     from sluiceway.logconfig import configure_logging
     from sluiceway.server.runner import serve_config
 
-    configure_logging(config.log_level, config.access_log)
     parent = multiprocessing.parent_process()
 
     def started(server: Server) -> None:
@@ -410,6 +409,9 @@ def worker_main(
         ready.close()
 
     try:
+        # As the CLI did in the supervisor, --log-config included (a spawned
+        # worker inherits no logging set-up).
+        configure_logging(config.log_level, config.access_log, config.log_config)
         serve_config(config, app, sockets=sockets, on_started=started)
     except ConfigError as exc:
         _exit_with(f"sluiceway: error: {exc}", 2)
