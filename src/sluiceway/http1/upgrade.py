@@ -31,8 +31,10 @@ Must not import ``http1/protocol.py`` (that module imports this one).
 
 WebSocket (``Upgrade: websocket``): the handshake is checked with
 ``websocket.handshake.validate_request``; a bad one is answered here (400, or
-426 with ``Sec-WebSocket-Version: 13``) and the connection closed. A good one
-gets a ``websocket`` scope derived from the ``http`` one and a
+426 with ``Sec-WebSocket-Version: 13``) and the connection handed to
+``LingeringClose``, which drops what the client still sends (a body, pipelined
+bytes) until its EOF or a short linger, so that no RST destroys the answer. A
+good one gets a ``websocket`` scope derived from the ``http`` one and a
 ``WebSocketProtocol`` that takes the transport and the buffered bytes. While
 the server shuts down, or at ``limit_concurrency``, the upgrade is declined so
 that HTTP/1 answers 503 as it does for any request.
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
 from sluiceway.websocket.handshake import Rejection, validate_request
+from sluiceway.websocket.linger import LingeringClose
 from sluiceway.websocket.protocol import WebSocketProtocol
 
 if TYPE_CHECKING:
@@ -90,7 +93,7 @@ def try_upgrade(request: UpgradeRequest) -> bool:
     transport = request.transport
     if isinstance(result, Rejection):
         transport.write(result.to_bytes())
-        transport.close()
+        LingeringClose(state).start(transport)
         return True
     protocol = WebSocketProtocol(
         request.app, websocket_scope(scope, result.subprotocols), result, config, state

@@ -10,7 +10,12 @@ Phases (``Phase``): HANDSHAKE (the app has ``websocket.connect`` and has not
 answered; bytes that arrive are held), OPEN (the 101 went out; frames flow),
 CLOSING (our Close or the HTTP denial is going out), TCP_CLOSING (all said: our
 side of TCP is closed, the peer's close is awaited under the close timeout),
-CLOSED (the transport is gone).
+CLOSED (the transport is gone, or handed to ``LingeringClose``).
+
+A refused handshake (the app's denial or 403, the 503 of a shutdown) ends
+with an HTTP answer while the client may still be sending: the transport then
+goes to ``websocket/linger.py``'s ``LingeringClose``, which drops what still
+comes until the client's EOF or a short linger, so no RST destroys the answer.
 
 Timers: none of its own. Keepalive pings, the ping timeout and the close
 timeout are one absolute ``deadline`` that ``ServerState``'s shared tick
@@ -52,6 +57,7 @@ from sluiceway.websocket.connection import (
     TextMessage,
 )
 from sluiceway.websocket.handshake import Handshake, Rejection, build_accept_response
+from sluiceway.websocket.linger import LingeringClose
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
@@ -382,8 +388,15 @@ class WebSocketProtocol(asyncio.Protocol):
         return b"".join(head)
 
     def _close_after_response(self) -> None:
+        """The HTTP answer is out: the app hears 1006, the transport lingers."""
         self.cycle.peer_closed(_CLOSE_ABNORMAL)
-        self._close_tcp()
+        transport = self.transport
+        assert transport is not None
+        self.phase = Phase.CLOSED
+        self.deadline = None
+        self._pending = b""
+        self.state.remove_connection(self)
+        LingeringClose(self.state).start(transport, self._reading_paused)
 
     def abort(self) -> None:
         transport = self.transport
