@@ -34,7 +34,8 @@ from the terminal and from us, and force its exit). A worker whose
 supervisor disappears (``kill -9``) shuts itself down gracefully.
 
 Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.sockets``
-(binding), ``sluiceway.server.reload`` and, in the worker only,
+(binding), ``sluiceway.transport.tls`` (to check the TLS files before any
+worker starts), ``sluiceway.server.reload`` and, in the worker only,
 ``sluiceway.server.runner`` (``serve_config``).
 """
 
@@ -355,6 +356,12 @@ def supervise(config: Config, app: str) -> None:
         for directory in config.reload_dirs:
             if not os.path.isdir(directory):
                 raise ConfigError(f"--reload-dir {directory!r}: not a directory")
+    if config.is_ssl:
+        from sluiceway.transport.tls import create_ssl_context
+
+        # Each worker builds its own context; a bad file or key password is
+        # said once, here, not by every worker after "Listening on".
+        create_ssl_context(config)
     sockets = bind_sockets(config)
     try:
         for sock in sockets:
