@@ -47,7 +47,7 @@ from common import (
 
 def _load_http_bench() -> ModuleType:
     # bench/http_load.py cannot be imported as "http" (the standard library owns that name).
-    path = Path(__file__).resolve().parent / "http.py"
+    path = Path(__file__).resolve().parent / "http_load.py"
     spec = importlib.util.spec_from_file_location("bench_http", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

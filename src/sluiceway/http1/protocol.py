@@ -58,6 +58,7 @@ from sluiceway.errors import (
 )
 from sluiceway.http1 import files, upgrade, wire
 from sluiceway.server.state import ConnectionInfo
+from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ _CHUNK_FRAMING_PER_BODY_BYTE = 16
 
 class _InternalError(ProtocolError):
     status = 500
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback once the connection is closing: parse no more."""
 
 
 class Phase(enum.IntEnum):
@@ -212,6 +217,8 @@ class HTTP1Protocol(asyncio.Protocol):
         self._watched = False
         self._parsing: _H1Cycle | None = None
         self._upgrade_cycle: _H1Cycle | None = None
+        # A bodyless request whose app starts at on_message_complete.
+        self._complete_cycle: _H1Cycle | None = None
         # Per-server limits, copied here: read on every request.
         self._max_head = shared.max_head
         self._max_line = shared.max_line
@@ -262,6 +269,10 @@ class HTTP1Protocol(asyncio.Protocol):
             if isinstance(cause, ProtocolError):
                 self._reject(cause)
                 return
+            if isinstance(cause, _StopParsing):
+                return
+            if cause is not None and not isinstance(cause, Exception):
+                raise cause from None  # KeyboardInterrupt or SystemExit from an app's first step
             # A bug of ours: answer 500 and close rather than kill the connection silently.
             accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=cause or exc)
             self._reject(_InternalError("internal error"))
@@ -294,6 +305,10 @@ class HTTP1Protocol(asyncio.Protocol):
     # -- parser callbacks, in firing order ---------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._phase is _CLOSED:
+            # An app that ran during this feed closed the connection: the
+            # pipelined requests after its own are not read.
+            raise _StopParsing
         self._phase = _HEAD
         self._url = b""
         self._headers = []
@@ -418,6 +433,11 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._upgrade is not None and parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
+        elif not has_body:
+            # on_message_complete fires next, in this same feed: the app starts
+            # there, seeing a whole request (keep-alive and the keep-alive
+            # deadline are decided once the parser is past it).
+            self._complete_cycle = cycle
         elif self._active is None:
             self._start(cycle)
         else:
@@ -440,6 +460,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing.feed_end()
             self._parsing = None
+        cycle = self._complete_cycle
+        if cycle is not None:
+            self._complete_cycle = None
+            if self._active is None:
+                self._start(cycle, eager=True)
+            else:
+                self._enqueue(cycle)
 
     # -- upgrade seam ----------------------------------------------------------------------
 
@@ -485,7 +512,15 @@ class HTTP1Protocol(asyncio.Protocol):
             self._pipeline.append(cycle)
             self._flow.pause_reading()
 
-    def _start(self, cycle: _H1Cycle) -> None:
+    def _start(self, cycle: _H1Cycle, eager: bool = False) -> None:
+        """Run ``cycle``'s app; ``eager`` (only from a parser callback): its first step at once.
+
+        Eagerly (Python 3.12+, server/tasks.py), an app that answers without
+        waiting finishes inside this call and is never scheduled or counted
+        in ``state.tasks``. From response_complete (inside the previous app's
+        ``send``) the start is never eager, so pipelined apps do not nest in
+        each other's stacks.
+        """
         self._active = cycle
         state = self._state
         limit = self._shared.limit_concurrency
@@ -495,7 +530,12 @@ class HTTP1Protocol(asyncio.Protocol):
         if limit is not None and len(state.tasks) >= limit:
             self._finish_with_error(cycle, 503)
             return
-        task = self._loop.create_task(self._run_app(cycle))
+        if eager:
+            task = start_eagerly(self._loop, self._run_app(cycle))
+            if task is None:
+                return  # answered already
+        else:
+            task = self._loop.create_task(self._run_app(cycle))
         cycle.task = task
         state.tasks.add(task)
 
