@@ -8,24 +8,69 @@ marks; the protocol forwards them here and ``drain()`` waits while paused.
 When the connection is lost, ``connection_lost`` wakes every drainer with
 ``ClientDisconnected`` (an ``OSError``, per the ASGI www spec 2.4).
 
+Vectored writes go through ``writelines_for(transport)`` (kept as
+``FlowControl.writelines``): asyncio's selector transport on CPython 3.12.0-3.12.8
+and 3.13.0-3.13.1 queues ``writelines`` data without checking the high-water
+mark (CVE-2024-12254, fixed in 3.12.9 and 3.13.2), so the protocol never gets
+``pause_writing`` and a peer that does not read grows the buffer without limit.
+
 Invariants: at most one future exists for all drainers; no future is created
 while writing is not paused (the hot path never allocates here).
 
-Imports only asyncio and ``sluiceway.errors``.
+Imports only asyncio, sys and ``sluiceway.errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio import selector_events
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sluiceway.errors import ClientDisconnected
 
+# The releases whose selector transport writelines() never pauses the protocol.
+_V = sys.version_info
+_WRITELINES_SKIPS_PAUSE = (3, 12) <= _V < (3, 12, 9) or (3, 13) <= _V < (3, 13, 2)
+_SELECTOR_SOCKET_TRANSPORT: type[Any] = getattr(
+    selector_events, "_SelectorSocketTransport", type(None)
+)
+
+
+def writelines_for(transport: asyncio.WriteTransport) -> Callable[[Iterable[bytes]], None]:
+    """``transport.writelines``, pausing the protocol past the high-water mark on every Python.
+
+    Call once per connection and keep the result: everywhere but the affected
+    asyncio transports it is the bound method itself, at no cost per write.
+    """
+    if not _WRITELINES_SKIPS_PAUSE or not isinstance(transport, _SELECTOR_SOCKET_TRANSPORT):
+        return transport.writelines
+    selector_transport: Any = transport
+
+    def writelines(parts: Iterable[bytes]) -> None:
+        selector_transport.writelines(parts)
+        # The one line CPython 3.12.9 and 3.13.2 added to writelines() (gh-127655).
+        # Only these past releases get here, so their private method cannot change.
+        selector_transport._maybe_pause_protocol()
+
+    return writelines
+
 
 class FlowControl:
-    __slots__ = ("_drain_waiter", "_transport", "closed", "read_paused", "write_paused")
+    __slots__ = (
+        "_drain_waiter",
+        "_transport",
+        "closed",
+        "read_paused",
+        "write_paused",
+        "writelines",
+    )
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
+        # The transport's writelines, or one that pauses where asyncio's does not.
+        self.writelines = writelines_for(transport)
         self.read_paused = False
         self.write_paused = False
         self.closed = False

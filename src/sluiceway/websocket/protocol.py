@@ -25,7 +25,9 @@ an idle connection holds a float, not a timer handle or a task.
 Flow control: ``send_data`` awaits while the transport's write buffer is above
 its high-water mark (``pause_writing``/``resume_writing``), and reading pauses
 meanwhile, so a peer that floods pings and never reads cannot grow the buffer
-of pongs without limit. The cycle asks for
+of pongs without limit. Vectored writes go through ``transport/flow.py``'s
+``writelines_for``: asyncio's own ``writelines`` on CPython 3.12.0-3.12.8 and
+3.13.0-3.13.1 never calls ``pause_writing``. The cycle asks for
 reading to pause once ``ws_max_queue`` messages wait for the app, and before
 the app accepts, at most ``_PENDING_MAX`` bytes are held.
 
@@ -33,7 +35,8 @@ Shutdown: ``shutdown()`` sends Close 1001 (going away) to an open connection
 and answers 503 to one still in the handshake; the close timeout bounds it.
 
 Imports ``asgi``, ``errors``, ``http1.wire`` (HTTP heads for the denial
-response), ``server.state`` (types only) and the sibling codec modules;
+response), ``server.state`` (types only), ``transport.flow`` and the sibling
+codec modules;
 never ``http1.protocol``.
 """
 
@@ -42,13 +45,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from sluiceway.asgi.types import ASGIApp, HeaderList, Scope
 from sluiceway.asgi.websocket import WebSocketCycle
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.http1 import wire
+from sluiceway.transport.flow import writelines_for
 from sluiceway.websocket.connection import (
     BytesMessage,
     Connection,
@@ -102,6 +106,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_response_chunked",
         "_response_head_sent",
         "_write_paused",
+        "_writelines",
         "app",
         "config",
         "conn",
@@ -114,6 +119,8 @@ class WebSocketProtocol(asyncio.Protocol):
         "task",
         "transport",
     )
+
+    _writelines: Callable[[Iterable[bytes]], None]  # set by start, with the transport
 
     def __init__(
         self,
@@ -152,6 +159,7 @@ class WebSocketProtocol(asyncio.Protocol):
         the client sent right behind the handshake and wait for the accept.
         """
         self.transport = transport
+        self._writelines = writelines_for(transport)
         loop = self.loop = asyncio.get_running_loop()
         self.state.add_connection(self)
         self.state.start_clock(loop)
@@ -180,10 +188,8 @@ class WebSocketProtocol(asyncio.Protocol):
         conn.receive_data(data)
         events = conn.events_received()
         out = conn.data_to_send()
-        transport = self.transport
-        assert transport is not None
         if out:
-            transport.writelines(out)
+            self._writelines(out)
         cycle = self.cycle
         for event in events:
             kind = type(event)
@@ -321,7 +327,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if len(out) == 1:
             transport.write(out[0])
         else:
-            transport.writelines(out)
+            self._writelines(out)
         if self._write_paused:
             return self._wait_drained()
         return None
@@ -342,16 +348,12 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.phase is not Phase.OPEN or conn is None or conn.state is not State.OPEN:
             return
         conn.send_close(code, reason)
-        transport = self.transport
-        assert transport is not None
-        transport.writelines(conn.data_to_send())
+        self._writelines(conn.data_to_send())
         self.phase = Phase.CLOSING
         self._ping_outstanding = False
         self._arm(CLOSE_TIMEOUT_S)
 
     def send_response(self, status: int, headers: HeaderList, body: bytes, more: bool) -> None:
-        transport = self.transport
-        assert transport is not None
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("the connection is closed")
         parts: list[bytes] = []
@@ -368,7 +370,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 parts.append(wire.LAST_CHUNK)
         elif body:
             parts.append(body)
-        transport.writelines(parts)
+        self._writelines(parts)
         if not more:
             self._close_after_response()
 
@@ -426,9 +428,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._fail_keepalive(conn)
                 return
             conn.send_ping(b"")
-            transport = self.transport
-            assert transport is not None
-            transport.writelines(conn.data_to_send())
+            self._writelines(conn.data_to_send())
             timeout = self.config.ws_ping_timeout_s
             if timeout > 0:
                 self._ping_outstanding = True
@@ -449,7 +449,7 @@ class WebSocketProtocol(asyncio.Protocol):
         conn.send_close(1011, "keepalive ping timeout")
         transport = self.transport
         assert transport is not None
-        transport.writelines(conn.data_to_send())
+        self._writelines(conn.data_to_send())
         self.cycle.peer_closed(1011, "keepalive ping timeout")
         self.phase = Phase.TCP_CLOSING
         transport.close()
