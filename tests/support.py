@@ -9,13 +9,22 @@ shuts the server down the way the runner does (graceful, then abort/cancel).
 send exact bytes and read back either one complete HTTP response
 (``read_response``) or everything until the server closes
 (``read_until_close``). Every read has a timeout: a test never hangs.
+
+``accepted(srv)`` and ``read_by(server_side)`` let a test send bytes that the
+server reads in separate reads: a client in the server's own loop can write
+several times before the server's read callback runs (``RawConnection.send``
+never yields on Python 3.12+, whose ``wait_for`` runs the coroutine in the
+caller's task), and the server then gets the pieces in one read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ssl
+import struct
+import termios
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +183,38 @@ async def raw_connection(port: int, host: str = "127.0.0.1") -> AsyncIterator[Ra
         yield conn
     finally:
         await conn.close()
+
+
+async def accepted(srv: Served, timeout: float = TIMEOUT_S) -> Any:
+    """The server side (the HTTP/1.1 protocol) of the one connection made to ``srv``."""
+
+    async def one() -> Any:
+        while not srv.state.connections:
+            await asyncio.sleep(0)  # the accept runs in a later loop pass than the connect
+        (server_side,) = srv.state.connections
+        return server_side
+
+    return await asyncio.wait_for(one(), timeout)
+
+
+async def read_by(server_side: Any, timeout: float = TIMEOUT_S) -> None:
+    """Wait until ``server_side`` has read every byte sent to it so far, or is closing.
+
+    The transport's read callback hands each read to ``data_received`` at once,
+    so an empty kernel receive queue means the server has seen the bytes.
+    Plain TCP only (TLS reads ahead into its own buffer).
+    """
+    transport = server_side._transport
+
+    async def drained() -> None:
+        while not transport.is_closing():
+            fd = transport.get_extra_info("socket").fileno()
+            (unread,) = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))
+            if unread == 0:
+                return
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(drained(), timeout)
 
 
 async def exchange(port: int, data: bytes, *, head: bool = False) -> Response:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.http1.apps import echo, read_body
-from tests.support import raw_connection, serve
+from tests.support import accepted, raw_connection, read_by, serve
 
 H = b"Host: a\r\n"
 
@@ -271,8 +271,10 @@ async def test_header_block_trickled_over_limit_is_431() -> None:
     # A value that never ends: llhttp buffers it; our byte count must still stop it.
     limits = {"max_request_headers_bytes": 1024, "max_request_line_bytes": 256}
     async with serve(echo, **limits) as srv, raw_connection(srv.port) as conn:
+        server_side = await accepted(srv)
         await conn.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
         for _ in range(20):
+            await read_by(server_side)  # each piece its own read: only the count can stop it
             try:
                 await conn.send(b"a" * 100)
             except ConnectionError:
