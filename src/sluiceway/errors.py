@@ -19,6 +19,7 @@ protocol maps errors to the wire in one function::
     │  └─ LocalProtocolError       we, or the app, misused the protocol
     │     ├─ ASGIMessageError      malformed or out-of-order ASGI message
     │     └─ InvalidState
+    ├─ ConnectionClosing           stops llhttp mid-feed once we close (never escapes HTTP/1.1)
     ├─ AppError                    wraps an app exception and the phase it hit
     ├─ LifespanFailed              lifespan startup failed (CLI: exit 1)
     └─ LayerError                  channel layers
@@ -112,6 +113,10 @@ class ASGIMessageError(LocalProtocolError):
 
 class InvalidState(LocalProtocolError):
     """An operation is not allowed in the current state."""
+
+
+class ConnectionClosing(SluicewayError):
+    """Raised from a parser callback once the connection is closing: parse no more."""
 
 
 class AppError(SluicewayError):

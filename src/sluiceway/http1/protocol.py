@@ -50,7 +50,9 @@ from sluiceway.errors import (
     BadRequest,
     BodyTooLarge,
     ClientDisconnected,
+    ConnectionClosing,
     HeadersTooLarge,
+    LocalProtocolError,
     NotImplementedByServer,
     ProtocolError,
     URITooLong,
@@ -105,14 +107,6 @@ _JOIN_MAX_BYTES = 16 * 1024
 # framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
 _CHUNK_FRAMING_BYTES = 4 * 1024
 _CHUNK_FRAMING_PER_BODY_BYTE = 16
-
-
-class _InternalError(ProtocolError):
-    status = 500
-
-
-class _StopParsing(Exception):
-    """Raised from a parser callback once the connection is closing: parse no more."""
 
 
 class Phase(enum.IntEnum):
@@ -179,8 +173,13 @@ class _H1Cycle(HTTPCycle):
     target: bytes
 
 
-class HTTP1Protocol(asyncio.Protocol):
-    """One HTTP/1.1 connection. Also the ``ResponseSink`` of its active cycle."""
+class HTTP1Protocol:
+    """One HTTP/1.1 connection. Also the ``ResponseSink`` of its active cycle.
+
+    An ``asyncio.Protocol`` by its methods, not by inheritance: mypyc compiles
+    this class to a C type, and a compiled class with a Python base (such as
+    ``asyncio.Protocol``) is freed without clearing weak references to it.
+    """
 
     def __init__(self, shared: Shared) -> None:
         self._shared = shared
@@ -269,13 +268,13 @@ class HTTP1Protocol(asyncio.Protocol):
             if isinstance(cause, ProtocolError):
                 self._reject(cause)
                 return
-            if isinstance(cause, _StopParsing):
+            if isinstance(cause, ConnectionClosing):
                 return
             if cause is not None and not isinstance(cause, Exception):
                 raise cause from None  # KeyboardInterrupt or SystemExit from an app's first step
             # A bug of ours: answer 500 and close rather than kill the connection silently.
             accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=cause or exc)
-            self._reject(_InternalError("internal error"))
+            self._reject(LocalProtocolError("internal error"))
             return
         except httptools.HttpParserInvalidMethodError:
             self._reject(BadRequest("invalid method"))
@@ -308,7 +307,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._phase is _CLOSED:
             # An app that ran during this feed closed the connection: the
             # pipelined requests after its own are not read.
-            raise _StopParsing
+            raise ConnectionClosing
         self._phase = _HEAD
         self._url = b""
         self._headers = []
@@ -479,7 +478,6 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         if self._shared.ws_enabled and self._active is None and not self._pipeline:
             request = upgrade.UpgradeRequest(
-                protocol=self,
                 transport=self._transport,
                 info=self.info,
                 scope=dict(cycle.scope),
@@ -808,10 +806,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._close()
             return
         if self._pipeline:
-            # _start may answer at once (503) and come back here for the rest.
-            self._start(self._pipeline.popleft())
-            if not self._pipeline and self._active is not None and self._phase is not _CLOSED:
-                self._resume_if_room()  # the request now running may still await its body
+            self._start_next()
             return
         if self._pending_error:
             self._write_error(self._pending_error)
@@ -823,6 +818,14 @@ class HTTP1Protocol(asyncio.Protocol):
         self._resume_if_room()
         if self._phase is _IDLE and self._active is None:
             self.deadline = self._loop.time() + self._shared.keep_alive_s
+
+    def _start_next(self) -> None:
+        # A method of its own, not inline in response_complete: there the
+        # checker has narrowed _active to None, and mypyc would enforce that.
+        # _start may answer at once (503) and come back to response_complete.
+        self._start(self._pipeline.popleft())
+        if not self._pipeline and self._active is not None and self._phase is not _CLOSED:
+            self._resume_if_room()  # the request now running may still await its body
 
     def _resume_if_room(self) -> None:
         """Resume reading once nothing is queued and the body buffer has room."""
@@ -943,6 +946,11 @@ class HTTP1Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._flow.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed: returning None lets the transport close
+        # (asyncio.Protocol's default); connection_lost follows.
+        return None
 
     # -- connection_lost -------------------------------------------------------------------
 

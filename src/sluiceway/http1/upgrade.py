@@ -8,7 +8,6 @@ head of a request asking to switch protocols is complete (it carries
 and no earlier request on the connection is still in flight. ``request`` is an
 ``UpgradeRequest`` holding:
 
-* ``protocol``: the ``asyncio.Protocol`` currently attached to ``transport``;
 * ``transport``: the connection's transport, still reading;
 * ``info``: the connection's ``ConnectionInfo`` (client, server, scheme, TLS);
 * ``scope``: the fully built ``http`` scope of the request (method, path,
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class UpgradeRequest:
-    protocol: asyncio.Protocol
     transport: asyncio.Transport
     info: ConnectionInfo
     scope: dict[str, Any]

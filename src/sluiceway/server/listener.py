@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from sluiceway.asgi.compat import guarantee_single_callable
 from sluiceway.config import Config
@@ -62,6 +62,6 @@ def make_protocol_factory(
     shared = Shared(config, guarantee_single_callable(app), state, tls_info)
 
     def factory() -> asyncio.Protocol:
-        return HTTP1Protocol(shared)
+        return cast(asyncio.Protocol, HTTP1Protocol(shared))  # a Protocol by duck typing
 
     return factory
