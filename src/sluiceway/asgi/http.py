@@ -38,13 +38,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sluiceway.asgi.types import Message, Scope
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 
 # Above this many buffered request-body bytes the sink is asked to stop reading.
-BODY_HIGH_WATER_BYTES = 64 * 1024
+BODY_HIGH_WATER_BYTES: Final = 64 * 1024
 
 
 class RequestState(enum.IntEnum):
@@ -64,10 +64,19 @@ class ResponseState(enum.IntEnum):
     ABORTED = 5  # client went away, or the connection was cut, before DONE
 
 
-_R_CONTINUE, _R_BODY, _R_BODY_END, _R_DELIVERED, _R_GONE = RequestState
-_S_START, _S_HEAD, _S_BODY, _S_TRAILERS, _S_DONE, _S_ABORTED = ResponseState
+_R_CONTINUE: Final = RequestState.CONTINUE
+_R_BODY: Final = RequestState.BODY
+_R_BODY_END: Final = RequestState.BODY_END
+_R_DELIVERED: Final = RequestState.DELIVERED
+_R_GONE: Final = RequestState.GONE
+_S_START: Final = ResponseState.START
+_S_HEAD: Final = ResponseState.HEAD
+_S_BODY: Final = ResponseState.BODY
+_S_TRAILERS: Final = ResponseState.TRAILERS
+_S_DONE: Final = ResponseState.DONE
+_S_ABORTED: Final = ResponseState.ABORTED
 
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+_DISCONNECT: Final[dict[str, Any]] = {"type": "http.disconnect"}
 
 
 class ResponseSink(Protocol):
@@ -383,7 +392,7 @@ class HTTPCycle:
 
 _Handler = Callable[[HTTPCycle, Message], "Awaitable[None] | None"]
 
-_SEND: dict[tuple[ResponseState, str], _Handler] = {
+_SEND: Final[dict[tuple[ResponseState, str], _Handler]] = {
     (_S_START, "http.response.start"): HTTPCycle._on_start,
     (_S_START, "http.response.early_hint"): HTTPCycle._on_early_hint,
     (_S_HEAD, "http.response.early_hint"): HTTPCycle._on_early_hint,
@@ -398,8 +407,8 @@ _SEND: dict[tuple[ResponseState, str], _Handler] = {
 }
 """The transition table: (state, message type) -> handler. Anything else is illegal."""
 
-_KNOWN = frozenset(mtype for _, mtype in _SEND)
-_AFTER_DONE_IGNORED = frozenset(
+_KNOWN: Final = frozenset(mtype for _, mtype in _SEND)
+_AFTER_DONE_IGNORED: Final = frozenset(
     ("http.response.body", "http.response.trailers", "http.response.early_hint")
 )
 

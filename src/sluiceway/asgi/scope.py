@@ -17,13 +17,13 @@ Imports only the standard library and ``sluiceway.asgi.types``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from sluiceway.asgi.types import ASGI_VERSION, HeaderList
 
-_VERSION = ASGI_VERSION["version"]
-_SPEC_VERSION = ASGI_VERSION["spec_version"]
+_VERSION: Final = ASGI_VERSION["version"]
+_SPEC_VERSION: Final = ASGI_VERSION["spec_version"]
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:

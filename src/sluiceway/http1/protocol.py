@@ -32,7 +32,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -68,14 +68,14 @@ if TYPE_CHECKING:
     from sluiceway.config import Config
     from sluiceway.server.state import ServerState
 
-_S_HEAD = ResponseState.HEAD
-_S_BODY = ResponseState.BODY
-_S_DONE = ResponseState.DONE
-_S_ABORTED = ResponseState.ABORTED
-_R_CONTINUE = RequestState.CONTINUE
+_S_HEAD: Final = ResponseState.HEAD
+_S_BODY: Final = ResponseState.BODY
+_S_DONE: Final = ResponseState.DONE
+_S_ABORTED: Final = ResponseState.ABORTED
+_R_CONTINUE: Final = RequestState.CONTINUE
 
 # Header names the protocol looks at while they stream past (RFC 9112 §6-7, §9.3).
-_WATCHED = frozenset(
+_WATCHED: Final = frozenset(
     (
         b"host",
         b"content-length",
@@ -86,18 +86,20 @@ _WATCHED = frozenset(
         b"connection",
     )
 )
-_HTTP11 = "1.1"
+_HTTP11: Final = "1.1"
 # What a closed connection's parser slot points at (see connection_lost).
-_NO_PARSER = httptools.HttpRequestParser(object())
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_LINGER_S = 1.0
+_NO_PARSER: Final = httptools.HttpRequestParser(object())
+_METHODS: Final = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+}
+_LINGER_S: Final = 1.0
 # How long a closing connection may take to flush what is buffered (at most
 # the write high-water mark, since send() waits above it) or to finish the
 # TLS close handshake, before it is aborted.
-_CLOSE_TIMEOUT_S = 10.0
+_CLOSE_TIMEOUT_S: Final = 10.0
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
-_JOIN_MAX_BYTES = 16 * 1024
+_JOIN_MAX_BYTES: Final = 16 * 1024
 # Chunked request framing (size lines, chunk extensions, CRLFs, the trailer
 # section) is bounded, since llhttp skips extensions without counting them
 # (Node CVE-2024-22019). Allowed beyond the body: a fixed 4 KiB (Twisted caps a
@@ -105,8 +107,8 @@ _JOIN_MAX_BYTES = 16 * 1024
 # (trailers share it, RFC 9112 §7.1.2), plus this much per body byte: every
 # chunk but the last carries at least one, and a 1-byte chunk costs 5 bytes of
 # framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
-_CHUNK_FRAMING_BYTES = 4 * 1024
-_CHUNK_FRAMING_PER_BODY_BYTE = 16
+_CHUNK_FRAMING_BYTES: Final = 4 * 1024
+_CHUNK_FRAMING_PER_BODY_BYTE: Final = 16
 
 
 class Phase(enum.IntEnum):
@@ -118,7 +120,10 @@ class Phase(enum.IntEnum):
     CLOSED = 3  # we decided to close, or the peer went away
 
 
-_IDLE, _HEAD, _BODY, _CLOSED = Phase
+_IDLE: Final = Phase.IDLE
+_HEAD: Final = Phase.HEAD
+_BODY: Final = Phase.BODY
+_CLOSED: Final = Phase.CLOSED
 
 
 class Shared:

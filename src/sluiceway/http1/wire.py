@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from sluiceway.errors import (
     ASGIMessageError,
@@ -30,8 +30,8 @@ from sluiceway.errors import (
     ProtocolError,
 )
 
-CRLF = b"\r\n"
-_SEP = b": "
+CRLF: Final = b"\r\n"
+_SEP: Final = b": "
 
 
 def _reason(code: int) -> bytes:
@@ -42,16 +42,21 @@ def _reason(code: int) -> bytes:
 
 
 # Precomputed once: the status line is a dict lookup per response.
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, _reason(code)) for code in range(100, 600)
 }
 
 # Statuses whose responses never carry content (RFC 9110 §6.4.1).
-NO_BODY_STATUSES = frozenset((*range(100, 200), 204, 304))
+NO_BODY_STATUSES: Final = frozenset((*range(100, 200), 204, 304))
 
 # Kinds of response header the head builder treats specially.
-PLAIN, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, DATE, SERVER = range(6)
-_SPECIAL_NAMES = {
+PLAIN: Final = 0
+CONTENT_LENGTH: Final = 1
+TRANSFER_ENCODING: Final = 2
+CONNECTION: Final = 3
+DATE: Final = 4
+SERVER: Final = 5
+_SPECIAL_NAMES: Final = {
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
     b"connection": CONNECTION,
@@ -59,16 +64,16 @@ _SPECIAL_NAMES = {
     b"server": SERVER,
 }
 # RFC 9110 §5.6.2: token = 1*tchar
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # Header names already validated, mapped to their kind. Names come from a
 # small set in practice (apps reuse constants), so this turns validation into
 # one dict lookup; the size cap keeps a hostile app from growing it.
-_NAME_KINDS: dict[bytes, int] = {}
-_NAME_CACHE_MAX = 4096
+_NAME_KINDS: Final[dict[bytes, int]] = {}
+_NAME_CACHE_MAX: Final = 4096
 # Content-Length values already parsed (the same few sizes recur: fixed
 # pages, JSON of one shape); capped for the same reason.
-_LENGTHS: dict[bytes, int] = {}
-_LENGTH_CACHE_MAX = 4096
+_LENGTHS: Final[dict[bytes, int]] = {}
+_LENGTH_CACHE_MAX: Final = 4096
 
 
 def _name_kind(name: Any) -> int:
@@ -169,7 +174,7 @@ def default_headers_without(default_headers: bytes, overrides: int) -> bytes:
 
 # -- chunked transfer coding (RFC 9112 §7.1) ----------------------------------
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def chunk_header(size: int) -> bytes:
@@ -197,7 +202,7 @@ def encode_early_hint(links: Iterable[Any]) -> bytes:
 
 # -- error replies ------------------------------------------------------------
 
-_ERROR_BODIES = {
+_ERROR_BODIES: Final = {
     400: b"Bad Request",
     413: b"Content Too Large",
     414: b"URI Too Long",
@@ -225,7 +230,7 @@ def error_response(status: int, default_headers: bytes, *, close: bool = True) -
     )
 
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 # -- request-side strictness llhttp leaves to us --------------------------------

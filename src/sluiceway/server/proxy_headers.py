@@ -34,13 +34,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Iterable
 from operator import itemgetter
+from typing import Final
 
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+_HTTP_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
 class TrustedHosts:
@@ -168,9 +169,9 @@ class ProxyHeadersMiddleware:
         return self.app(scope, receive, send)
 
 
-_CONNECTION_TYPES = frozenset({"http", "websocket"})
-_FORWARDING_NAMES = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
-_NAME = itemgetter(0)
+_CONNECTION_TYPES: Final = frozenset({"http", "websocket"})
+_FORWARDING_NAMES: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+_NAME: Final = itemgetter(0)
 
 
 def apply_forwarded(scope: Scope, trusted: TrustedHosts) -> None:
