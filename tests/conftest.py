@@ -8,6 +8,7 @@ would run the old code, so the session stops and says what to do instead.
 
 from __future__ import annotations
 
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ _PACKAGE = Path(sluiceway.__file__).resolve().parent
 
 def _stale_extensions() -> list[str]:
     stale = []
-    for extension in _PACKAGE.rglob("*.so"):
+    # Only this interpreter's extensions (".cpython-311-x86_64-linux-gnu.so"):
+    # another Python's never load here.
+    for extension in _PACKAGE.rglob("*" + EXTENSION_SUFFIXES[0]):
         source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
             stale.append(str(source.relative_to(_PACKAGE.parent)))
