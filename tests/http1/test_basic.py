@@ -175,6 +175,25 @@ async def test_absolute_form_target() -> None:
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/p/q", "/p/q", "z=1")
 
 
+async def test_absolute_form_authority_replaces_the_host_field() -> None:
+    # RFC 9112 §3.2.2: the target's authority wins over the Host field.
+    async with serve(scope_json) as srv:
+        response = await exchange(
+            srv.port,
+            b"GET http://real.example:8080/p HTTP/1.1\r\nX-A: 1\r\nHost: other\r\n\r\n",
+        )
+        old = await exchange(srv.port, b"GET http://real.example/p HTTP/1.0\r\n\r\n")
+    headers = json.loads(response.body)["headers"]
+    assert headers == [["x-a", "1"], ["host", "real.example:8080"]]
+    assert json.loads(old.body)["headers"] == [["host", "real.example"]]
+
+
+async def test_absolute_form_without_a_host_is_400() -> None:
+    async with serve(scope_json) as srv:
+        response = await exchange(srv.port, b"GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert response.status == 400
+
+
 async def test_head_sends_no_body() -> None:
     async with serve(hello) as srv, raw_connection(srv.port) as conn:
         await conn.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -45,6 +45,41 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
+def target_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form target (``http://h:1/p`` -> ``h:1``), else None."""
+    scheme_end = target.find(b"://")
+    if scheme_end <= 0 or target[:1] == b"/":
+        return None
+    start = scheme_end + 3
+    end = len(target)
+    for stop in (b"/", b"?", b"#"):
+        found = target.find(stop, start)
+        if 0 <= found < end:
+            end = found
+    return target[start:end]
+
+
+def with_host(headers: HeaderList, authority: bytes) -> HeaderList:
+    """``headers`` with every Host field replaced by one carrying ``authority``.
+
+    RFC 9112 §3.2.2: a server given an absolute-form target must ignore the
+    Host field and use the target's authority, so the app sees what routing
+    used (an app building URLs from Host would otherwise trust the client's
+    second, possibly different, opinion).
+    """
+    replaced: HeaderList = []
+    placed = False
+    for name, value in headers:
+        if name != b"host":
+            replaced.append((name, value))
+        elif not placed:  # where the client put it; any duplicate is dropped
+            replaced.append((b"host", authority))
+            placed = True
+    if not placed:  # HTTP/1.0 may omit Host
+        replaced.append((b"host", authority))
+    return replaced
+
+
 def decode_path(raw_path: bytes) -> str:
     """Percent-decode a path as UTF-8 (invalid sequences become U+FFFD)."""
     text = raw_path.decode("latin-1")

@@ -44,7 +44,7 @@ from sluiceway.asgi.http import (
     RequestState,
     ResponseState,
 )
-from sluiceway.asgi.scope import http_scope, split_target
+from sluiceway.asgi.scope import http_scope, split_target, target_authority, with_host
 from sluiceway.errors import (
     ASGIMessageError,
     BadRequest,
@@ -404,6 +404,11 @@ class HTTP1Protocol:
             raw_path, query = url, b""
         else:
             raw_path, query = split_target(url)
+            authority = target_authority(url)
+            if authority is not None:
+                if not authority:
+                    raise BadRequest("absolute-form target without a host")
+                self._headers = with_host(self._headers, authority)
         info = self.info
         scope = http_scope(
             method,
