@@ -699,10 +699,9 @@ class HTTP1Protocol:
         self._sent = 0 if no_body else n
         self._trailer_parts = []
         if n > _JOIN_MAX_BYTES and body_at > 0:
-            # Head and a large first chunk: hand both over without copying the body.
-            self._transport.writelines(
-                (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
-            )
+            # Head and a large first chunk: hand both over without copying the body
+            # (FlowControl.writelines: asyncio 3.12.0-3.12.8/3.13.0-3.13.1 never pause on theirs).
+            self._flow.writelines((b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :])))
         else:
             self._transport.write(b"".join(head))
 
@@ -717,7 +716,7 @@ class HTTP1Protocol:
             last = b"" if more_body or (cycle is not None and cycle.trailers) else wire.LAST_CHUNK
             if n > _JOIN_MAX_BYTES:
                 # Large chunk: a vectored write (uvloop) instead of copying it.
-                self._transport.writelines((wire.chunk_header(n), body, wire.CRLF + last))
+                self._flow.writelines((wire.chunk_header(n), body, wire.CRLF + last))
             elif n:
                 self._transport.write(b"".join((wire.chunk_header(n), body, wire.CRLF, last)))
             elif last:
