@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import sys
 from typing import Any
 
 import anyio
+import pytest
 
 from sluiceway.server.tasks import start_eagerly
 from tests.support import raw_connection, serve
@@ -157,3 +159,23 @@ async def test_start_eagerly_runs_a_coroutine_under_one_task_from_start_to_end()
         assert seen[0] is not slow
     else:
         assert quick is seen[0]
+
+
+async def test_an_app_cancelled_in_its_first_step_closes_only_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/cancel":
+            raise asyncio.CancelledError
+        await _reply(send, b"fine")
+
+    with caplog.at_level(logging.WARNING):
+        async with serve(app) as srv:
+            async with raw_connection(srv.port) as conn:
+                await conn.send(b"GET /cancel HTTP/1.1\r\nHost: example\r\n\r\n")
+                assert await conn.read_until_close() == b""
+            async with raw_connection(srv.port) as conn:
+                await conn.send(GET)
+                response = await conn.read_response()
+    assert (response.status, response.body) == (200, b"fine")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

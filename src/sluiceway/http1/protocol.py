@@ -275,8 +275,8 @@ class HTTP1Protocol:
                 return
             if isinstance(cause, ConnectionClosing):
                 return
-            if cause is not None and not isinstance(cause, Exception):
-                raise cause from None  # KeyboardInterrupt or SystemExit from an app's first step
+            if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+                raise cause from None  # from an app's first step (eager start): not ours to swallow
             # A bug of ours: answer 500 and close rather than kill the connection silently.
             accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=cause or exc)
             self._reject(LocalProtocolError("internal error"))

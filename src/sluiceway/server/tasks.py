@@ -39,7 +39,8 @@ def _start_eagerly(
 ) -> asyncio.Task[None] | None:
     task: asyncio.Task[None] = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]  # 3.12+
     if task.done():
-        task.result()  # re-raise what the coroutine raised; the caller's wrapper lets none through
+        if not task.cancelled():  # cancelled in its first step: the wrapper has cleaned up
+            task.result()  # re-raise what the coroutine raised; the wrapper lets none through
         return None
     return task
 
