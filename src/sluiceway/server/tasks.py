@@ -4,9 +4,9 @@ Most HTTP apps answer a request without ever waiting: ``send`` writes to the
 transport and returns, so the app's coroutine finishes in its first step.
 Python 3.12's eager tasks (``Task(..., eager_start=True)``) run that step in
 the caller's stack and skip scheduling it through the loop; a task that
-finishes there is never registered or scheduled, which saves a loop pass and,
-by our measurement of the same idea on 3.11, about a seventh of the Python cost
-of a small request (bench/micro_http1.py).
+finishes there is never registered or scheduled, which saves a loop pass and
+a sixth of the Python cost of a small request (bench/micro_http1.py on 3.12,
+uncompiled: 11.6 -> 9.7 µs).
 
 Everything an app can see stays as with a normally started Task: the task is
 ``asyncio.current_task()`` during the first step and goes on running the
