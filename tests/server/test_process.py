@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import httpx
@@ -43,6 +44,11 @@ async def test_serves_and_logs_the_bound_address_and_copies_state() -> None:
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
     assert "lifespan shutdown ran" in proc.text
+    # The start line says whether the hot path is the compiled one (setup.py's mypyc step).
+    import sluiceway.http1.protocol as protocol
+
+    compiled = protocol.__file__.endswith(tuple(EXTENSION_SUFFIXES))
+    assert ("compiled)" if compiled else "pure Python)") in proc.text
 
 
 async def test_the_heap_at_startup_is_frozen_out_of_gc() -> None:
