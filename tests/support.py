@@ -27,7 +27,10 @@ import struct
 import termios
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import trustme
 
 from sluiceway.config import Config
 from sluiceway.server.listener import make_protocol_factory
@@ -222,3 +225,32 @@ async def exchange(port: int, data: bytes, *, head: bool = False) -> Response:
     async with raw_connection(port) as conn:
         await conn.send(data)
         return await conn.read_response(head=head)
+
+
+@dataclass
+class LocalTLS:
+    """A throwaway CA's certificate for 127.0.0.1, as contexts and as the files options take."""
+
+    server_context: ssl.SSLContext
+    client_context: ssl.SSLContext
+    cert_file: Path
+    key_file: Path
+
+    @property
+    def options(self) -> dict[str, str]:
+        """``ssl_certfile``/``ssl_keyfile`` for ``serve(...)``: the ``tls`` extension reads them."""
+        return {"ssl_certfile": str(self.cert_file), "ssl_keyfile": str(self.key_file)}
+
+
+def local_tls(directory: Path) -> LocalTLS:
+    """Issue a 127.0.0.1 certificate from a fresh trustme CA; the client context trusts only it."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    issued.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key_file.write_bytes(issued.private_key_pem.bytes())
+    return LocalTLS(server_context, client_context, cert_file, key_file)

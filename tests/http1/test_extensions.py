@@ -12,7 +12,7 @@ import httpx
 import trustme
 
 from tests.http1.apps import read_body
-from tests.support import exchange, raw_connection, serve
+from tests.support import exchange, local_tls, raw_connection, serve
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 PAYLOAD = bytes(range(256)) * 1000  # 256000 bytes: several socket writes
@@ -203,17 +203,15 @@ async def test_no_tls_extension_on_plain_connections() -> None:
 async def test_pathsend_over_tls(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    cert.configure_cert(ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    tls = local_tls(tmp_path)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(start())
         await send({"type": "http.response.pathsend", "path": str(path)})
 
-    async with serve(app, ssl_context=ctx) as srv, httpx.AsyncClient(verify=client_ctx) as client:
+    async with (
+        serve(app, ssl_context=tls.server_context) as srv,
+        httpx.AsyncClient(verify=tls.client_context) as client,
+    ):
         response = await client.get(srv.url + "/")
     assert response.content == PAYLOAD

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import trustme
 
-from tests.support import TIMEOUT_S, serve
+from tests.support import TIMEOUT_S, local_tls, serve
 from tests.websocket.ws_support import upgrade_request
 
 Scope = dict[str, Any]
@@ -143,19 +141,10 @@ async def test_the_linger_is_bounded_when_the_client_never_closes(case: str) -> 
 async def test_refusal_over_tls_is_closed_at_once(case: str, tmp_path: Any) -> None:
     """TLS cannot half-close: the answer goes out, then the close_notify."""
     app, request, status, body = CASES[case]
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1")
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    issued.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-    key_file.write_bytes(issued.private_key_pem.bytes())
-    options = {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)}
-    async with serve(app, ssl_context=server_ctx, **options) as srv:
+    tls = local_tls(tmp_path)
+    async with serve(app, ssl_context=tls.server_context, **tls.options) as srv:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", srv.port, ssl=client_ctx), TIMEOUT_S
+            asyncio.open_connection("127.0.0.1", srv.port, ssl=tls.client_context), TIMEOUT_S
         )
         writer.write(request[: -len(JUNK)])  # the handshake alone
         check_response(await asyncio.wait_for(reader.read(), TIMEOUT_S), status, body)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Any
 
 import pytest
-import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sluiceway.errors import ClientDisconnected
-from tests.support import TIMEOUT_S, raw_connection, serve
+from tests.support import TIMEOUT_S, local_tls, raw_connection, serve
 from tests.websocket.ws_support import (
     ACCEPT,
     close_frame,
@@ -344,15 +342,7 @@ async def test_fragmented_message_with_interleaved_ping_is_one_receive() -> None
 
 
 async def test_wss_scope_scheme_and_tls_extension_and_close(tmp_path: Any) -> None:
-    ca = trustme.CA()
-    server_cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(b"".join(blob.bytes() for blob in server_cert.cert_chain_pems))
-    key_file.write_bytes(server_cert.private_key_pem.bytes())
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    tls = local_tls(tmp_path)
     seen: asyncio.Future[Scope] = asyncio.get_running_loop().create_future()
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
@@ -360,10 +350,8 @@ async def test_wss_scope_scheme_and_tls_extension_and_close(tmp_path: Any) -> No
         await echo_app(scope, receive, send)
 
     async with (
-        serve(
-            app, ssl_context=server_ctx, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)
-        ) as srv,
-        connect(f"wss://127.0.0.1:{srv.port}/", ssl=client_ctx) as ws,
+        serve(app, ssl_context=tls.server_context, **tls.options) as srv,
+        connect(f"wss://127.0.0.1:{srv.port}/", ssl=tls.client_context) as ws,
     ):
         await ws.send("over tls")
         assert await asyncio.wait_for(ws.recv(), TIMEOUT_S) == "over tls"
