@@ -136,22 +136,32 @@ class Shared:
         "headers_timeout_s",
         "keep_alive_s",
         "limit_concurrency",
+        "loop",
         "max_body",
         "max_framing",
         "max_head",
         "max_line",
         "root_path",
         "state",
+        "tls",
         "tls_info",
         "ws_enabled",
     )
 
     def __init__(
-        self, config: Config, app: ASGIApp, state: ServerState, tls_info: Any = None
+        self,
+        config: Config,
+        app: ASGIApp,
+        state: ServerState,
+        tls_info: Any = None,
+        tls: bool = False,
     ) -> None:
         self.config = config
         self.app = app
         self.state = state
+        # Whether the listener wraps connections in TLS: a plain server skips
+        # the transport's ssl_object lookup per connection.
+        self.tls = tls or tls_info is not None
         self.tls_info = tls_info
         self.access_log = config.access_log
         self.keep_alive_s = config.keep_alive_timeout_s
@@ -163,6 +173,9 @@ class Shared:
         self.max_line = config.max_request_line_bytes
         self.root_path = config.root_path
         self.ws_enabled = config.ws != "none"
+        # The server's loop, taken by the first connection: asking for it per
+        # connection costs a getpid() syscall on CPython 3.11 (scenario e).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
 class _H1Cycle(HTTPCycle):
@@ -190,7 +203,10 @@ class HTTP1Protocol:
         self._shared = shared
         self._state = shared.state
         self._app = shared.app
-        self._loop = asyncio.get_running_loop()
+        loop = shared.loop
+        if loop is None:
+            loop = shared.loop = asyncio.get_running_loop()
+        self._loop = loop
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once by connection_made
         self._flow: FlowControl = None  # type: ignore[assignment]  # same
         self._parser = httptools.HttpRequestParser(self)
@@ -994,9 +1010,11 @@ def connection_info(transport: asyncio.BaseTransport, shared: Shared) -> Connect
         server = (sock, None)  # Unix socket: [path, None]
     else:
         server = None
+    if not shared.tls:
+        return ConnectionInfo(client, server, "http")
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
-        return ConnectionInfo(client=client, server=server, scheme="http")
+        return ConnectionInfo(client, server, "http")
     tls = None
     if shared.tls_info is not None:
         from sluiceway.transport.tls import tls_extension

@@ -59,7 +59,9 @@ def make_protocol_factory(
         from sluiceway.transport.tls import create_ssl_context, load_tls_info
 
         tls_info = load_tls_info(config, ssl_context or create_ssl_context(config))
-    shared = Shared(config, guarantee_single_callable(app), state, tls_info)
+    shared = Shared(
+        config, guarantee_single_callable(app), state, tls_info, tls=ssl_context is not None
+    )
 
     def factory() -> asyncio.Protocol:
         return cast(asyncio.Protocol, HTTP1Protocol(shared))  # a Protocol by duck typing

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,20 +52,41 @@ class Connection(Protocol):
     def abort(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionInfo:
     """Facts about one accepted connection, computed once in ``connection_made``.
 
     ``server`` is ``(host, port)`` for TCP and ``(path, None)`` for a Unix socket
     (ASGI www spec, ``server`` key). ``tls`` is the ``tls`` scope extension dict
-    (ASGI TLS extension 0.2) or ``None`` on plain connections.
+    (ASGI TLS extension 0.2) or ``None`` on plain connections. Read-only by
+    convention.
+
+    A plain class, not a frozen dataclass: one is made per connection, and a
+    dataclass's generated ``__init__`` stays interpreted under mypyc (a frozen
+    one sets each field through ``object.__setattr__``), which made it a
+    visible part of a connection's setup in scenario (e).
     """
 
-    client: tuple[str, int] | None
-    server: tuple[str, int | None] | None
-    scheme: str
-    ssl_object: ssl.SSLObject | None = None
-    tls: dict[str, Any] | None = None
+    __slots__ = ("client", "scheme", "server", "ssl_object", "tls")
+
+    def __init__(
+        self,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        scheme: str,
+        ssl_object: ssl.SSLObject | None = None,
+        tls: dict[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.scheme = scheme
+        self.ssl_object = ssl_object
+        self.tls = tls
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectionInfo(client={self.client!r}, server={self.server!r},"
+            f" scheme={self.scheme!r})"
+        )
 
 
 def _default_headers(config: Config) -> bytes:
