@@ -100,6 +100,13 @@ _CLOSE_TIMEOUT_S: Final = 10.0
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES: Final = 16 * 1024
+# Body parts the app sends while more follows are held and written together,
+# one vectored write per loop pass (or sooner, once this much is held): a
+# streamed download costs one writev instead of one write per chunk. The
+# parts are the app's own objects, so holding costs no copy.
+_HOLD_MAX_BYTES: Final = 1024 * 1024
+# And at most this many parts (many tiny chunks would otherwise be many objects).
+_HOLD_MAX_PARTS: Final = 256
 # Chunked request framing (size lines, chunk extensions, CRLFs, the trailer
 # section) is bounded, since llhttp skips extensions without counting them
 # (Node CVE-2024-22019). Allowed beyond the body: a fixed 4 KiB (Twisted caps a
@@ -253,6 +260,10 @@ class HTTP1Protocol:
         self._remaining = -1
         self._sent = 0
         self._trailer_parts: list[bytes] = []
+        # Body parts not yet handed to the transport (see _hold).
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._flush_scheduled = False
 
     # -- connection_made ---------------------------------------------------------------
 
@@ -714,12 +725,19 @@ class HTTP1Protocol:
         self._remaining = remaining
         self._sent = 0 if no_body else n
         self._trailer_parts = []
+        out: tuple[bytes, ...]
         if n > _JOIN_MAX_BYTES and body_at > 0:
             # Head and a large first chunk: hand both over without copying the body
             # (FlowControl.writelines: asyncio 3.12.0-3.12.8/3.13.0-3.13.1 never pause on theirs).
-            self._flow.writelines((b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :])))
+            out = (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
         else:
-            self._transport.write(b"".join(head))
+            out = (b"".join(head),)
+        if more_body and not no_body and file_bytes < 0:
+            self._write_body(out, n, True)  # held: the rest of the body follows
+        elif len(out) == 1:
+            self._transport.write(out[0])
+        else:
+            self._flow.writelines(out)
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         if self._flow.closed:
@@ -732,11 +750,12 @@ class HTTP1Protocol:
             last = b"" if more_body or (cycle is not None and cycle.trailers) else wire.LAST_CHUNK
             if n > _JOIN_MAX_BYTES:
                 # Large chunk: a vectored write (uvloop) instead of copying it.
-                self._flow.writelines((wire.chunk_header(n), body, wire.CRLF + last))
+                self._write_body((wire.chunk_header(n), body, wire.CRLF + last), n, more_body)
             elif n:
-                self._transport.write(b"".join((wire.chunk_header(n), body, wire.CRLF, last)))
-            elif last:
-                self._transport.write(last)
+                data = b"".join((wire.chunk_header(n), body, wire.CRLF, last))
+                self._write_body((data,), n, more_body)
+            elif last or self._held:
+                self._write_body((last,), 0, more_body)
         else:
             remaining = self._remaining
             if remaining >= 0:
@@ -747,9 +766,44 @@ class HTTP1Protocol:
                         f" ({'longer' if n > remaining else 'shorter'} than declared)"
                     )
                 self._remaining = remaining - n
-            if n:
+            if more_body or self._held:
+                self._write_body((body,), n, more_body)
+            elif n:
                 self._transport.write(body)
         self._sent += n
+
+    def _write_body(self, parts: tuple[bytes, ...], size: int, more_body: bool) -> None:
+        """Write body ``parts`` now if the body ends here, else hold them (``_HOLD_MAX_*``).
+
+        Held parts go out in one vectored write at the end of this loop pass
+        (an app that waits between its chunks still sends each at once), when
+        the body ends, past ``_HOLD_MAX_BYTES``, or before any other write.
+        """
+        held = self._held
+        if not held and not more_body:
+            self._flow.writelines(parts)
+            return
+        held.extend(parts)
+        size += self._held_bytes
+        if more_body and size < _HOLD_MAX_BYTES and len(held) < _HOLD_MAX_PARTS:
+            self._held_bytes = size
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_at_pass_end)
+            return
+        self._flush_held()
+
+    def _flush_at_pass_end(self) -> None:
+        self._flush_scheduled = False
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._held_bytes = 0
+            if not self._flow.closed:
+                self._flow.writelines(held)
 
     def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
         return files.open_file(file, offset, count)
@@ -759,6 +813,7 @@ class HTTP1Protocol:
             raise ClientDisconnected("the client has disconnected")
         if self._no_body:
             return
+        self._flush_held()
         n = part.count
         cycle = self._active
         last = not more_body and not (cycle is not None and cycle.trailers)
@@ -786,6 +841,7 @@ class HTTP1Protocol:
     def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None:
         if self._flow.closed:
             raise ClientDisconnected("the client has disconnected")
+        self._flush_held()
         cycle = self._active
         parts, _, _, _ = wire.encode_headers(headers)
         self._trailer_parts += parts
@@ -898,6 +954,7 @@ class HTTP1Protocol:
     def _write_error(self, status: int) -> None:
         if self._flow.closed:
             return
+        self._flush_held()
         self._transport.write(wire.error_response(status, self._state.default_headers))
         self._phase = _CLOSED
         transport = self._transport
@@ -947,6 +1004,7 @@ class HTTP1Protocol:
     def abort(self) -> None:
         """Drop the connection at once (after the graceful timeout)."""
         self._phase = _CLOSED
+        self._held = []
         self._transport.abort()
 
     def _close(self) -> None:
@@ -954,6 +1012,7 @@ class HTTP1Protocol:
         transport = self._transport
         if transport.is_closing():
             return
+        self._flush_held()  # what the app sent before the close still goes out
         # Keep reading while the transport closes: TLS finishes its close by
         # reading the peer's close_notify, and with reading paused Python
         # 3.10's SSL transport never completes it. data_received drops what
@@ -991,6 +1050,7 @@ class HTTP1Protocol:
         self._pipeline.clear()
         self._parsing = None
         self._upgrade_cycle = None
+        self._held = []
         # The parser holds bound methods of this protocol: drop it so the pair
         # is freed by reference counting at once instead of waiting, with the
         # connection's other objects, for the cyclic GC (one such cycle per
