@@ -260,7 +260,7 @@ class HTTP1Protocol:
         self._remaining = -1
         self._sent = 0
         self._trailer_parts: list[bytes] = []
-        # Body parts not yet handed to the transport (see _hold).
+        # Body parts not yet handed to the transport (see _write_body).
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._flush_scheduled = False
@@ -754,8 +754,10 @@ class HTTP1Protocol:
             elif n:
                 data = b"".join((wire.chunk_header(n), body, wire.CRLF, last))
                 self._write_body((data,), n, more_body)
-            elif last or self._held:
+            elif last:
                 self._write_body((last,), 0, more_body)
+            elif self._held and not more_body:
+                self._flush_held()  # the body ends empty; trailers follow
         else:
             remaining = self._remaining
             if remaining >= 0:
@@ -766,10 +768,12 @@ class HTTP1Protocol:
                         f" ({'longer' if n > remaining else 'shorter'} than declared)"
                     )
                 self._remaining = remaining - n
-            if more_body or self._held:
+            if n and (more_body or self._held):
                 self._write_body((body,), n, more_body)
             elif n:
                 self._transport.write(body)
+            elif not more_body:
+                self._flush_held()  # the body ends with an empty message
         self._sent += n
 
     def _write_body(self, parts: tuple[bytes, ...], size: int, more_body: bool) -> None:
