@@ -63,11 +63,13 @@ class RecordingTransport(asyncio.Transport):
         return b"".join(b"".join(call) for call in self.calls)
 
 
-async def drive(app: Any, done: asyncio.Event) -> RecordingTransport:
+async def drive(
+    app: Any, done: asyncio.Event, transport: RecordingTransport | None = None
+) -> RecordingTransport:
     """One GET through a real HTTP1Protocol; returns once ``done`` is set and a pass more ran."""
     config = Config(access_log=False)
     protocol: Any = make_protocol_factory(config, app, ServerState(config))()
-    transport = RecordingTransport()
+    transport = transport or RecordingTransport()
     protocol.connection_made(transport)
     protocol.data_received(GET)
     await asyncio.wait_for(done.wait(), 5)
@@ -96,6 +98,7 @@ async def test_chunks_sent_in_one_pass_go_out_in_one_vectored_write() -> None:
 
 async def test_chunks_sent_in_separate_passes_go_out_in_their_pass() -> None:
     done = asyncio.Event()
+    transport = RecordingTransport()
     seen: list[int] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -104,22 +107,11 @@ async def test_chunks_sent_in_separate_passes_go_out_in_their_pass() -> None:
             await send({"type": "http.response.body", "body": b"part", "more_body": True})
             for _ in range(3):
                 await asyncio.sleep(0)  # a later pass: what was held went out before it
-            seen.append(transport_calls())
+            seen.append(len(transport.calls))
         await send({"type": "http.response.body", "body": b""})
         done.set()
 
-    recorder: list[RecordingTransport] = []
-
-    def transport_calls() -> int:
-        return len(recorder[0].calls) if recorder else -1
-
-    config = Config(access_log=False)
-    protocol: Any = make_protocol_factory(config, app, ServerState(config))()
-    transport = RecordingTransport()
-    recorder.append(transport)
-    protocol.connection_made(transport)
-    protocol.data_received(GET)
-    await asyncio.wait_for(done.wait(), 5)
+    await drive(app, done, transport)
     assert seen == [1, 2, 3]
     assert transport.wire().endswith(b"4\r\npart\r\n0\r\n\r\n")
 
