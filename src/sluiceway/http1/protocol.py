@@ -732,12 +732,8 @@ class HTTP1Protocol:
             out = (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
         else:
             out = (b"".join(head),)
-        if more_body and not no_body and file_bytes < 0:
-            self._write_body(out, n, True)  # held: the rest of the body follows
-        elif len(out) == 1:
-            self._transport.write(out[0])
-        else:
-            self._flow.writelines(out)
+        # Held when the rest of the body follows as messages (not a file, not HEAD/204/304).
+        self._write_body(out, n, more_body and not no_body and file_bytes < 0)
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         if self._flow.closed:
@@ -781,11 +777,14 @@ class HTTP1Protocol:
 
         Held parts go out in one vectored write at the end of this loop pass
         (an app that waits between its chunks still sends each at once), when
-        the body ends, past ``_HOLD_MAX_BYTES``, or before any other write.
+        the body ends, past either ``_HOLD_MAX_*`` bound, or before any other write.
         """
         held = self._held
         if not held and not more_body:
-            self._flow.writelines(parts)
+            if len(parts) == 1:
+                self._transport.write(parts[0])
+            else:
+                self._flow.writelines(parts)
             return
         held.extend(parts)
         size += self._held_bytes
