@@ -89,6 +89,11 @@ class RedisServer:
                 self.proc.wait(5)
             self.proc = None
 
+    def close(self) -> None:
+        """Stop the server for good and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def flushall(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), 2) as s:
             s.sendall(b"FLUSHALL\r\n")
@@ -99,8 +104,7 @@ def _running_redis() -> Iterator[RedisServer]:
     server = RedisServer()
     server.start()
     yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -120,8 +124,7 @@ def fresh_redis() -> Iterator[RedisServer]:
     server = RedisServer()
     server.start()
     yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.close()
 
 
 LayerFactory = Callable[..., BaseChannelLayer]

@@ -334,7 +334,7 @@ def test_password_in_url(tmp_path: object) -> None:
 
         asyncio.run(scenario())
     finally:
-        server.stop()
+        server.close()
 
 
 def test_one_layer_several_event_loops(redis_server: RedisServer) -> None:
@@ -417,7 +417,7 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
 
         asyncio.run(scenario())
     finally:
-        server.stop()
+        server.close()
 
 
 async def test_group_send_stores_one_copy_per_process(redis_server: RedisServer) -> None:
@@ -522,7 +522,7 @@ def test_redis_without_blmpop_falls_back(tmp_path: Path) -> None:
 
         asyncio.run(scenario())
     finally:
-        server.stop()
+        server.close()
 
 
 async def test_capacity_comes_back_after_a_release_refused_by_redis(
