@@ -59,6 +59,7 @@ from sluiceway.errors import (
     VersionNotSupported,
 )
 from sluiceway.http1 import files, upgrade, wire
+from sluiceway.http1.linger import LINGER_S
 from sluiceway.server.state import ConnectionInfo
 from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.flow import FlowControl
@@ -92,7 +93,6 @@ _NO_PARSER: Final = httptools.HttpRequestParser(object())
 _METHODS: Final = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 }
-_LINGER_S: Final = 1.0
 # How long a closing connection may take to flush what is buffered (at most
 # the write high-water mark, since send() waits above it) or to finish the
 # TLS close handshake, before it is aborted.
@@ -968,7 +968,7 @@ class HTTP1Protocol:
             # in (data_received ignores it) and close at the deadline.
             transport.write_eof()
             self._flow.resume_reading()
-            self.deadline = self._loop.time() + _LINGER_S
+            self.deadline = self._loop.time() + LINGER_S
         else:
             self._close()
 

@@ -45,9 +45,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sluiceway.http1.linger import LingeringClose
 from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
 from sluiceway.websocket.handshake import Rejection, validate_request
-from sluiceway.websocket.linger import LingeringClose
 from sluiceway.websocket.protocol import WebSocketProtocol
 
 if TYPE_CHECKING:

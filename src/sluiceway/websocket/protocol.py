@@ -14,7 +14,7 @@ CLOSED (the transport is gone, or handed to ``LingeringClose``).
 
 A refused handshake (the app's denial or 403, the 503 of a shutdown) ends
 with an HTTP answer while the client may still be sending: the transport then
-goes to ``websocket/linger.py``'s ``LingeringClose``, which drops what still
+goes to ``http1/linger.py``'s ``LingeringClose``, which drops what still
 comes until the client's EOF or a short linger, so no RST destroys the answer.
 
 Timers: none of its own. Keepalive pings, the ping timeout and the close
@@ -52,6 +52,7 @@ from sluiceway.asgi.types import ASGIApp, HeaderList, Scope
 from sluiceway.asgi.websocket import WebSocketCycle
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.http1 import wire
+from sluiceway.http1.linger import LingeringClose
 from sluiceway.transport.flow import writelines_for
 from sluiceway.websocket.connection import (
     BytesMessage,
@@ -61,7 +62,6 @@ from sluiceway.websocket.connection import (
     TextMessage,
 )
 from sluiceway.websocket.handshake import Handshake, Rejection, build_accept_response
-from sluiceway.websocket.linger import LingeringClose
 
 if TYPE_CHECKING:
     from sluiceway.config import Config

@@ -8,6 +8,7 @@ makes the kernel send a RST, which can destroy the answer before the client
 reads it; not reading them leaves a client that sends before it reads stuck in
 its send. So, as ``http1/protocol.py`` does after an error reply (RFC 9112
 §9.6): half-close, read and drop, close at the client's EOF or ``LINGER_S``.
+Both read ``LINGER_S`` from here.
 
 Imports only ``asyncio`` and ``server.state`` (types only).
 """
@@ -15,16 +16,16 @@ Imports only ``asyncio`` and ``server.state`` (types only).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from sluiceway.server.state import ServerState
 
-# http1/protocol.py's lingering close waits as long.
-LINGER_S = 1.0
+# How long a lingering close waits for the client's EOF (here and in http1/protocol.py).
+LINGER_S: Final = 1.0
 # Then the answer may still be flushing to a slow reader; websocket/protocol.py's
 # close timeout bounds that as it bounds a close handshake.
-FLUSH_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S: Final = 10.0
 
 
 class LingeringClose(asyncio.Protocol):
