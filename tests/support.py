@@ -114,6 +114,11 @@ class RawConnection:
         self.writer = writer
 
     async def send(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            # The server reset the connection: asyncio's drain() would raise
+            # ConnectionResetError, but uvloop's write() raises RuntimeError
+            # first. One answer for both loops.
+            raise ConnectionResetError("the connection is closed")
         self.writer.write(data)
         await asyncio.wait_for(self.writer.drain(), TIMEOUT_S)
 
