@@ -95,6 +95,11 @@ class Config:
     max_request_headers_bytes: int = 64 * 1024
     max_request_line_bytes: int = 8 * 1024
     limit_concurrency: int | None = None
+    # A worker (or the single server process) stops gracefully after serving
+    # this many requests, plus a random 0..jitter so workers do not all stop
+    # together; the supervisor starts a fresh one. None: no limit.
+    limit_max_requests: int | None = None
+    limit_max_requests_jitter: int = 0
 
     # TLS.
     ssl_certfile: str | None = None
@@ -102,6 +107,9 @@ class Config:
     ssl_keyfile_password: str | None = None
     ssl_ca_certs: str | None = None
     ssl_cert_reqs: int = int(ssl.CERT_NONE)
+    # An OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not set by it);
+    # None keeps OpenSSL's default list.
+    ssl_ciphers: str | None = None
 
     # Response headers.
     server_header: bool = True
@@ -189,6 +197,15 @@ class Config:
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:
             raise InvalidField(
                 "limit_concurrency", f"must be positive, got {self.limit_concurrency}"
+            )
+        if self.limit_max_requests is not None and self.limit_max_requests <= 0:
+            raise InvalidField(
+                "limit_max_requests", f"must be positive, got {self.limit_max_requests}"
+            )
+        if self.limit_max_requests_jitter < 0:
+            raise InvalidField(
+                "limit_max_requests_jitter",
+                f"must not be negative, got {self.limit_max_requests_jitter}",
             )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")

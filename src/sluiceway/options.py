@@ -261,6 +261,20 @@ OPTIONS: tuple[Option, ...] = (
         "Answer 503 while this many requests are in flight.",
         metavar="N",
     ),
+    Option(
+        "--limit-max-requests",
+        "limit_max_requests",
+        parse_int,
+        "Stop gracefully after serving this many requests (workers are replaced).",
+        metavar="N",
+    ),
+    Option(
+        "--limit-max-requests-jitter",
+        "limit_max_requests_jitter",
+        parse_int,
+        "Add a random 0..N to --limit-max-requests, so workers do not stop together.",
+        metavar="N",
+    ),
     Option("--ssl-certfile", "ssl_certfile", _text, "TLS certificate (PEM).", metavar="PATH"),
     Option("--ssl-keyfile", "ssl_keyfile", _text, "TLS private key (PEM).", metavar="PATH"),
     Option(
@@ -283,6 +297,13 @@ OPTIONS: tuple[Option, ...] = (
         parse_cert_reqs,
         "Client certificates: none, optional or required (or 0, 1, 2).",
         metavar="REQS",
+    ),
+    Option(
+        "--ssl-ciphers",
+        "ssl_ciphers",
+        _text,
+        "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's).",
+        metavar="CIPHERS",
     ),
     Option(
         "--log-level",

@@ -178,6 +178,30 @@ async def test_alpn_advertises_http11(certs: Certs) -> None:
         writer.close()
 
 
+async def test_ssl_ciphers_limit_what_tls12_negotiates(certs: Certs) -> None:
+    chosen = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384"
+    async with running(
+        tls_echo, ssl_certfile=certs.cert, ssl_keyfile=certs.key, ssl_ciphers=chosen
+    ) as server:
+        url = f"https://localhost:{server.port}/"
+        listed = client_context(certs)
+        listed.maximum_version = ssl.TLSVersion.TLSv1_2
+        data = await fetch(url, listed)
+        names = {c["name"]: c["id"] & 0xFFFF for c in ssl.create_default_context().get_ciphers()}
+        assert data["tls"]["cipher_suite"] in {names[n] for n in chosen.split(":") if n in names}
+        unlisted = client_context(certs)
+        unlisted.maximum_version = ssl.TLSVersion.TLSv1_2
+        unlisted.set_ciphers("ECDHE+AES128")  # none of them is on the server's list
+        with pytest.raises(httpx.ConnectError):
+            await fetch(url, unlisted)
+
+
+def test_ssl_ciphers_that_select_nothing_is_one_line(certs: Certs) -> None:
+    config = Config(ssl_certfile=certs.cert, ssl_keyfile=certs.key, ssl_ciphers="NO-SUCH-CIPHER")
+    with pytest.raises(ConfigError, match="--ssl-ciphers 'NO-SUCH-CIPHER' selects no cipher"):
+        create_ssl_context(config)
+
+
 def test_rfc4514_escaping() -> None:
     cert = {"subject": ((("countryName", "GB"),), (("commonName", "Smith, J+r #1 "),))}
     assert rfc4514_name(cert) == "CN=Smith\\, J\\+r #1\\ ,C=GB"

@@ -30,11 +30,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
+
+if sys.platform != "win32":
+    import fcntl
+    import termios
 
 from sluiceway import accesslog
 from sluiceway.asgi.http import (
@@ -223,6 +228,11 @@ class HTTP1Protocol:
         # (a plain attribute: it is read after every send).
         self.write_paused = False
         self._phase = _IDLE
+        # No request has begun on this connection yet (see shutdown).
+        self._fresh = True
+        # Shutdown began after the client started to use this connection:
+        # its next request is served (with Connection: close), not refused.
+        self._last_request = False
         self._access = False
         self._client_text = "-"
         # Request being parsed.
@@ -277,9 +287,8 @@ class HTTP1Protocol:
         self._access = self._shared.access_log and accesslog.access_enabled()
         if self._access:
             self._client_text = accesslog.format_client(self.info.client)
-        if state.shutting_down:
-            self._close()
-            return
+        # Accepted as shutdown began: the client is about to send its request.
+        self._last_request = state.shutting_down
         state.start_clock(self._loop)  # idempotent; covers servers started without it
         # A new connection must send its first head within the header timeout.
         self.deadline = self._loop.time() + self._shared.headers_timeout_s
@@ -341,6 +350,7 @@ class HTTP1Protocol:
             # pipelined requests after its own are not read.
             raise ConnectionClosing
         self._phase = _HEAD
+        self._fresh = False
         self._url = b""
         self._headers = []
         self._head_bytes = 0
@@ -461,6 +471,7 @@ class HTTP1Protocol:
         if self._access:
             cycle.started = self._loop.time()
             cycle.target = url
+        self._state.requests += 1
         self._parsing = cycle
         self._phase = _BODY
         # While a body streams in, the same timeout bounds each gap between
@@ -559,7 +570,7 @@ class HTTP1Protocol:
         self._active = cycle
         state = self._state
         limit = self._shared.limit_concurrency
-        if state.shutting_down:
+        if state.shutting_down and not self._last_request:
             self._finish_with_error(cycle, 503)
             return
         if limit is not None and len(state.tasks) >= limit:
@@ -995,14 +1006,28 @@ class HTTP1Protocol:
             self._flow.pause_reading()
 
     def shutdown(self) -> None:
-        """Graceful: close now if idle, else finish the in-flight response then close."""
+        """Graceful: finish the in-flight response, or the request on its way, then close.
+
+        An idle connection closes at once, unless the client has already
+        started to use it: a new connection that has not sent its first request
+        yet (as Go's server does, it gets its header timeout to send it), a
+        head partly received, or request bytes waiting unread in the socket.
+        Closing those would lose a request the client has every reason to think
+        was accepted (the peers' "connection reset during worker restart"
+        reports); instead that one request is answered with Connection: close.
+        """
         self._pipeline.clear()
         self._pending_error = 0
-        self._flow.pause_reading()
-        if self._active is None:
-            self._close()
-        else:
+        if self._active is not None:
+            self._flow.pause_reading()
             self._active.keep_alive = False
+        elif self._phase is _HEAD or self._fresh or _has_unread_bytes(self._transport):
+            self._last_request = True
+            if self._phase is _IDLE and not self._fresh:
+                self.deadline = self._loop.time() + self._headers_timeout_s
+        else:
+            self._flow.pause_reading()
+            self._close()
 
     def abort(self) -> None:
         """Drop the connection at once (after the graceful timeout)."""
@@ -1059,6 +1084,20 @@ class HTTP1Protocol:
         # connection's other objects, for the cyclic GC (one such cycle per
         # connection; scenario (e) makes thousands a second).
         self._parser = _NO_PARSER
+
+
+def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait in the socket that the loop has not handed to us yet."""
+    if sys.platform == "win32":
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return False  # closed meanwhile, or not a socket the ioctl knows
+    return int.from_bytes(raw, sys.byteorder) > 0
 
 
 def connection_info(transport: asyncio.BaseTransport, shared: Shared) -> ConnectionInfo:

@@ -10,7 +10,8 @@ at once, in-flight requests complete) for up to
 tasks, then runs lifespan shutdown. ``await serve()`` does both around
 SIGINT/SIGTERM (installed before startup, so a signal during a slow lifespan
 startup cancels it and ``serve()`` returns); a second signal skips the wait
-(``forced`` becomes True).
+(``forced`` becomes True). With ``limit_max_requests``, reaching the limit
+(plus its jitter) is a first signal too: ``serve()`` drains and returns.
 
 With ``proxy_headers`` on, the connections see the app wrapped in
 ``ProxyHeadersMiddleware`` (lifespan sees the bare app). ``sockets=`` makes a
@@ -34,6 +35,7 @@ import contextlib
 import gc
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -171,6 +173,11 @@ class Server:
             self._close_sockets()
             raise
         self.state.start_clock(loop)
+        if config.limit_max_requests is not None:
+            self.state.request_limit = request_limit(
+                config.limit_max_requests, config.limit_max_requests_jitter
+            )
+            self.state.on_request_limit = self._on_request_limit
         logger.info(
             "sluiceway %s (pid %d, %s loop, Python %s, %s)",
             __version__,
@@ -219,6 +226,14 @@ class Server:
         if self._exit.is_set() or force:
             self._force.set()
         self._exit.set()
+
+    def _on_request_limit(self) -> None:
+        logger.info(
+            "Served %d requests, the limit was %d (--limit-max-requests): shutting down.",
+            self.state.requests,
+            self.state.request_limit,
+        )
+        self.request_exit()
 
     async def shutdown(self) -> None:
         """Stop accepting, drain connections (bounded), then lifespan shutdown."""
@@ -352,6 +367,11 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self._uds_path)
             self._uds_path = None
+
+
+def request_limit(limit: int, jitter: int) -> int:
+    """``--limit-max-requests`` plus a random 0..``jitter``, drawn once per process."""
+    return limit + random.randint(0, jitter) if jitter else limit
 
 
 async def _serve_on(

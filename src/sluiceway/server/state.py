@@ -11,7 +11,10 @@ and handed to ``make_protocol_factory``. It owns:
 * ``lifespan_state``: the dict the lifespan protocol filled, shallow-copied
   into each request scope;
 * ``shutting_down``: set by the runner before it calls ``shutdown()`` on the
-  connections, so that no connection starts a new request afterwards.
+  connections, so that no connection starts a new request afterwards;
+* ``requests``: how many request heads were accepted; with ``request_limit``
+  set (``--limit-max-requests``), the tick calls ``on_request_limit`` once
+  the count reaches it (the hot path pays one increment, no comparison).
 
 The same timer (``tick``) also enforces per-connection deadlines (keep-alive
 idle and request-header timeouts): a connection stores an absolute
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -116,6 +120,9 @@ class ServerState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = lifespan_state if lifespan_state is not None else {}
         self.shutting_down = False
+        self.requests = 0
+        self.request_limit: int | None = None
+        self.on_request_limit: Callable[[], None] | None = None
         self.extra_headers = _default_headers(config)
         # Bytes appended to every response head: Date (if on) + Server + extras.
         self.default_headers = b""
@@ -166,6 +173,10 @@ class ServerState:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.refresh_date()
+        limit = self.request_limit
+        if limit is not None and self.requests >= limit and self.on_request_limit is not None:
+            callback, self.on_request_limit = self.on_request_limit, None
+            callback()
         now = loop.time()
         # Connections that took over from HTTP/1 (WebSocket) may keep their
         # own timers and carry no deadline at all.

@@ -11,6 +11,8 @@ imports the app and runs its own lifespan, then serves with ``Server``.
 The supervisor then waits, in one ``select``, for a worker to exit, a worker
 to report it is accepting, a signal, or the next reload poll:
 
+* A worker that stops on its own after ``--limit-max-requests`` (exit code 0)
+  is replaced at once.
 * A worker that dies unexpectedly is restarted: at once if it had run for a
   while (``STABLE_S``), else after a delay that doubles with each quick death
   (``BACKOFF_FIRST_S`` .. ``BACKOFF_MAX_S``), so a crash-looping app does
@@ -212,6 +214,16 @@ class Supervisor:
                     how,
                 )
                 continue  # _reload starts it again
+            if code == 0 and self.config.limit_max_requests is not None:
+                # It served its --limit-max-requests and stopped cleanly on its own.
+                logger.info(
+                    "Worker %d (pid %s) reached its request limit; starting a new one.",
+                    slot,
+                    worker.process.pid,
+                )
+                state.failures = 0
+                state.restart_at = time.monotonic()
+                continue
             if not worker.ready and not self.any_ready and code in EXIT_STARTUP_CODES:
                 logger.error("Worker (pid %s) could not start; stopping.", worker.process.pid)
                 return int(code) if code is not None else 1

@@ -3,7 +3,8 @@
 ``create_ssl_context(config)`` loads the certificate chain and key (with an
 optional password), the CA bundle that client certificates are verified
 against, the client-certificate requirement, and advertises ALPN
-``http/1.1`` (``h2`` joins when HTTP/2 lands). TLS 1.2 is the floor. Any
+``http/1.1`` (``h2`` joins when HTTP/2 lands), and applies ``--ssl-ciphers``
+to TLS 1.2 (TLS 1.3's suites are OpenSSL's). TLS 1.2 is the floor. Any
 unreadable file, wrong password or mismatched key is a one-line
 ``ConfigError`` (the CLI exits 2).
 
@@ -74,6 +75,13 @@ def create_ssl_context(config: Config) -> ssl.SSLContext:
                 f"cannot load CA certificates {config.ssl_ca_certs!r}: {_reason(exc)}"
             ) from None
     context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
+    if config.ssl_ciphers is not None:
+        try:
+            context.set_ciphers(config.ssl_ciphers)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"--ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows"
+            ) from None
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     return context
 
