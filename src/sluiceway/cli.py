@@ -154,7 +154,7 @@ def run_command(parsed: dict[str, Any]) -> int:
     try:
         # Before the app is imported, so its import-time logging goes where
         # the user's --log-config says; with --workers, each worker does the same.
-        configure_logging(config.log_level, config.access_log, config.log_config)
+        configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
         serve_config(config, app)
     except ConfigError as exc:
         fail(str(exc))

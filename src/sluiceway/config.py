@@ -31,6 +31,8 @@ from sluiceway.errors import ConfigError
 LifespanMode = Literal["auto", "on", "off"]
 WSMode = Literal["auto", "none"]
 LoopName = Literal["auto", "asyncio", "uvloop"]
+HTTPImpl = Literal["auto", "httptools"]
+Interface = Literal["auto", "asgi3", "asgi2", "wsgi"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 # A logging config file (.json, .yaml/.yml, else fileConfig's .ini format) or,
@@ -76,9 +78,15 @@ class Config:
     factory: bool = False
     app_dir: str = "."
     env_file: str | None = None
+    # How to call the app: auto detects ASGI 3 or 2; wsgi wraps a WSGI app
+    # in sluiceway.wsgi.WsgiToAsgi (as uvicorn's --interface does).
+    interface: Interface = "auto"
 
     # Event loop: uvloop when it imports, else asyncio's (said once at start).
     loop: LoopName = "auto"
+    # HTTP/1.1 parser: httptools (llhttp) is the only one; the option exists so
+    # that uvicorn's "--http httptools" keeps working.
+    http: HTTPImpl = "auto"
 
     # Timeouts, seconds.
     keep_alive_timeout_s: float = 5.0
@@ -121,6 +129,8 @@ class Config:
     log_level: LogLevel | None = None
     access_log: bool = True
     log_config: LogConfigSource | None = None
+    # Colour the level names of the server log; None: when stderr is a terminal.
+    use_colors: bool | None = None
 
     # WebSocket (issue 5).
     ws: WSMode = "auto"
@@ -137,6 +147,8 @@ class Config:
     reload_dirs: tuple[str, ...] = ()
     reload_includes: tuple[str, ...] = ()
     reload_excludes: tuple[str, ...] = ()
+    # Seconds between two looks at the watched files' modification times.
+    reload_delay_s: float = 1.0
 
     # Proxies (server/proxy_headers.py): uvicorn's defaults, on and trusting
     # only a proxy on the same host.
@@ -157,6 +169,8 @@ class Config:
             raise InvalidField("backlog", f"must be positive, got {self.backlog}")
         _check_choice("lifespan", self.lifespan, ("auto", "on", "off"))
         _check_choice("loop", self.loop, ("auto", "asyncio", "uvloop"))
+        _check_choice("http", self.http, ("auto", "httptools"))
+        _check_choice("interface", self.interface, ("auto", "asgi3", "asgi2", "wsgi"))
         _check_choice("ws", self.ws, ("auto", "none"))
         if self.log_level is not None:
             _check_choice("log_level", self.log_level, LOG_LEVELS)
@@ -218,6 +232,8 @@ class Config:
             raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
         for name, value in self.headers:
             check_header(name, value)
+        if self.reload_delay_s <= 0:
+            raise InvalidField("reload_delay_s", f"must be positive, got {self.reload_delay_s}")
         if self.workers < 1:
             raise InvalidField("workers", f"must be at least 1, got {self.workers}")
         if self.reload and self.workers > 1:

@@ -12,7 +12,9 @@ simply does not call ``configure_logging``.
 ``SafeFormatter`` escapes every control character (C0, DEL, C1: newlines and
 ANSI escapes included) in the formatted message, so nothing that reaches a log
 line from a client can start a new line or colour a terminal. Tracebacks keep
-their newlines but lose every other control character.
+their newlines but lose every other control character. With ``use_colors``
+the level name (ours, never a client's) is coloured, as uvicorn's is; the
+default colours it only when stderr is a terminal.
 
 ``--log-config FILE`` (``log_config=`` for ``run()``) is applied after the
 defaults, so the user's file wins where it speaks and sluiceway's handlers
@@ -35,7 +37,9 @@ import logging
 import logging.config
 import os
 import re
+import sys
 from collections.abc import Mapping
+from copy import copy
 from typing import Any
 
 from sluiceway.errors import ConfigError
@@ -69,20 +73,55 @@ def escape_control(text: str) -> str:
     return _CONTROL.sub(_hex, text)
 
 
+_LEVEL_COLOURS = {
+    TRACE: "\x1b[34m",  # blue
+    logging.DEBUG: "\x1b[36m",  # cyan
+    logging.INFO: "\x1b[32m",  # green
+    logging.WARNING: "\x1b[33m",  # yellow
+    logging.ERROR: "\x1b[31m",  # red
+    logging.CRITICAL: "\x1b[1;31m",  # bold red
+}
+_RESET = "\x1b[0m"
+
+
 class SafeFormatter(logging.Formatter):
-    """A ``logging.Formatter`` whose output no logged value can forge or colour."""
+    """A ``logging.Formatter`` whose output no logged value can forge or colour.
+
+    ``use_colors`` colours the level name, which the server chose; the
+    message is escaped either way.
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Any = "%",
+        validate: bool = True,
+        *,
+        use_colors: bool = False,
+    ) -> None:
+        super().__init__(fmt, datefmt, style, validate)
+        self.use_colors = use_colors
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)
+        colour = _LEVEL_COLOURS.get(record.levelno) if self.use_colors else None
+        if colour is not None:
+            record = copy(record)  # other handlers format the same record
+            record.levelname = colour + record.levelname + _RESET
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
         return _CONTROL_BUT_NEWLINE.sub(_hex, super().formatException(ei))
 
 
-def logging_dict(log_level: str = "info", access_log: bool = True) -> dict[str, Any]:
+def logging_dict(
+    log_level: str = "info", access_log: bool = True, use_colors: bool | None = None
+) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` dict ``configure_logging`` applies."""
     level = LEVELS[log_level]
+    if use_colors is None:
+        use_colors = sys.stderr.isatty()
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -90,6 +129,7 @@ def logging_dict(log_level: str = "info", access_log: bool = True) -> dict[str, 
             "default": {
                 "()": SafeFormatter,
                 "fmt": "%(asctime)s [%(levelname)s] %(message)s",
+                "use_colors": use_colors,
             },
             "access": {"()": SafeFormatter, "fmt": "%(asctime)s %(message)s"},
         },
@@ -123,6 +163,7 @@ def configure_logging(
     log_level: str | None = None,
     access_log: bool = True,
     log_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    use_colors: bool | None = None,
 ) -> None:
     """Install sluiceway's handlers and levels, then ``log_config`` over them.
 
@@ -135,12 +176,14 @@ def configure_logging(
             file says.
         log_config: a file path (``.json``, ``.yaml``/``.yml``, else
             ``fileConfig``'s format) or a ``dictConfig`` dict.
+        use_colors: colour the server log's level names; None: when
+            stderr is a terminal.
 
     Raises:
         ConfigError: one line: the file is missing, unreadable or not
             valid, YAML without PyYAML, or ``logging`` rejected the config.
     """
-    logging.config.dictConfig(logging_dict(log_level or "info", access_log))
+    logging.config.dictConfig(logging_dict(log_level or "info", access_log, use_colors))
     if log_config is None:
         return
     apply_log_config(log_config)

@@ -199,6 +199,20 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "asyncio", "uvloop"),
     ),
     Option(
+        "--http",
+        "http",
+        _choice("auto", "httptools"),
+        "HTTP/1.1 parser: httptools (llhttp), the only one; auto is the same.",
+        choices=("auto", "httptools"),
+    ),
+    Option(
+        "--interface",
+        "interface",
+        _choice("auto", "asgi3", "asgi2", "wsgi"),
+        "How to call APP: auto detects ASGI 3 or 2; wsgi serves a WSGI app.",
+        choices=("auto", "asgi3", "asgi2", "wsgi"),
+    ),
+    Option(
         "--timeout-keep-alive",
         "keep_alive_timeout_s",
         parse_float,
@@ -322,6 +336,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option("--access-log", "access_log", parse_bool, "Log one line per response.", "switch"),
+    Option(
+        "--use-colors",
+        "use_colors",
+        parse_bool,
+        "Colour the server log's level names (default: when stderr is a terminal).",
+        "switch",
+    ),
     Option("--server-header", "server_header", parse_bool, "Send a Server header.", "switch"),
     Option("--date-header", "date_header", parse_bool, "Send a Date header.", "switch"),
     Option(
@@ -366,6 +387,13 @@ OPTIONS: tuple[Option, ...] = (
         "Ignore files matching this glob with --reload (repeatable).",
         "append",
         metavar="GLOB",
+    ),
+    Option(
+        "--reload-delay",
+        "reload_delay_s",
+        parse_float,
+        "Seconds between two checks of the watched files with --reload.",
+        metavar="SECONDS",
     ),
     Option(
         "--proxy-headers",

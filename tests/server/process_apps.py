@@ -38,3 +38,10 @@ async def echo_scope(scope: Any, receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": facts})
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app, for ``--interface wsgi``: answers with the method and path."""
+    body = f"wsgi {environ['REQUEST_METHOD']} {environ['PATH_INFO']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -25,7 +25,8 @@ Start-up failures raise ``ConfigError`` (bad app path, unreadable TLS file,
 port in use: the CLI exits 2) or ``LifespanFailed`` (exit 1).
 
 Imports ``sluiceway.config``, ``sluiceway.server.*``, ``sluiceway.transport``,
-``sluiceway.lifespan``, ``sluiceway.importer``; never the toolkit.
+``sluiceway.lifespan``, ``sluiceway.importer``; the toolkit only for
+``--interface wsgi`` (``sluiceway.wsgi``), on demand.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ import socket
 import sys
 from collections.abc import Callable
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Any
+from typing import Any, cast
 
 from sluiceway import __version__
-from sluiceway.asgi.compat import guarantee_single_callable
+from sluiceway.asgi.compat import double_to_single_callable, guarantee_single_callable
 from sluiceway.asgi.types import ASGIApp
 from sluiceway.config import Config, config_from_options
 from sluiceway.errors import ConfigError
@@ -293,7 +294,7 @@ class Server:
                 source = source()
             except Exception as exc:
                 raise ConfigError(f"app factory raised {type(exc).__name__}: {exc}") from None
-        return guarantee_single_callable(source)
+        return _adapt(source, config.interface)
 
     def _make_factory(self) -> ProtocolFactoryMaker:
         if self._protocol_factory is not None:
@@ -369,6 +370,21 @@ class Server:
             self._uds_path = None
 
 
+def _adapt(source: Any, interface: str) -> ASGIApp:
+    """The ASGI 3 callable that serves ``source`` under ``--interface``."""
+    if interface == "asgi3":
+        return cast(ASGIApp, source)
+    if interface == "asgi2":
+        return double_to_single_callable(source)
+    if interface == "wsgi":
+        # The toolkit's adapter, imported only when asked for: the server
+        # itself never depends on the toolkit.
+        from sluiceway.wsgi import WsgiToAsgi
+
+        return WsgiToAsgi(source)
+    return guarantee_single_callable(source)
+
+
 def request_limit(limit: int, jitter: int) -> int:
     """``--limit-max-requests`` plus a random 0..``jitter``, drawn once per process."""
     return limit + random.randint(0, jitter) if jitter else limit
@@ -420,7 +436,7 @@ def run(app: Any, **options: Any) -> None:
     from sluiceway.logconfig import configure_logging
 
     config = config_from_options(**options)
-    configure_logging(config.log_level, config.access_log, config.log_config)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
     serve_config(config, app)
 
 

@@ -25,10 +25,11 @@ to report it is accepting, a signal, or the next reload poll:
   after the graceful and lifespan timeouts plus ``KILL_MARGIN_S`` are
   killed. Exit: 0 when every worker stopped cleanly, 130 when forced, else 1.
 * ``--reload`` (one worker; with ``--workers`` it is a usage error): every
-  second ``FileWatcher`` compares modification times; on a change the worker
-  is stopped gracefully and a new one started, which imports the changed
-  code. A worker that fails while reloading is not restarted until the next
-  change (fix the typo, save, it comes back).
+  ``--reload-delay`` seconds (1 by default) ``FileWatcher`` compares
+  modification times; on a change the worker is stopped gracefully and a
+  new one started, which imports the changed code. A worker that fails
+  while reloading is not restarted until the next change (fix the typo,
+  save, it comes back).
 
 Workers run in their own process group, so a terminal's Ctrl+C reaches only
 the supervisor, which forwards it once (else each worker would see it twice:
@@ -70,7 +71,6 @@ logger = logging.getLogger("sluiceway.error")
 STABLE_S = 10.0  # a worker that ran this long is restarted without delay
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
-RELOAD_POLL_S = 1.0
 KILL_MARGIN_S = 5.0
 EXIT_STARTUP_CODES = (1, 2)  # the CLI's codes for a failed lifespan / an app that does not load
 
@@ -123,7 +123,7 @@ class Supervisor:
             for slot in range(count):
                 self.slots[slot] = _Slot()
                 self._start(slot)
-            next_poll = time.monotonic() + RELOAD_POLL_S
+            next_poll = time.monotonic() + config.reload_delay_s
             while True:
                 now = time.monotonic()
                 due = [s.restart_at for s in self.slots.values() if s.restart_at is not None]
@@ -151,7 +151,7 @@ class Supervisor:
                         self._start(slot)
                 if watcher is not None and now >= next_poll:
                     changed = watcher.changes()
-                    next_poll = time.monotonic() + RELOAD_POLL_S
+                    next_poll = time.monotonic() + config.reload_delay_s
                     if changed:
                         self._reload(changed, wakeup)
                         if self.signals:
@@ -430,7 +430,7 @@ def worker_main(
     try:
         # As the CLI did in the supervisor, --log-config included (a spawned
         # worker inherits no logging set-up).
-        configure_logging(config.log_level, config.access_log, config.log_config)
+        configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
         serve_config(config, app, sockets=sockets, on_started=started)
     except ConfigError as exc:
         _exit_with(f"sluiceway: error: {exc}", 2)
