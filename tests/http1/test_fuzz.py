@@ -16,22 +16,25 @@ names a case that fails again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import random
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from tests.support import TIMEOUT_S, exchange, serve
+from tests.support import TIMEOUT_S, Served, exchange, read_by, serve
 
 CASES_PER_SEED = 250
 # FUZZ_SEEDS=60 runs a deeper search (30,000 cases, about 20 s); CI runs the first four.
 SEEDS = range(int(os.environ.get("FUZZ_SEEDS", "4")))
 
-CORPUS = [
+# Requests after which the connection stays open...
+KEEP_ALIVE = [
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /path/x%20y?q=1&r=%ff HTTP/1.1\r\nHost: example.com\r\nUser-Agent: fuzz\r\n"
     b"Accept: */*\r\nCookie: a=b; c=d\r\n\r\n",
@@ -44,13 +47,19 @@ CORPUS = [
     b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
     b"POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz"
     b"GET /three HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET /old HTTP/1.0\r\n\r\n",
-    b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /again HTTP/1.0\r\n\r\n",
     b"GET http://example.com:8080/abs?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
     b"PUT /expect HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+]
+# ... and requests whose last one closes it.
+CLOSING = [
+    b"GET /old HTTP/1.0\r\n\r\n",
+    b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /again HTTP/1.0\r\n\r\n",
     b"DELETE /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
 ]
+CORPUS = KEEP_ALIVE + CLOSING
+# Ends a keep-alive case, so the server closes once it has answered everything.
+LAST = b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 
 # Bytes that HTTP/1.1's grammar gives a meaning to, and a few it forbids.
 SPECIAL = b'\r\n\x00 \t:;,=-+/?#%"\\\x7f\x80\xff0123456789aAfFxX'
@@ -90,9 +99,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-def parse_responses(wire: bytes) -> list[int]:
-    """The statuses of the well-formed responses ``wire`` holds; AssertionError if any is not."""
-    statuses = []
+def parse_responses(wire: bytes) -> list[tuple[int, bytes]]:
+    """(status, body) of each well-formed response ``wire`` holds; AssertionError if any is not."""
+    responses: list[tuple[int, bytes]] = []
     rest = wire
     while rest:
         head, sep, rest = rest.partition(b"\r\n\r\n")
@@ -108,9 +117,10 @@ def parse_responses(wire: bytes) -> list[int]:
             name = field.group(1).lower()
             assert name not in headers or name == b"set-cookie", f"{name!r} twice"
             headers[name] = field.group(2)
-        statuses.append(status)
         if status < 200:
+            responses.append((status, b""))
             continue
+        body_at = len(wire) - len(rest)
         if b"transfer-encoding" in headers:
             assert b"content-length" not in headers
             assert headers[b"transfer-encoding"] == b"chunked"
@@ -135,7 +145,8 @@ def parse_responses(wire: bytes) -> list[int]:
         else:
             assert headers.get(b"connection") == b"close", "no framing and no close"
             rest = b""
-    return statuses
+        responses.append((status, wire[body_at : len(wire) - len(rest)]))
+    return responses
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -155,19 +166,55 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def one_case(port: int, data: bytes) -> list[int]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT_S)
+async def one_case(
+    srv: Served, data: bytes, cuts: Sequence[int] = (), *, half_close: bool = True
+) -> list[tuple[int, bytes]]:
+    """Send ``data`` and parse what comes back until the server closes.
+
+    With ``cuts``, ``data`` goes in pieces split there, each read by the server
+    before the next is sent (no more once the server is closing). With
+    ``half_close`` the client then shuts its side, so the server closes at once;
+    without it, ``data`` must end with a request that closes the connection.
+    (A half-close that lands while pipelined answers are pending ends them
+    early: the server, as uvicorn's and granian's, takes it for a disconnect.)
+    """
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", srv.port), TIMEOUT_S
+    )
     try:
-        writer.write(data)
-        if writer.can_write_eof():
+        if cuts:
+            server_side = await server_side_of(srv, writer.get_extra_info("sockname")[1])
+            bounds = [0, *cuts, len(data)]
+            for start, end in itertools.pairwise(bounds):
+                if server_side._transport.is_closing():
+                    break
+                writer.write(data[start:end])
+                await read_by(server_side)
+        else:
+            writer.write(data)
+        if half_close and writer.can_write_eof() and not writer.is_closing():
             writer.write_eof()  # a whole request or not, nothing more is coming
         try:
             wire = await asyncio.wait_for(reader.read(), TIMEOUT_S)
-        except ConnectionResetError:
+        except ConnectionError:
             wire = b""  # closed on unread bytes (after a 4xx): a RST may win the race
     finally:
         writer.close()
     return parse_responses(wire)
+
+
+async def server_side_of(srv: Served, client_port: int) -> Any:
+    """The server's protocol object for the connection from ``client_port``."""
+
+    async def find() -> Any:
+        while True:
+            for conn in srv.state.connections:
+                client = getattr(getattr(conn, "info", None), "client", None)
+                if client is not None and client[1] == client_port:
+                    return conn
+            await asyncio.sleep(0)  # the accept runs in a later loop pass than the connect
+
+    return await asyncio.wait_for(find(), TIMEOUT_S)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -181,7 +228,7 @@ async def test_mutated_requests_get_well_formed_answers(
         for case in range(CASES_PER_SEED):
             data = mutate(rng, rng.choice(CORPUS))
             try:
-                statuses = await one_case(srv.port, data)
+                statuses = [status for status, _ in await one_case(srv, data)]
             except AssertionError as exc:
                 raise AssertionError(f"seed {seed} case {case}: {data!r}: {exc}") from None
             unexpected = [s for s in statuses if s != 200 and s >= 200 and s not in SERVER_STATUSES]
@@ -192,3 +239,40 @@ async def test_mutated_requests_get_well_formed_answers(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
     assert {200, 400} <= seen  # the mutations reach both sides of the parser
+
+
+def final(responses: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    # A 100 Continue goes out only if the app awaits a body that has not arrived yet.
+    return [(status, body) for status, body in responses if status != 100]
+
+
+async def test_valid_requests_split_anywhere_get_the_same_answers() -> None:
+    """Every corpus request cut in two at every byte: the parser's state crosses reads."""
+    async with serve(app, access_log=False) as srv:
+        for data in [*(case + LAST for case in KEEP_ALIVE), *CLOSING]:
+            whole = final(await one_case(srv, data, half_close=False))
+            assert whole and all(status == 200 for status, _ in whole), whole
+            for cut in range(1, len(data)):
+                pieces = final(await one_case(srv, data, [cut], half_close=False))
+                assert pieces == whole, (data, cut)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_mutated_requests_in_pieces_get_well_formed_answers(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(1000 + seed)
+    caplog.set_level(logging.WARNING, logger="sluiceway")
+    async with serve(app, access_log=False, request_headers_timeout_s=2.0) as srv:
+        for case in range(CASES_PER_SEED // 2):
+            data = mutate(rng, rng.choice(CORPUS))
+            pieces = min(max(len(data) - 1, 0), rng.randint(1, 4))
+            cuts = sorted(rng.sample(range(1, len(data)), pieces)) if pieces else []
+            try:
+                statuses = [status for status, _ in await one_case(srv, data, cuts)]
+            except AssertionError as exc:
+                raise AssertionError(f"seed {seed} case {case}: {data!r} {cuts}: {exc}") from None
+            unexpected = [s for s in statuses if s != 200 and s >= 200 and s not in SERVER_STATUSES]
+            assert not unexpected, f"seed {seed} case {case}: {data!r} {cuts} -> {statuses}"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
