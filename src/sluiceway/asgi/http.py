@@ -14,6 +14,10 @@ Two named state machines, no flag groups:
       CONTINUE --receive()--> BODY --feed_end--> BODY_END --receive()--> DELIVERED
       (any) --feed_disconnect--> GONE
 
+  In ``DELIVERED``, ``receive`` waits for the response to complete, unless
+  the client half-closed (``feed_client_done``): then it returns
+  ``http.disconnect`` at once, while ``send`` goes on working.
+
 * ``ResponseState`` (which ``send`` messages are legal), driven by ``_SEND``,
   a table keyed by ``(state, message type)``; a pair missing from the table is
   an out-of-order message and raises ``ASGIMessageError`` naming both::
@@ -165,6 +169,7 @@ class HTTPCycle:
     __slots__ = (
         "_body",
         "_body_size",
+        "_client_done",
         "_start_headers",
         "_waiter",
         "request_state",
@@ -184,6 +189,8 @@ class HTTPCycle:
         self._body: list[bytes] = []
         self._body_size = 0
         self._waiter: asyncio.Future[None] | None = None
+        # The client half-closed after this whole request (see feed_client_done).
+        self._client_done = False
         self.status = 0
         self.trailers = False
         self.task: asyncio.Task[None] | None = None
@@ -200,6 +207,18 @@ class HTTPCycle:
         self._body_size += len(data)
         if self._body_size > BODY_HIGH_WATER_BYTES:
             self.sink.pause_reading()
+        if self._waiter is not None:
+            self._wake()
+
+    def feed_client_done(self) -> None:
+        """The client half-closed after the whole request: it will send nothing more.
+
+        Once the body is delivered, ``receive`` returns ``http.disconnect`` (the
+        client may be gone: a full close looks the same until a write fails), but
+        ``send`` still works: RFC 9112 §9.6 says a half-close does not mean the
+        client stopped waiting for the response.
+        """
+        self._client_done = True
         if self._waiter is not None:
             self._wake()
 
@@ -249,7 +268,7 @@ class HTTPCycle:
             elif state is _R_CONTINUE:
                 self.request_state = _R_BODY
                 self.sink.send_continue()
-            elif state is _R_GONE:
+            elif state is _R_GONE or (state is _R_DELIVERED and self._client_done):
                 return _DISCONNECT.copy()
             # BODY with nothing buffered, or DELIVERED: wait for the peer or the response.
             self._waiter = asyncio.get_running_loop().create_future()
