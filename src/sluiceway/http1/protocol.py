@@ -1063,11 +1063,11 @@ class HTTP1Protocol:
         """The client half-closed. RFC 9112 §9.6: that "does not delimit a request
         message, nor does it imply that the client is no longer interested in a
         response". So the requests it completed are answered, in order, and the
-        connection closes after the last answer (marked Connection: close if
-        its head is not out yet); their apps
-        see http.disconnect from receive() once they have their body. A request
-        cut short, an idle connection, or TLS (which cannot half-close): returning
-        None lets the transport close, and connection_lost follows.
+        connection closes after the last answer (marked Connection: close if its
+        head is not out yet); their apps see http.disconnect from receive() once
+        they have their body. A request cut short, an idle connection, or TLS
+        (which cannot half-close): returning None lets the transport close, and
+        connection_lost follows.
         """
         active = self._active
         if active is None or self._phase is not _IDLE or self._shared.tls:
