@@ -87,6 +87,12 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], needle: str) -> N
         ({"root_path": "api"}, "--root-path must start with '/'"),
         ({"ssl_keyfile": "k.pem"}, "--ssl-keyfile needs --ssl-certfile"),
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "required"}, "needs --ssl-ca-certs"),
+        ({"limit_max_requests": "0"}, "--limit-max-requests must be positive, got 0"),
+        ({"limit_max_requests_jitter": "-1"}, "--limit-max-requests-jitter must not be negative"),
+        ({"limit_max_requests": "ten"}, "invalid value for --limit-max-requests"),
+        ({"interface": "asgi4"}, "--interface: 'asgi4' is not one of auto, asgi3, asgi2, wsgi"),
+        ({"http": "h11"}, "--http: 'h11' is not one of auto, httptools"),
+        ({"reload_delay_s": "0"}, "--reload-delay must be positive, got 0.0"),
     ],
 )
 def test_bad_argv_values_are_config_errors(args: dict[str, str], needle: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from sluiceway.errors import ConfigError
 from sluiceway.logconfig import SafeFormatter, logging_dict
 from sluiceway.options import config_from_sources
 from tests.server.process_apps import wsgi_app
@@ -73,20 +72,6 @@ async def test_interface_wsgi_from_the_cli() -> None:
         httpx.AsyncClient(timeout=TIMEOUT_S) as client,
     ):
         assert (await client.get(proc.address + "/w")).text == "wsgi GET /w"
-
-
-@pytest.mark.parametrize(
-    ("given", "message"),
-    [
-        ({"interface": "asgi4"}, "--interface: 'asgi4' is not one of auto, asgi3, asgi2, wsgi"),
-        ({"http": "h11"}, "--http: 'h11' is not one of auto, httptools"),
-        ({"reload_delay_s": "0"}, "--reload-delay must be positive, got 0.0"),
-    ],
-)
-def test_bad_values_are_one_line(given: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        config_from_sources(given, {})
-    assert message in str(caught.value)
 
 
 def test_uvicorns_spellings_are_taken() -> None:
