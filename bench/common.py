@@ -477,10 +477,27 @@ def machine_info() -> dict[str, str]:
         "cpu": model,
         "cores": str(os.cpu_count() or 0),
         "kernel": platform.release(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}"
+        f" ({python_build()})",
         "wrk": wrk_version() if shutil.which("wrk") else "not installed",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def python_build() -> str:
+    """Which Python ran, and whether its interpreter is a shared libpython.
+
+    The build moves every Python server's numbers, not the Rust one's: pyenv's default build
+    (no profile-guided optimisation, libpython shared) ran the same request path markedly
+    slower here than Debian's python3.11 (linked in, built with PGO and LTO), see
+    docs/performance.md, session 5. So a result file says which one ran.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    linked = "libpython shared" if "libpython" in maps else "libpython linked in"
+    return f"{sys.executable}, {linked}"
 
 
 def python_module_version(dist: str) -> Callable[[], str | None]:

@@ -6,9 +6,11 @@
 Each server runs one worker with one thread, pinned to core 0, serving bench/apps/http_apps.py;
 wrk runs pinned to core 1. Scenarios (issue 3): (a) plaintext keep-alive, (b) small JSON with a
 query string, (c) 1 MiB download in 64 KiB chunks, (d) 1 MiB upload read in full, (e) a new
-connection per request. Rounds are interleaved: round 1 runs every server on every scenario,
-then round 2, with the server order rotated each round so no server always goes first. Each
-cell is the median over rounds. A full run writes bench/results/http.md; a shortened run only
+connection per request. Rounds are interleaved: each round starts every server (on its own port,
+all on core 0; an idle one sleeps) and runs the scenarios in turn, every server on one scenario
+before the next, the server order rotated per scenario and per round so no server always goes
+first. A ratio thus compares runs a minute apart at most, not a whole round. Each cell is the
+median over rounds. A full run writes bench/results/http.md; a shortened run only
 prints unless --output is given.
 
 Invariants: before each measured run the scenario's response is checked for correctness (a
@@ -70,9 +72,19 @@ TARGETS = {"a": 1.3, "b": 1.4, "c": 1.4, "d": 1.1, "e": 1.3}
 # Servers
 
 
+def _script(name: str) -> str:
+    """The console script ``name`` installed beside this Python, else the one on PATH.
+
+    So ``some-venv/bin/python bench/http_load.py`` runs every server on that venv's Python:
+    the peers started with ``sys.executable`` and the two started by their scripts alike.
+    """
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name) or name
+
+
 def _sluiceway_argv(port: int) -> list[str]:
     return [
-        shutil.which("sluiceway") or "sluiceway", "run", "http_apps:app",
+        _script("sluiceway"), "run", "http_apps:app",
         "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
@@ -86,7 +98,7 @@ def _uvicorn_argv(port: int) -> list[str]:
 
 def _granian_argv(port: int) -> list[str]:
     return [
-        shutil.which("granian") or "granian", "--interface", "asgi", "--http", "1",
+        _script("granian"), "--interface", "asgi", "--http", "1",
         "--host", HOST, "--port", str(port), "--workers", "1", "--runtime-threads", "1",
         "--no-access-log", "--log-level", "warning", "http_apps:app",
     ]  # fmt: skip
@@ -254,28 +266,39 @@ def run(
             if sc.key not in ONLY_SCENARIOS.get(s.name, {sc.key}):
                 results[(s.name, sc.key)].failure = "not applicable"
     for round_no in range(rounds):
-        shift = round_no % len(servers)
-        for spec in [*servers[shift:], *servers[:shift]]:
-            print(f"round {round_no + 1}/{rounds}: {spec.name}", flush=True)
-            try:
-                server = start_server(spec, cwd=APPS_DIR, log_dir=log_dir)
-            except BenchError as exc:
-                _fail_all(results, spec.name, scenarios, f"did not start: {exc}")
-                continue
-            try:
-                for sc in scenarios:
+        # Every server is up for the whole round (idle ones sleep on core 0 and cost it nothing)
+        # and the servers take turns on each scenario: the runs compared in a ratio are at most
+        # a few runs apart, so a machine whose speed drifts over minutes moves them together.
+        running: dict[str, RunningServer] = {}
+        try:
+            for spec in servers:
+                if all(results[(spec.name, sc.key)].failure for sc in scenarios):
+                    continue
+                try:
+                    running[spec.name] = start_server(spec, cwd=APPS_DIR, log_dir=log_dir)
+                except BenchError as exc:
+                    _fail_all(results, spec.name, scenarios, f"did not start: {exc}")
+            for sc_no, sc in enumerate(scenarios):
+                print(f"round {round_no + 1}/{rounds}: {sc.title}", flush=True)
+                shift = (round_no + sc_no) % len(servers)
+                for spec in [*servers[shift:], *servers[:shift]]:
+                    server = running.get(spec.name)
                     cell = results[(spec.name, sc.key)]
-                    if cell.failure:
+                    if server is None or cell.failure:
+                        continue
+                    if server.proc.poll() is not None:
+                        _fail_all(results, spec.name, scenarios, "exited during the run")
                         continue
                     try:
                         result = _run_scenario(server, sc, duration_s, warmup_s, connections)
                     except (BenchError, OSError, ValueError, http.client.HTTPException) as exc:
                         cell.failure = str(exc).splitlines()[0]
-                        print(f"  {sc.title}: FAILED: {cell.failure}", flush=True)
+                        print(f"  {spec.name:<10} FAILED: {cell.failure}", flush=True)
                         continue
                     cell.results.append(result)
-                    print(_progress_line(sc, result), flush=True)
-            finally:
+                    print(_progress_line(spec.name, result), flush=True)
+        finally:
+            for server in running.values():
                 server.stop()
     return results
 
@@ -296,9 +319,9 @@ def _run_scenario(
     return measure(server, load(duration_s))
 
 
-def _progress_line(sc: Scenario, r: LoadResult) -> str:
+def _progress_line(server: str, r: LoadResult) -> str:
     return (
-        f"  {sc.title:<36} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
+        f"  {server:<10} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
         f"  {r.per_cpu_s:>9,.0f} req/CPU-s  errors {r.error_detail() or 0}"
     )
 
