@@ -193,9 +193,18 @@ class Shared:
 class _H1Cycle(HTTPCycle):
     """An ``HTTPCycle`` plus the HTTP/1.1 facts its response needs."""
 
-    __slots__ = ("http10", "is_head", "keep_alive", "started", "target", "te_trailers")
+    __slots__ = (
+        "client_close",
+        "http10",
+        "is_head",
+        "keep_alive",
+        "started",
+        "target",
+        "te_trailers",
+    )
 
     keep_alive: bool
+    client_close: bool  # the client asked to close after this request
     is_head: bool
     http10: bool
     te_trailers: bool
@@ -233,6 +242,8 @@ class HTTP1Protocol:
         # Shutdown began after the client started to use this connection:
         # its next request is served (with Connection: close), not refused.
         self._last_request = False
+        # The client half-closed (eof_received kept the transport open for us).
+        self._peer_eof = False
         self._access = False
         self._client_text = "-"
         # Request being parsed.
@@ -465,6 +476,7 @@ class HTTP1Protocol:
             scope, self, expect_continue=self._expect_continue and has_body and version == "1.1"
         )
         cycle.keep_alive = keep_alive
+        cycle.client_close = not keep_alive
         cycle.is_head = method == "HEAD"
         cycle.http10 = version == "1.0"
         cycle.te_trailers = self._te_trailers
@@ -898,7 +910,13 @@ class HTTP1Protocol:
             return
         self._active = None
         if not cycle.keep_alive or self._state.shutting_down:
-            self._close()
+            if cycle.client_close and self._phase is _IDLE:
+                # The client asked for this close and all it sent is read: it
+                # must send nothing more (RFC 9112 §9.6), so nothing can reset
+                # the answer, and waiting for its EOF would only cost time.
+                self._close()
+            else:
+                self._linger_close()
             return
         if self._pipeline:
             self._start_next()
@@ -970,18 +988,30 @@ class HTTP1Protocol:
             return
         self._flush_held()
         self._transport.write(wire.error_response(status, self._state.default_headers))
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after the last answer as RFC 9112 §9.6 advises: half-close first.
+
+        Closing with request bytes unread makes the kernel send a RST, which can
+        destroy the answer before the client reads it (a pipelined request
+        behind a ``Connection: close``, the rest of a refused body). So the
+        write side closes (the FIN follows the answer), what still arrives is
+        read and dropped (data_received ignores it once CLOSED), and the
+        transport closes at the client's EOF or ``LINGER_S`` later. The client
+        then closes first, as the RFC's staged close intends, and nothing it
+        sent can reset the answer. TLS cannot half-close and a client that
+        already half-closed has nothing left to send: those close at once.
+        """
         self._phase = _CLOSED
         transport = self._transport
-        if transport.can_write_eof() and not transport.is_closing():
-            # Lingering close (RFC 9112 §9.6): closing with unread request bytes
-            # makes the kernel send RST, which can destroy the error response
-            # before the client reads it. Half-close, discard what still comes
-            # in (data_received ignores it) and close at the deadline.
-            transport.write_eof()
-            self._flow.resume_reading()
-            self.deadline = self._loop.time() + LINGER_S
-        else:
+        if self._peer_eof or not transport.can_write_eof() or transport.is_closing():
             self._close()
+            return
+        self._flush_held()
+        transport.write_eof()
+        self._flow.resume_reading()
+        self.deadline = self._loop.time() + LINGER_S
 
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 
@@ -1072,6 +1102,7 @@ class HTTP1Protocol:
         active = self._active
         if active is None or self._phase is not _IDLE or self._shared.tls:
             return None
+        self._peer_eof = True
         pipeline = self._pipeline
         for cycle in (active, *pipeline):
             cycle.feed_client_done()
