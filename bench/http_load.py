@@ -467,6 +467,8 @@ def markdown_report(
         f"- {args.rounds} interleaved rounds of {args.duration:g} s"
         f" (after {args.warmup:g} s warm-up), {args.connections} connections, one wrk thread;"
         " each cell is the median over rounds.",
+        "- In each round every server is up (idle ones sleep) and they take turns on each"
+        " scenario, in an order rotated per scenario and per round.",
         "- Each server: one worker, one thread, pinned to core 0 (`taskset -c 0`); wrk on core 1.",
         f"- sluiceway at commit {_git_commit()}; 1-minute load average {load_start:.1f} at the"
         f" start and {load_end:.1f} at the end (2 cores; above ~2 other work shared the machine).",
