@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sluiceway.asgi.compat import guarantee_single_callable, is_double_callable
 
 
@@ -31,17 +33,20 @@ def test_detection() -> None:
     assert is_double_callable(lambda scope: None)
 
 
-async def test_both_styles_run_as_asgi3() -> None:
-    for app in (asgi3, ASGI2, ASGI3Instance()):
-        sent: list[Any] = []
+@pytest.mark.parametrize("app", [asgi3, ASGI2, ASGI3Instance()])
+async def test_both_styles_run_as_asgi3(app: Any) -> None:
+    sent: list[Any] = []
 
-        async def send(message: Any) -> None:
-            sent.append(message)
+    async def send(message: Any) -> None:
+        sent.append(message)
 
-        async def receive() -> Any:
-            return {}
+    async def receive() -> Any:
+        return {}
 
-        single = guarantee_single_callable(app)
-        await single({"type": "http"}, receive, send)
-        assert sent == [{"type": "seen", "scope": "http"}]
+    single = guarantee_single_callable(app)
+    await single({"type": "http"}, receive, send)
+    assert sent == [{"type": "seen", "scope": "http"}]
+
+
+def test_an_asgi3_app_is_returned_as_it_is() -> None:
     assert guarantee_single_callable(asgi3) is asgi3
