@@ -1,4 +1,4 @@
-"""Body parts an app sends while more follows are written together, once per loop pass.
+"""What a response writes goes out at the end of the loop pass: one write per connection.
 
 The wire tests use real sockets; the write-count tests drive ``HTTP1Protocol``
 through a recording transport, since how many writes carried the bytes is not
@@ -190,3 +190,44 @@ async def test_many_tiny_chunks_are_held_only_in_bounded_numbers() -> None:
     assert len(transport.calls) >= total // 256  # a flush every 256 parts at least
     assert max(len(call) for call in transport.calls) <= 256 + 3
     assert transport.wire().count(b"1\r\nx\r\n") == total
+
+
+async def test_the_apps_of_one_pass_run_before_any_of_their_answers_is_written() -> None:
+    # The answers of a loop pass go out together after it, so the apps run back to back
+    # with no socket write between them (their code stays in the CPU's caches).
+    transports = [RecordingTransport() for _ in range(3)]
+    writes_seen: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+        writes_seen.append(sum(len(t.calls) for t in transports))
+
+    config = Config(access_log=False)
+    factory = make_protocol_factory(config, app, ServerState(config))
+    protocols: list[Any] = [factory() for _ in transports]
+    for protocol, transport in zip(protocols, transports, strict=True):
+        protocol.connection_made(transport)
+        protocol.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert writes_seen == [0, 0, 0]
+    assert [len(t.calls) for t in transports] == [1, 1, 1]  # one write each
+    assert all(t.wire().endswith(b"\r\n\r\nhello") for t in transports)
+    for protocol in protocols:
+        protocol.connection_lost(None)
+
+
+async def test_a_held_answer_goes_out_before_a_503_for_the_request_behind_it() -> None:
+    # With --limit-concurrency 1 the pipelined second request is refused at once, from
+    # inside the first app's send: the 503 must not overtake the held 200.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first"})
+
+    async with serve(app, limit_concurrency=1) as srv, raw_connection(srv.port) as conn:
+        await conn.send(GET + GET)
+        first = await conn.read_response()
+        second = await conn.read_response()
+    assert (first.status, first.body) == (200, b"first")
+    assert second.status == 503

@@ -105,10 +105,11 @@ _CLOSE_TIMEOUT_S: Final = 10.0
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES: Final = 16 * 1024
-# Body parts the app sends while more follows are held and written together,
-# one vectored write per loop pass (or sooner, once this much is held): a
-# streamed download costs one writev instead of one write per chunk. The
-# parts are the app's own objects, so holding costs no copy.
+# What a response writes is held and written at the end of the loop pass, one
+# vectored write per connection (or sooner, once this much is held): a
+# streamed download costs one writev instead of one write per chunk, and the
+# apps of a pass run back to back (see _write_body). The parts are the app's
+# own objects, so holding costs no copy.
 _HOLD_MAX_BYTES: Final = 1024 * 1024
 # And at most this many parts (many tiny chunks would otherwise be many objects).
 _HOLD_MAX_PARTS: Final = 256
@@ -145,7 +146,9 @@ class Shared:
         "access_log",
         "app",
         "config",
+        "flush_scheduled",
         "headers_timeout_s",
+        "holding",
         "keep_alive_s",
         "limit_concurrency",
         "loop",
@@ -188,6 +191,18 @@ class Shared:
         # The server's loop, taken by the first connection: asking for it per
         # connection costs a getpid() syscall on CPython 3.11 (scenario e).
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Connections holding output for the end of this loop pass (see
+        # HTTP1Protocol._write_body), flushed by one callback for them all.
+        self.holding: list[HTTP1Protocol] = []
+        self.flush_scheduled = False
+
+    def flush_holding(self) -> None:
+        """The end of a loop pass: every connection writes what it held."""
+        holding = self.holding
+        self.holding = []
+        self.flush_scheduled = False
+        for conn in holding:
+            conn.flush_at_pass_end()
 
 
 class _H1Cycle(HTTPCycle):
@@ -530,6 +545,7 @@ class HTTP1Protocol:
     # -- upgrade seam ----------------------------------------------------------------------
 
     def _on_upgrade(self, data: bytes, offset: int) -> None:
+        self._flush_held()  # an earlier answer still held goes out before the 101
         cycle = self._upgrade_cycle
         self._upgrade_cycle = None
         rest = data[offset:]
@@ -645,6 +661,7 @@ class HTTP1Protocol:
         if cycle.is_head:
             data = data[: data.index(b"\r\n\r\n") + 4]
         if not self._flow.closed:
+            self._flush_held()
             self._transport.write(data)
         cycle.status = status
         self._sent = 0
@@ -660,6 +677,7 @@ class HTTP1Protocol:
     def send_continue(self) -> None:
         cycle = self._active
         if cycle is not None and cycle.response_state < _S_BODY and not self._flow.closed:
+            self._flush_held()
             self._transport.write(wire.CONTINUE_100)
 
     def send_early_hint(self, links: Iterable[Any]) -> None:
@@ -667,6 +685,7 @@ class HTTP1Protocol:
         data = wire.encode_early_hint(links)
         # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
         if cycle is not None and not cycle.http10 and not self._flow.closed:
+            self._flush_held()
             self._transport.write(data)
 
     def send_head(
@@ -755,8 +774,7 @@ class HTTP1Protocol:
             out = (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
         else:
             out = (b"".join(head),)
-        # Held when the rest of the body follows as messages (not a file, not HEAD/204/304).
-        self._write_body(out, n, more_body and not no_body and file_bytes < 0)
+        self._write_body(out, n)
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         if self._flow.closed:
@@ -769,14 +787,12 @@ class HTTP1Protocol:
             last = b"" if more_body or (cycle is not None and cycle.trailers) else wire.LAST_CHUNK
             if n > _JOIN_MAX_BYTES:
                 # Large chunk: a vectored write (uvloop) instead of copying it.
-                self._write_body((wire.chunk_header(n), body, wire.CRLF + last), n, more_body)
+                self._write_body((wire.chunk_header(n), body, wire.CRLF + last), n)
             elif n:
                 data = b"".join((wire.chunk_header(n), body, wire.CRLF, last))
-                self._write_body((data,), n, more_body)
+                self._write_body((data,), n)
             elif last:
-                self._write_body((last,), 0, more_body)
-            elif self._held and not more_body:
-                self._flush_held()  # the body ends empty; trailers follow
+                self._write_body((last,), 0)
         else:
             remaining = self._remaining
             if remaining >= 0:
@@ -787,39 +803,38 @@ class HTTP1Protocol:
                         f" ({'longer' if n > remaining else 'shorter'} than declared)"
                     )
                 self._remaining = remaining - n
-            if n and (more_body or self._held):
-                self._write_body((body,), n, more_body)
-            elif n:
-                self._transport.write(body)
-            elif not more_body:
-                self._flush_held()  # the body ends with an empty message
+            if n:
+                self._write_body((body,), n)
         self._sent += n
 
-    def _write_body(self, parts: tuple[bytes, ...], size: int, more_body: bool) -> None:
-        """Write body ``parts`` now if the body ends here, else hold them (``_HOLD_MAX_*``).
+    def _write_body(self, parts: tuple[bytes, ...], size: int) -> None:
+        """Hold ``parts`` (``size`` body bytes) for the end of this loop pass, or write them now.
 
-        Held parts go out in one vectored write at the end of this loop pass
-        (an app that waits between its chunks still sends each at once), when
-        the body ends, past either ``_HOLD_MAX_*`` bound, or before any other write.
+        A response, or a streamed body's parts, go out at the end of the loop
+        pass, all connections' in a row (``Shared.flush_holding``): the apps
+        of one pass then run back to back, with no socket write and the
+        kernel's TCP work for it between them, so each finds its code and
+        data still in the CPU's caches (scenario (b): +42 % requests/s in an
+        A/B; docs/performance.md, session 5). An app that waits between its
+        chunks still sends each before its next step. Held parts are written
+        sooner past either ``_HOLD_MAX_*`` bound, and before any other write.
         """
         held = self._held
-        if not held and not more_body:
-            if len(parts) == 1:
-                self._transport.write(parts[0])
-            else:
-                self._flow.writelines(parts)
-            return
         held.extend(parts)
         size += self._held_bytes
-        if more_body and size < _HOLD_MAX_BYTES and len(held) < _HOLD_MAX_PARTS:
+        if size < _HOLD_MAX_BYTES and len(held) < _HOLD_MAX_PARTS:
             self._held_bytes = size
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush_at_pass_end)
+                shared = self._shared
+                shared.holding.append(self)
+                if not shared.flush_scheduled:
+                    shared.flush_scheduled = True
+                    self._loop.call_soon(shared.flush_holding)
             return
         self._flush_held()
 
-    def _flush_at_pass_end(self) -> None:
+    def flush_at_pass_end(self) -> None:
         self._flush_scheduled = False
         self._flush_held()
 
@@ -828,7 +843,11 @@ class HTTP1Protocol:
         if held:
             self._held = []
             self._held_bytes = 0
-            if not self._flow.closed:
+            if self._flow.closed:
+                return
+            if len(held) == 1:
+                self._transport.write(held[0])  # a small response: joined with its head
+            else:
                 self._flow.writelines(held)
 
     def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
@@ -1099,6 +1118,9 @@ class HTTP1Protocol:
         (which cannot half-close): returning None lets the transport close, and
         connection_lost follows.
         """
+        # An answer held for the end of this loop pass goes to the transport now:
+        # returning None below closes it, after what it has buffered.
+        self._flush_held()
         active = self._active
         if active is None or self._phase is not _IDLE or self._shared.tls:
             return None
