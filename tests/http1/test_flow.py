@@ -77,6 +77,30 @@ async def test_vectored_writes_past_the_high_water_mark_pause_the_protocol() -> 
             peer.close()
 
 
+async def test_vectored_writes_with_an_empty_part_still_end_with_the_eof() -> None:
+    # asyncio's selector transport from CPython 3.12 on sends writelines() with sendmsg and
+    # keeps an empty last part in its buffer: the buffer never looks empty, write_eof()
+    # never shuts the socket and the loop polls for writability forever.
+    # FlowControl.writelines drops empty parts there.
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        peer, _ = listener.accept()
+        try:
+            flow = FlowControl(cast(asyncio.Transport, transport))
+            flow.writelines((b"head", b"body", b""))
+            transport.write_eof()
+            peer.settimeout(5)
+            received = b""
+            while chunk := await loop.run_in_executor(None, peer.recv, 65536):
+                received += chunk
+            assert received == b"headbody"  # and the EOF came: recv returned b""
+        finally:
+            transport.abort()
+            peer.close()
+
+
 async def test_reading_pauses_while_the_app_does_not_consume() -> None:
     release = asyncio.Event()
 

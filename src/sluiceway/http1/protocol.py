@@ -771,7 +771,10 @@ class HTTP1Protocol:
         if n > _JOIN_MAX_BYTES and body_at > 0:
             # Head and a large first chunk: hand both over without copying the body
             # (FlowControl.writelines: asyncio 3.12.0-3.12.8/3.13.0-3.13.1 never pause on theirs).
-            out = (b"".join(head[:body_at]), body, b"".join(head[body_at + 1 :]))
+            out = (b"".join(head[:body_at]), body)
+            tail = b"".join(head[body_at + 1 :])  # a chunk's CRLF; nothing after a framed length
+            if tail:
+                out += (tail,)
         else:
             out = (b"".join(head),)
         self._write_body(out, n)

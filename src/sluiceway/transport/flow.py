@@ -13,6 +13,10 @@ Vectored writes go through ``writelines_for(transport)`` (kept as
 and 3.13.0-3.13.1 queues ``writelines`` data without checking the high-water
 mark (CVE-2024-12254, fixed in 3.12.9 and 3.13.2), so the protocol never gets
 ``pause_writing`` and a peer that does not read grows the buffer without limit.
+And from 3.12 on, that transport sends a ``writelines`` with ``sendmsg`` and
+leaves an empty last part in its buffer: the buffer never looks empty, so a
+``write_eof`` never shuts the socket and the loop polls for writability while
+the connection idles. The wrapper drops empty parts there.
 
 Invariants: at most one future exists for all drainers; no future is created
 while writing is not paused (the hot path never allocates here).
@@ -33,26 +37,30 @@ from sluiceway.errors import ClientDisconnected
 # The releases whose selector transport writelines() never pauses the protocol.
 _V = sys.version_info
 _WRITELINES_SKIPS_PAUSE = (3, 12) <= _V < (3, 12, 9) or (3, 13) <= _V < (3, 13, 2)
+# From 3.12 the selector transport's writelines() keeps empty parts (see above).
+_WRITELINES_KEEPS_EMPTY = _V >= (3, 12)
 _SELECTOR_SOCKET_TRANSPORT: type[Any] = getattr(
     selector_events, "_SelectorSocketTransport", type(None)
 )
 
 
 def writelines_for(transport: asyncio.WriteTransport) -> Callable[[Iterable[bytes]], None]:
-    """``transport.writelines``, pausing the protocol past the high-water mark on every Python.
+    """``transport.writelines``, made safe on the asyncio releases that need it (see above).
 
     Call once per connection and keep the result: everywhere but the affected
     asyncio transports it is the bound method itself, at no cost per write.
     """
-    if not _WRITELINES_SKIPS_PAUSE or not isinstance(transport, _SELECTOR_SOCKET_TRANSPORT):
+    if not _WRITELINES_KEEPS_EMPTY or not isinstance(transport, _SELECTOR_SOCKET_TRANSPORT):
         return transport.writelines
     selector_transport: Any = transport
+    pause = _WRITELINES_SKIPS_PAUSE
 
     def writelines(parts: Iterable[bytes]) -> None:
-        selector_transport.writelines(parts)
-        # The one line CPython 3.12.9 and 3.13.2 added to writelines() (gh-127655).
-        # Only these past releases get here, so their private method cannot change.
-        selector_transport._maybe_pause_protocol()
+        selector_transport.writelines([part for part in parts if part])
+        if pause:
+            # The one line CPython 3.12.9 and 3.13.2 added to writelines() (gh-127655).
+            # Only these past releases get here, so their private method cannot change.
+            selector_transport._maybe_pause_protocol()
 
     return writelines
 
