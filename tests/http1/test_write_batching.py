@@ -233,3 +233,47 @@ async def test_a_held_answer_goes_out_before_a_503_for_the_request_behind_it() -
         second = await conn.read_response()
     assert (first.status, first.body) == (200, b"first")
     assert second.status == 503
+
+
+class ClosingTransport(RecordingTransport):
+    """Raises on a write once closed, as uvloop's transport does."""
+
+    def write(self, data: Any) -> None:
+        if self.closing:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+        super().write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        if self.closing:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+        super().writelines(list_of_data)
+
+
+async def test_a_connection_closed_in_the_pass_does_not_stop_the_others_answers() -> None:
+    # The pass-end flush writes every connection's output in one callback: one whose
+    # transport closed meanwhile must neither raise there nor hold the others back.
+    closing = ClosingTransport()
+    other = RecordingTransport()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/closing":
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            closing.closing = True  # the connection went away before the pass ended
+        else:
+            await send({"type": "http.response.body", "body": b"hello"})
+
+    config = Config(access_log=False)
+    factory = make_protocol_factory(config, app, ServerState(config))
+    dying: Any = factory()
+    living: Any = factory()  # the same server: both share the pass-end flush
+    dying.connection_made(closing)
+    dying.data_received(b"GET /closing HTTP/1.1\r\nHost: a\r\n\r\n")
+    living.connection_made(other)
+    living.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert closing.calls == []
+    assert other.wire().endswith(b"\r\n\r\nhello")
+    for protocol in (dying, living):
+        protocol.connection_lost(None)

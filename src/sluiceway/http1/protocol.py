@@ -846,7 +846,10 @@ class HTTP1Protocol:
         if held:
             self._held = []
             self._held_bytes = 0
-            if self._flow.closed:
+            # A transport closing under us takes no more (uvloop raises): what
+            # the app sent after the close is dropped, as a write would be, and
+            # the pass-end flush of the other connections goes on.
+            if self._flow.closed or self._transport.is_closing():
                 return
             if len(held) == 1:
                 self._transport.write(held[0])  # a small response: joined with its head
