@@ -67,6 +67,7 @@ from sluiceway.http1 import files, upgrade, wire
 from sluiceway.http1.linger import LINGER_S
 from sluiceway.server.state import ConnectionInfo
 from sluiceway.server.tasks import start_eagerly
+from sluiceway.transport.fin import cork_for_fin
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
@@ -1011,6 +1012,7 @@ class HTTP1Protocol:
     def _write_error(self, status: int) -> None:
         if self._flow.closed:
             return
+        self._last_write_then_fin()
         self._flush_held()
         self._transport.write(wire.error_response(status, self._state.default_headers))
         self._linger_close()
@@ -1033,10 +1035,23 @@ class HTTP1Protocol:
         if self._peer_eof or not transport.can_write_eof() or transport.is_closing():
             self._close()
             return
+        if self._held:
+            self._last_write_then_fin()
         self._flush_held()
         transport.write_eof()
         self._flow.resume_reading()
         self.deadline = self._loop.time() + LINGER_S
+
+    def _last_write_then_fin(self) -> None:
+        """The next write is the connection's last: let the FIN ride in its segment.
+
+        Our callers close or half-close right after that write, which the
+        cork needs (transport/fin.py). One segment and one client wake-up
+        fewer per closed connection; not under TLS, whose close must first
+        get the peer's close_notify.
+        """
+        if not self._shared.tls:
+            cork_for_fin(self._transport)
 
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 
@@ -1095,6 +1110,8 @@ class HTTP1Protocol:
         transport = self._transport
         if transport.is_closing():
             return
+        if self._held:
+            self._last_write_then_fin()
         self._flush_held()  # what the app sent before the close still goes out
         # Keep reading while the transport closes: TLS finishes its close by
         # reading the peer's close_notify, and with reading paused Python
