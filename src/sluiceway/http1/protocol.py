@@ -1048,10 +1048,11 @@ class HTTP1Protocol:
         Our callers close or half-close right after that write, which the
         cork needs (transport/fin.py). One segment and one client wake-up
         fewer per closed connection; not under TLS, whose close must first
-        get the peer's close_notify.
+        get the peer's close_notify, nor on a Unix socket.
         """
-        if not self._shared.tls:
-            cork_for_fin(self._transport)
+        server = self.info.server
+        if not self._shared.tls and server is not None and server[1] is not None:
+            cork_for_fin(self._transport)  # TCP: a Unix socket's address has no port
 
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 

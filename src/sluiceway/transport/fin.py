@@ -10,36 +10,43 @@ write keeps its final, partial segment in the kernel; the ``close`` or
 that unsent segment. Scenario (e), a new connection per request, gains
 +17 % requests/s from it (docs/performance.md, session 6).
 
-Only for plain TCP on Linux. Not under TLS: the TLS close waits for the
-peer's close_notify, which the peer cannot send before it has our corked
-bytes, so the answer would wait for the kernel's 200 ms cork limit. The
-caller must close or half-close right after, or the answer waits for that
-limit too.
+Only for plain TCP (not Unix sockets) on Linux. Not under TLS: the TLS
+close waits for the peer's close_notify, which the peer cannot send before
+it has our corked bytes, so the answer would wait for the kernel's 200 ms
+cork limit. The caller must close or half-close right after, or the answer
+waits for that limit too.
 
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
-import socket
 from typing import Any, Final
 
-_TCP_CORK: Final[int | None] = getattr(socket, "TCP_CORK", None)
-_TCP_FAMILIES: Final = (socket.AF_INET, socket.AF_INET6)
+_TCP_CORK: Final[int | None] = getattr(_socket, "TCP_CORK", None)
 
 
 def cork_for_fin(transport: Any) -> None:
-    """Cork ``transport``'s socket before its last write; the close must follow.
+    """Cork the TCP socket under ``transport`` before its last write; the close must follow.
 
-    Does nothing where corking does not apply (not Linux, a Unix socket, a
-    transport without a socket). Never raises: the FIN then goes alone, as
-    it would without this.
+    The caller has checked that the transport is plain TCP. Does nothing off
+    Linux or without a socket; never raises: the FIN then goes alone, as it
+    would without this.
     """
     if _TCP_CORK is None:
         return
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in _TCP_FAMILIES:
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
         return
-    with contextlib.suppress(OSError):  # closed under us: nothing to send either way
-        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+    # uvloop's socket stand-in builds a ``socket.socket`` (and its Python
+    # __init__) for each option set; the C type over the same descriptor, let go
+    # of at once, costs only the call. The family does not matter to the option.
+    raw = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    try:
+        with contextlib.suppress(OSError):  # closed under us: nothing to send either way
+            raw.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+    finally:
+        raw.detach()
