@@ -4,13 +4,25 @@
  * WebSocket masking key (RFC 6455 §5.3). In pure Python (big-int XOR) a
  * 64 KiB echo spends over 95% of its time here; this does 16 bytes a step.
  *
- * Optional: sluiceway.websocket.frames falls back to the pure-Python
- * function when this module did not build (setup.py marks it optional).
+ * tcp_cork(fd) -> None: set TCP_CORK on a socket descriptor (Linux), for
+ * sluiceway.transport.fin. From Python that takes a socket object over the
+ * descriptor, whose creation costs a getsockname() system call (CPython
+ * checks the descriptor): 2.7 us against 1.0 us here, per closed connection.
+ * Errors are ignored: the FIN then goes in its own segment, as without it.
+ *
+ * Optional: the callers fall back to pure Python when this module did not
+ * build (setup.py marks it optional).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#ifndef _WIN32
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#endif
 
 static PyObject *
 apply_mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -57,9 +69,27 @@ done:
     return result;
 }
 
+static PyObject *
+tcp_cork(PyObject *self, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+#if defined(TCP_CORK) && !defined(_WIN32)
+    if (fd >= 0 && fd <= INT_MAX) {
+        int one = 1;
+        (void)setsockopt((int)fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
+    }
+#else
+    (void)fd;
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "XOR data with the repeated 4-byte mask; returns bytes."},
+    {"tcp_cork", tcp_cork, METH_O, "Set TCP_CORK on a socket descriptor; errors are ignored."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sluiceway import Config, Server
+from sluiceway.transport import fin
 from tests.support import TIMEOUT_S, accepted, local_tls, serve
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="TCP_CORK and TCP_INFO are Linux's")
@@ -122,3 +123,18 @@ async def test_tls_is_not_corked(tmp_path: Path) -> None:
             assert server_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
         finally:
             sock.close()
+
+
+@pytest.mark.parametrize("cork", [fin.tcp_cork, fin.tcp_cork_python], ids=["c", "python"])
+def test_tcp_cork_sets_the_option_and_never_raises(cork: Any) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        cork(client.fileno())
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        cork(unix.fileno())  # not TCP: ignored
+    closed = socket.socket()
+    fd = closed.fileno()
+    closed.close()
+    cork(fd)  # no longer open: ignored

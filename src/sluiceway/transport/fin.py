@@ -16,16 +16,46 @@ it has our corked bytes, so the answer would wait for the kernel's 200 ms
 cork limit. The caller must close or half-close right after, or the answer
 waits for that limit too.
 
-Imports only the standard library.
+Imports only the standard library and our optional C helper.
 """
 
 from __future__ import annotations
 
 import _socket
 import contextlib
+from collections.abc import Callable
 from typing import Any, Final
 
 _TCP_CORK: Final[int | None] = getattr(_socket, "TCP_CORK", None)
+
+
+def tcp_cork_python(fd: int) -> None:
+    """Set ``TCP_CORK`` on socket descriptor ``fd``, ignoring errors (the fallback)."""
+    if _TCP_CORK is None:
+        return
+    # uvloop's socket stand-in builds a ``socket.socket`` (and its Python
+    # __init__) for each option set; the C type over the same descriptor, let go
+    # of at once, costs less. The family does not matter to the option.
+    try:
+        raw = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    except OSError:
+        return  # closed under us: nothing to send either way
+    try:
+        with contextlib.suppress(OSError):  # not TCP after all
+            raw.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+    finally:
+        raw.detach()
+
+
+try:
+    # Our own C helper (src/sluiceway/_speedups.c), built by `pip install` where
+    # a compiler exists: no socket object, so no getsockname() check of the
+    # descriptor; about 1 us against 2.7 per closed connection.
+    from sluiceway._speedups import tcp_cork as _c_tcp_cork
+except ImportError:  # pragma: no cover - the build is optional
+    tcp_cork: Callable[[int], None] = tcp_cork_python
+else:
+    tcp_cork = _c_tcp_cork
 
 
 def cork_for_fin(transport: Any) -> None:
@@ -39,14 +69,5 @@ def cork_for_fin(transport: Any) -> None:
         return
     sock = transport.get_extra_info("socket")
     fd = -1 if sock is None else sock.fileno()
-    if fd < 0:
-        return
-    # uvloop's socket stand-in builds a ``socket.socket`` (and its Python
-    # __init__) for each option set; the C type over the same descriptor, let go
-    # of at once, costs only the call. The family does not matter to the option.
-    raw = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
-    try:
-        with contextlib.suppress(OSError):  # closed under us: nothing to send either way
-            raw.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
-    finally:
-        raw.detach()
+    if fd >= 0:
+        tcp_cork(fd)
