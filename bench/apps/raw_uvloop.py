@@ -2,10 +2,13 @@
 
     python bench/apps/raw_uvloop.py PORT
 
-Every request head (counted by its blank line) gets the same canned "Hello, world!" response,
-written once per read that completes heads. It is no server (no parsing, no ASGI, no limits); it
-exists so bench/http_load.py can show how much of a real server's cost per request is the event loop
-and the socket calls alone (``--servers ceiling``, scenarios a and e only).
+Every request head (counted by its blank line) gets a canned response, written once per read
+that completes heads: "Hello, world!", or for ``GET /download`` 1 MiB built once at start and
+written in one call. A ``Connection: close`` request gets its answer and FIN in one segment
+(``TCP_CORK`` before the write, as sluiceway does). It is no server (no parsing, no ASGI, no
+limits); it exists so bench/http_load.py can show how much of a real server's cost per request
+is the event loop and the socket calls alone, and in (c) how fast wrk can take a download
+(``--servers ceiling``, scenarios a, c and e only).
 Must not import: sluiceway.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from typing import cast
 
@@ -23,6 +27,10 @@ RESPONSE = (
     b"content-length: 13\r\n\r\nHello, world!"
 )
 CLOSING = RESPONSE.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1)
+MIB = 1 << 20
+DOWNLOAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n" % MIB
+) + b"x" * MIB
 
 
 class Answer(asyncio.Protocol):
@@ -42,8 +50,12 @@ class Answer(asyncio.Protocol):
         if not heads:
             return
         if b"onnection: close" in data:
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
             self.transport.write(CLOSING)
             self.transport.close()
+        elif data.startswith(b"GET /download"):
+            self.transport.write(DOWNLOAD * heads)
         else:
             self.transport.write(RESPONSE * heads)
 
