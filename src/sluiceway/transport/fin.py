@@ -7,8 +7,8 @@ receiver's whole TCP input path in the sender's context, and wakes the
 client once more. Corking the socket (``TCP_CORK``) just before the last
 write keeps its final, partial segment in the kernel; the ``close`` or
 ``shutdown`` that follows at once uncorks it, and Linux tacks the FIN onto
-that unsent segment. Scenario (e), a new connection per request, gains
-+17 % requests/s from it (docs/performance.md, session 6).
+that unsent segment. Scenario (e), a new connection per request, gained
+11 % to 17 % requests/s from it in two A/Bs (docs/performance.md, session 6).
 
 Only for plain TCP (not Unix sockets) on Linux. Not under TLS: the TLS
 close waits for the peer's close_notify, which the peer cannot send before
