@@ -168,6 +168,23 @@ async def test_state_and_extensions_are_fresh_per_request() -> None:
     assert seen == [(None, False), (None, False)]
 
 
+async def test_query_and_fragment_split_on_origin_form_targets() -> None:
+    # A fragment (which clients must not send) is dropped, with anything after it; a
+    # query holding "://" is still an origin-form target, not an absolute one.
+    targets = {
+        b"/p?u=http://x/y": ("/p", "u=http://x/y"),
+        b"/p?a=1#frag?b=2": ("/p", "a=1"),
+        b"/p#f?x=1": ("/p", ""),
+        b"/p?": ("/p", ""),
+    }
+    async with serve(scope_json) as srv:
+        for target, (raw_path, query) in targets.items():
+            response = await exchange(srv.port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+            scope = json.loads(response.body)
+            assert (scope["raw_path"], scope["query_string"]) == (raw_path, query), target
+            assert scope["headers"] == [["host", "h"]]
+
+
 async def test_absolute_form_target() -> None:
     async with serve(scope_json) as srv:
         response = await exchange(srv.port, b"GET http://h:1/p/q?z=1 HTTP/1.1\r\nHost: h:1\r\n\r\n")

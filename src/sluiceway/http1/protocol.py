@@ -464,8 +464,13 @@ class HTTP1Protocol:
         if method == "CONNECT":
             raise NotImplementedByServer("CONNECT is not supported")
         url = self._url
-        if url[:1] == b"/" and 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
-            raw_path, query = url, b""
+        if url[:1] == b"/":  # origin-form, nearly every request: no authority to look for
+            if 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
+                raw_path, query = url, b""
+            elif 35 not in url:
+                raw_path, _, query = url.partition(b"?")
+            else:
+                raw_path, query = split_target(url)
         else:
             raw_path, query = split_target(url)
             authority = target_authority(url)
