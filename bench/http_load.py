@@ -420,6 +420,38 @@ def targets_table(results: Results, scenarios: Sequence[Scenario]) -> str:
     return format_table(header, rows, markdown=True)
 
 
+def head_to_head_table(
+    results: Results, servers: Sequence[str], scenarios: Sequence[Scenario]
+) -> str:
+    """sluiceway against each other server, paired round by round.
+
+    The main tables divide one server's median by another's, and the two medians may come
+    from different rounds. On a machine whose speed drifts by half over minutes that ratio
+    moves with the drift. Here each round's two runs (a minute apart at most) are compared
+    with each other: a cell is the median of the per-round requests/s ratios and, in
+    brackets, the rounds sluiceway was ahead in. A server that failed in some round is
+    compared only over the rounds both finished (a cell keeps its rounds in order and stops
+    at its first failure, so the first N results of two cells are the same N rounds).
+    """
+    peers = [name for name in servers if name != "sluiceway"]
+    rows = []
+    for sc in scenarios:
+        ours = results.get(("sluiceway", sc.key))
+        row = [sc.title]
+        for peer in peers:
+            theirs = results[(peer, sc.key)]
+            # Unequal lengths after a failure: compare the rounds both have.
+            pairs = list(zip(ours.results, theirs.results, strict=False)) if ours else []
+            ratios = [a.rps / b.rps for a, b in pairs if a.rps > 0 and b.rps > 0]
+            if not ratios:
+                row.append("n/a")
+                continue
+            ahead = sum(ratio > 1 for ratio in ratios)
+            row.append(f"{median(ratios):.2f}x ({ahead}/{len(ratios)})")
+        rows.append(row)
+    return format_table(["scenario", *[f"vs {peer}" for peer in peers]], rows, markdown=True)
+
+
 def raw_table(results: Results, servers: Sequence[str], scenarios: Sequence[Scenario]) -> str:
     header = [
         "scenario",
@@ -492,6 +524,18 @@ def markdown_report(
             "## sluiceway against its targets (issue 3)",
             "",
             targets_table(results, scenarios),
+            "",
+        ]
+    if "sluiceway" in names and len(names) > 1:
+        lines += [
+            "## sluiceway against each server, round by round",
+            "",
+            "Median of the per-round requests/s ratios; in brackets, the rounds sluiceway was"
+            " ahead in. Each round's two runs are a minute apart at most, so the machine's"
+            " drift over minutes cancels here, where a ratio of two medians can take them"
+            " from different rounds.",
+            "",
+            head_to_head_table(results, names, scenarios),
             "",
         ]
     for sc in scenarios:
@@ -642,6 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "sluiceway" in names and BASELINE in names:
         print("sluiceway against its targets (issue 3)")
         print(targets_table(results, scenarios))
+        print()
+    if "sluiceway" in names and len(names) > 1:
+        print("sluiceway against each server, round by round (median ratio; rounds ahead)")
+        print(head_to_head_table(results, names, scenarios))
         print()
 
     output = args.output
