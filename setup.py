@@ -22,6 +22,7 @@ from setuptools.command.build_ext import build_ext
 # The modules every HTTP request runs through, in request order. They must
 # stay mypy --strict clean: mypyc compiles them from their type annotations.
 HOT_PATH = [
+    "src/sluiceway/forward_throw.py",
     "src/sluiceway/server/state.py",
     "src/sluiceway/transport/flow.py",
     "src/sluiceway/server/proxy_headers.py",

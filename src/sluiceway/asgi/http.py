@@ -34,7 +34,7 @@ Hot path notes: no Event per request (a future is created only when
 ``receive`` must actually wait), no lock, no task; the head and the first body
 chunk reach the sink in one call so a small response is one write.
 
-Imports only ``sluiceway.asgi.types``, ``sluiceway.errors`` and stdlib.
+Imports only ``sluiceway.asgi.types``, ``sluiceway.errors``, ``sluiceway.forward_throw`` and stdlib.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from typing import Any, Final, Protocol
 
 from sluiceway.asgi.types import Message, Scope
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
+from sluiceway.forward_throw import forward_throw
 
 # Above this many buffered request-body bytes the sink is asked to stop reading.
 BODY_HIGH_WATER_BYTES: Final = 64 * 1024
@@ -272,7 +273,7 @@ class HTTPCycle:
                 return _DISCONNECT.copy()
             # BODY with nothing buffered, or DELIVERED: wait for the peer or the response.
             self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            await forward_throw(self._waiter)
 
     def _take(self) -> bytes:
         chunks = self._body

@@ -63,6 +63,7 @@ from sluiceway.errors import (
     URITooLong,
     VersionNotSupported,
 )
+from sluiceway.forward_throw import forward_throw
 from sluiceway.http1 import files, upgrade, wire
 from sluiceway.http1.linger import LINGER_S
 from sluiceway.server.state import ConnectionInfo
@@ -621,7 +622,7 @@ class HTTP1Protocol:
 
     async def _run_app(self, cycle: _H1Cycle) -> None:
         try:
-            await self._app(cycle.scope, cycle.receive, cycle.send)
+            await forward_throw(self._app(cycle.scope, cycle.receive, cycle.send))
         except asyncio.CancelledError:
             # The runner cancels leftovers after the graceful timeout.
             if cycle.response_state < _S_DONE:
@@ -884,8 +885,10 @@ class HTTP1Protocol:
             self._remaining -= n
         if n:
             try:
-                await files.transfer(
-                    self._loop, self._transport, self._flow, part.file, part.offset, n
+                await forward_throw(
+                    files.transfer(
+                        self._loop, self._transport, self._flow, part.file, part.offset, n
+                    )
                 )
             except ASGIMessageError:
                 self._close()  # the framing promised bytes that will not come

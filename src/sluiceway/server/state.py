@@ -24,7 +24,8 @@ request instead of a timer handle per request.
 ``ConnectionInfo`` bundles what a protocol knows about its socket; it is made
 once per connection and passed on (to scope building and to the upgrade seam).
 
-Imports only the standard library, ``sluiceway.config`` and ``sluiceway.errors``.
+Imports only the standard library, ``sluiceway.config``, ``sluiceway.errors`` and
+``sluiceway.forward_throw``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sluiceway.errors import ConfigError
+from sluiceway.forward_throw import forward_throw
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
@@ -201,4 +203,4 @@ class ServerState:
             return
         if self._idle is None or self._idle.done():
             self._idle = asyncio.get_running_loop().create_future()
-        await self._idle
+        await forward_throw(self._idle)

@@ -21,7 +21,7 @@ the connection idles. The wrapper drops empty parts there.
 Invariants: at most one future exists for all drainers; no future is created
 while writing is not paused (the hot path never allocates here).
 
-Imports only asyncio, sys and ``sluiceway.errors``.
+Imports only asyncio, sys, ``sluiceway.errors`` and ``sluiceway.forward_throw``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluiceway.errors import ClientDisconnected
+from sluiceway.forward_throw import forward_throw
 
 # The releases whose selector transport writelines() never pauses the protocol.
 _V = sys.version_info
@@ -115,7 +116,7 @@ class FlowControl:
         if waiter is None:
             waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
         # Shielded: one app cancelling its send must not fail the shared waiter.
-        await asyncio.shield(waiter)
+        await forward_throw(asyncio.shield(waiter))
 
     def connection_lost(self) -> None:
         self.closed = True
