@@ -20,7 +20,8 @@ arguments without a warning.
 Before 3.12 the three arguments are not deprecated, and ``forward_throw``
 returns ``x`` itself: the wrapper's extra iteration costs about 3 % of a small
 request's instructions (3.7k of 124k under callgrind, bench/micro_http1.py),
-for nothing there.
+for nothing there. It returns ``x`` itself as well when the hot path runs
+uncompiled: the interpreter's own ``await`` throws with one argument.
 
 Imports only the standard library.
 """
@@ -33,12 +34,13 @@ from typing import Any, Final, TypeVar, final
 
 T = TypeVar("T")
 
-_DEPRECATED: Final = sys.version_info >= (3, 12)
+# Compiled, this module's file is the extension; the hot path is compiled all or none (setup.py).
+_NEEDED: Final = sys.version_info >= (3, 12) and not __file__.endswith(".py")
 
 
 def forward_throw(awaitable: Awaitable[T]) -> Awaitable[T]:
     """What compiled code should await instead of ``awaitable`` (see the module docstring)."""
-    if _DEPRECATED:
+    if _NEEDED:
         return ForwardThrow(awaitable)
     return awaitable
 
