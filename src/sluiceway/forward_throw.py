@@ -23,6 +23,10 @@ request's instructions (3.7k of 124k under callgrind, bench/micro_http1.py),
 for nothing there. It returns ``x`` itself as well when the hot path runs
 uncompiled: the interpreter's own ``await`` throws with one argument.
 
+``forward_throw`` also checks that ``x`` can be awaited at all, so an app
+that is not async gets the interpreter's TypeError ("can't be used in 'await'
+expression") rather than mypyc's ("object is not iterable").
+
 Imports only the standard library.
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Generator
+from types import GeneratorType
 from typing import Any, Final, TypeVar, final
 
 T = TypeVar("T")
@@ -39,10 +44,23 @@ _NEEDED: Final = sys.version_info >= (3, 12) and not __file__.endswith(".py")
 
 
 def forward_throw(awaitable: Awaitable[T]) -> Awaitable[T]:
-    """What compiled code should await instead of ``awaitable`` (see the module docstring)."""
+    """What compiled code should await instead of ``awaitable`` (see the module docstring).
+
+    Raises:
+        TypeError: ``awaitable`` cannot be awaited (an app that is not async), in the
+            interpreter's words; compiled, mypyc's own would say "object is not iterable".
+    """
+    _check_awaitable(awaitable)
     if _NEEDED:
         return ForwardThrow(awaitable)
     return awaitable
+
+
+def _check_awaitable(obj: object) -> None:
+    """Raise the interpreter's TypeError if ``await obj`` cannot work."""
+    # A @types.coroutine generator has no __await__; an await iterates it.
+    if type(obj) is not GeneratorType and not hasattr(type(obj), "__await__"):
+        raise TypeError(f"object {type(obj).__name__} can't be used in 'await' expression")
 
 
 @final
@@ -52,7 +70,10 @@ class ForwardThrow:
     __slots__ = ("_inner",)
 
     def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self._inner: Generator[Any, Any, Any] = awaitable.__await__()
+        inner: Any = awaitable  # forward_throw checked that it can be awaited
+        self._inner: Generator[Any, Any, Any] = (
+            inner if type(inner) is GeneratorType else inner.__await__()
+        )
 
     def __await__(self) -> Generator[Any, Any, Any]:
         # This object is its own iterator: send, throw and close are all ``await`` uses.

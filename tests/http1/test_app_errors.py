@@ -219,3 +219,17 @@ async def test_receive_after_complete_response_is_disconnect() -> None:
         await conn.send(GET)  # the connection stays usable meanwhile
         await conn.read_response()
     assert got[0] == {"type": "http.disconnect"}
+
+
+async def test_an_app_that_is_not_async_is_500_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def app(scope: Any, receive: Any, send: Any) -> None:  # "async" forgotten
+        return None
+
+    with caplog.at_level(logging.ERROR, logger="sluiceway.error"):
+        async with serve(app) as srv:
+            response = await exchange(srv.port, GET)
+            after = await exchange(srv.port, GET)  # and the server goes on serving
+    assert (response.status, after.status) == (500, 500)
+    assert "object NoneType can't be used in 'await' expression" in caplog.text
