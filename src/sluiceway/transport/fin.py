@@ -22,7 +22,6 @@ Imports only the standard library and our optional C helper.
 from __future__ import annotations
 
 import _socket
-import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -41,8 +40,9 @@ def tcp_cork_python(fd: int) -> None:
     except OSError:
         return  # closed under us: nothing to send either way
     try:
-        with contextlib.suppress(OSError):  # not TCP after all
-            raw.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+        raw.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+    except OSError:
+        pass  # not TCP after all
     finally:
         raw.detach()
 
