@@ -1,9 +1,9 @@
-"""Build hook: the C speedups and the mypyc-compiled hot path; everything else is in pyproject.toml.
+"""Build hook: the C helpers and the mypyc-compiled hot path; everything else is in pyproject.toml.
 
-Both are optional. A machine without a C compiler, or without mypyc, still
+All are optional. A machine without a C compiler, or without mypyc, still
 installs sluiceway and runs the same modules as plain Python (the WebSocket
 masking helper then falls back to sluiceway.websocket.frames' pure-Python
-code). ``SLUICEWAY_PURE_PYTHON=1`` skips the mypyc step on purpose, for
+code, and llhttp reads every request head instead of http1/_head.c). ``SLUICEWAY_PURE_PYTHON=1`` skips the mypyc step on purpose, for
 working on the hot-path modules without rebuilding after each edit.
 
 Why mypyc (docs/performance.md): with the same source, the compiled
@@ -90,6 +90,12 @@ setup(
         Extension(
             "sluiceway._speedups",
             ["src/sluiceway/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "sluiceway.http1._head",
+            ["src/sluiceway/http1/_head.c"],
             optional=True,
             extra_compile_args=["-O3"],
         ),

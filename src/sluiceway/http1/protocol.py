@@ -32,7 +32,7 @@ import enum
 import logging
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
@@ -95,6 +95,24 @@ _WATCHED: Final = frozenset(
     )
 )
 _HTTP11: Final = "1.1"
+
+
+# What the C head reader returns: method, target, version, headers, keep-alive, end offset.
+Head = tuple[str, bytes, str, list[tuple[bytes, bytes]], bool, int]
+HeadReader = Callable[[bytes, int, int, int], Head | None]
+
+
+def _load_head_reader() -> HeadReader | None:
+    try:
+        from sluiceway.http1._head import parse_head
+    except ImportError:  # built without a C compiler: llhttp reads every head
+        return None
+    return parse_head
+
+
+# http1/_head.c reads the common bodyless request head in one call, where
+# httptools makes one Python call per part of it; what it declines goes to llhttp.
+_PARSE_HEAD: Final = _load_head_reader()
 # What a closed connection's parser slot points at (see connection_lost).
 _NO_PARSER: Final = httptools.HttpRequestParser(object())
 _METHODS: Final = {
@@ -158,6 +176,7 @@ class Shared:
         "max_framing",
         "max_head",
         "max_line",
+        "parse_head",
         "root_path",
         "state",
         "tls",
@@ -188,6 +207,8 @@ class Shared:
         self.max_head = config.max_request_headers_bytes
         self.max_framing = _CHUNK_FRAMING_BYTES + config.max_request_headers_bytes
         self.max_line = config.max_request_line_bytes
+        # Tests set None to run every head through llhttp, as without a C compiler.
+        self.parse_head: HeadReader | None = _PARSE_HEAD
         self.root_path = config.root_path
         self.ws_enabled = config.ws != "none"
         # The server's loop, taken by the first connection: asking for it per
@@ -248,6 +269,7 @@ class HTTP1Protocol:
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once by connection_made
         self._flow: FlowControl = None  # type: ignore[assignment]  # same
         self._parser = httptools.HttpRequestParser(self)
+        self._parse_head = shared.parse_head
         self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
         self.deadline: float | None = None
         # Mirrors the transport's pause_writing/resume_writing for HTTPCycle.send
@@ -261,6 +283,9 @@ class HTTP1Protocol:
         self._last_request = False
         # The client half-closed (eof_received kept the transport open for us).
         self._peer_eof = False
+        # The last request read asked to close (Connection: close, or HTTP/1.0
+        # without keep-alive): any byte after it is a protocol error.
+        self._peer_closing = False
         self._access = False
         self._client_text = "-"
         # Request being parsed.
@@ -327,6 +352,16 @@ class HTTP1Protocol:
         phase = self._phase
         if phase is _CLOSED:
             return
+        if phase is _IDLE:
+            # Between requests llhttp holds nothing: whole common heads at the
+            # front of data can be read without it.
+            if self._peer_closing:
+                self._reject(BadRequest("Data after `Connection: close`"))
+                return
+            if self._parse_head is not None:
+                data = self._read_common_heads(data)
+                if not data or self._phase is not _IDLE:
+                    return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -341,9 +376,7 @@ class HTTP1Protocol:
                 return
             if isinstance(cause, (KeyboardInterrupt, SystemExit)):
                 raise cause from None  # from an app's first step (eager start): not ours to swallow
-            # A bug of ours: answer 500 and close rather than kill the connection silently.
-            accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=cause or exc)
-            self._reject(LocalProtocolError("internal error"))
+            self._internal_error(cause or exc)
             return
         except httptools.HttpParserInvalidMethodError:
             self._reject(BadRequest("invalid method"))
@@ -370,6 +403,43 @@ class HTTP1Protocol:
             if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
                 self._reject(BadRequest("chunked framing too large"))
 
+    def _read_common_heads(self, data: bytes) -> bytes:
+        """Serve the requests at the start of ``data`` that http1/_head.c reads; return the rest.
+
+        Each is a whole bodyless request, so it goes the way llhttp's
+        callbacks would take it (begin, head complete, message complete)
+        without their calls. The first head the reader declines, and all
+        after it, go to llhttp.
+        """
+        parse_head = cast("HeadReader", self._parse_head)
+        offset = 0
+        size = len(data)
+        while True:
+            head = parse_head(data, offset, self._max_line, self._max_head)
+            if head is None:
+                return data[offset:] if offset else data
+            method, self._url, version, self._headers, keep_alive, offset = head
+            self._begin_message()
+            try:
+                self._head_complete(method, version, keep_alive)
+                self.on_message_complete()
+            except ProtocolError as exc:
+                self._reject(exc)
+                return b""
+            except Exception as exc:
+                self._internal_error(exc)
+                return b""
+            if offset == size or self._phase is not _IDLE:
+                return b""  # all read, or an app that ran closed the connection
+            if self._peer_closing:
+                self._reject(BadRequest("Data after `Connection: close`"))
+                return b""
+
+    def _internal_error(self, exc: BaseException) -> None:
+        # A bug of ours: answer 500 and close rather than kill the connection silently.
+        accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=exc)
+        self._reject(LocalProtocolError("internal error"))
+
     # -- parser callbacks, in firing order ---------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -377,13 +447,17 @@ class HTTP1Protocol:
             # An app that ran during this feed closed the connection: the
             # pipelined requests after its own are not read.
             raise ConnectionClosing
-        self._phase = _HEAD
-        self._fresh = False
         self._url = b""
         self._headers = []
         self._head_bytes = 0
         self._body_bytes = 0
         self._host_count = 0
+        self._begin_message()
+        self._phase = _HEAD
+        self.deadline = self._loop.time() + self._headers_timeout_s
+
+    def _begin_message(self) -> None:
+        self._fresh = False
         if self._watched:
             # Only a request that carried one of these fields changed them.
             self._watched = False
@@ -394,7 +468,6 @@ class HTTP1Protocol:
             self._te_trailers = False
             self._upgrade = None
             self._connection_field = False
-        self.deadline = self._loop.time() + self._headers_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -464,6 +537,11 @@ class HTTP1Protocol:
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise NotImplementedByServer("CONNECT is not supported")
+        self._head_complete(method, version, keep_alive)
+
+    def _head_complete(self, method: str, version: str, keep_alive: bool) -> None:
+        """The head is read and checked: build the scope and the cycle, and start or queue it."""
+        shared = self._shared
         url = self._url
         if url[:1] == b"/":  # origin-form, nearly every request: no authority to look for
             if 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
@@ -499,6 +577,7 @@ class HTTP1Protocol:
         )
         cycle.keep_alive = keep_alive
         cycle.client_close = not keep_alive
+        self._peer_closing = not keep_alive
         cycle.is_head = method == "HEAD"
         cycle.http10 = version == "1.0"
         cycle.te_trailers = self._te_trailers
@@ -511,7 +590,7 @@ class HTTP1Protocol:
         # While a body streams in, the same timeout bounds each gap between
         # its bytes (a stalled upload must not hold the connection forever).
         self.deadline = self._loop.time() + shared.headers_timeout_s if has_body else None
-        if self._upgrade is not None and parser.should_upgrade():
+        if self._upgrade is not None and self._parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
         elif not has_body:
