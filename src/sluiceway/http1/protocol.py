@@ -1065,6 +1065,12 @@ class HTTP1Protocol:
 
     def _reject(self, exc: ProtocolError) -> None:
         """The peer broke HTTP: answer with 4xx/5xx in order, then close."""
+        if self._phase is _CLOSED:
+            # Already closing: on 3.12+ an app started eagerly in this same
+            # read can have answered a Connection: close request, and llhttp
+            # then refuses the bytes after it. RFC 9112 §9.6: nothing after
+            # that request is processed, so there is nothing more to answer.
+            return
         status = wire.protocol_error_status(exc)
         logger = accesslog.error_logger
         if logger.isEnabledFor(logging.INFO):
