@@ -388,3 +388,12 @@ async def test_generated_request_streams_are_answered_the_same_without_the_reade
     for _ in range(150):
         stream = b"".join(_random_head(rng) for _ in range(rng.randrange(1, 4)))
         assert await _answer(stream, True) == await _answer(stream, False), stream
+
+
+@pytest.mark.parametrize("stream", [_STREAMS[2], _STREAMS[3]], ids=["post-between", "close"])
+async def test_every_cut_into_two_reads_is_answered_the_same_without_the_reader(
+    stream: bytes,
+) -> None:
+    for cut in range(1, len(stream)):
+        reads = [stream[:cut], stream[cut:]]
+        assert await _answer(reads, True) == await _answer(reads, False), cut

@@ -160,11 +160,13 @@ parse_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *data = args[0];
     if (!PyBytes_Check(data))
         Py_RETURN_NONE;
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t max_line = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t max_head = PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred())
-        return NULL;
+    Py_ssize_t numbers[3];
+    for (int i = 0; i < 3; i++) {
+        numbers[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (numbers[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t start = numbers[0], max_line = numbers[1], max_head = numbers[2];
     const char *buf = PyBytes_AS_STRING(data);
     Py_ssize_t len = PyBytes_GET_SIZE(data);
     if (start < 0 || start >= len)
