@@ -1,7 +1,8 @@
 """HOT PATH: HTTP/1.1 server protocol, an ``asyncio.Protocol`` over httptools (llhttp).
 
-Reads in the order a request flows: ``connection_made``, ``data_received``,
-the parser callbacks in firing order (``on_message_begin``, ``on_url``,
+Reads in the order a request flows: ``connection_made``, ``data_received``
+(with ``_read_common_heads``: the common bodyless head read in one call to
+``http1/_head.c``, everything else fed to llhttp), the parser callbacks in firing order (``on_message_begin``, ``on_url``,
 ``on_header``, ``on_headers_complete``, ``on_body``, ``on_message_complete``),
 app start, the ``ResponseSink`` side (``send_head``/``send_body``/...), wire
 errors, keep-alive and ``connection_lost``.
@@ -176,7 +177,6 @@ class Shared:
         "max_framing",
         "max_head",
         "max_line",
-        "parse_head",
         "root_path",
         "state",
         "tls",
@@ -207,8 +207,6 @@ class Shared:
         self.max_head = config.max_request_headers_bytes
         self.max_framing = _CHUNK_FRAMING_BYTES + config.max_request_headers_bytes
         self.max_line = config.max_request_line_bytes
-        # Tests set None to run every head through llhttp, as without a C compiler.
-        self.parse_head: HeadReader | None = _PARSE_HEAD
         self.root_path = config.root_path
         self.ws_enabled = config.ws != "none"
         # The server's loop, taken by the first connection: asking for it per
@@ -269,7 +267,8 @@ class HTTP1Protocol:
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once by connection_made
         self._flow: FlowControl = None  # type: ignore[assignment]  # same
         self._parser = httptools.HttpRequestParser(self)
-        self._parse_head = shared.parse_head
+        # None without the C extension: llhttp reads every head (tests set it too).
+        self._parse_head: HeadReader | None = _PARSE_HEAD
         self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
         self.deadline: float | None = None
         # Mirrors the transport's pause_writing/resume_writing for HTTPCycle.send
