@@ -2,10 +2,11 @@
 
 Reads in the order a request flows: ``connection_made``, ``data_received``
 (with ``_read_common_heads``: the common bodyless head read in one call to
-``http1/_head.c``, everything else fed to llhttp), the parser callbacks in firing order (``on_message_begin``, ``on_url``,
-``on_header``, ``on_headers_complete``, ``on_body``, ``on_message_complete``),
-app start, the ``ResponseSink`` side (``send_head``/``send_body``/...), wire
-errors, keep-alive and ``connection_lost``.
+``http1/_head.c``, everything else fed to llhttp), the parser callbacks in
+firing order (``on_message_begin``, ``on_url``, ``on_header``,
+``on_headers_complete``, ``on_body``, ``on_message_complete``), app start,
+the ``ResponseSink`` side (``send_head``/``send_body``/...), wire errors,
+keep-alive and ``connection_lost``.
 
 Invariants:
 
