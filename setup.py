@@ -3,8 +3,9 @@
 All are optional. A machine without a C compiler, or without mypyc, still
 installs sluiceway and runs the same modules as plain Python (the WebSocket
 masking helper then falls back to sluiceway.websocket.frames' pure-Python
-code, and llhttp reads every request head instead of http1/_head.c). ``SLUICEWAY_PURE_PYTHON=1`` skips the mypyc step on purpose, for
-working on the hot-path modules without rebuilding after each edit.
+code, and llhttp reads every request head instead of http1/_head.c).
+``SLUICEWAY_PURE_PYTHON=1`` skips the mypyc step on purpose, for working on
+the hot-path modules without rebuilding after each edit.
 
 Why mypyc (docs/performance.md): with the same source, the compiled
 HTTP/1.1 path costs about a fifth less CPU per request, because attribute

@@ -355,13 +355,15 @@ class HTTP1Protocol:
         if phase is _IDLE:
             # Between requests llhttp holds nothing: whole common heads at the
             # front of data can be read without it.
-            if self._peer_closing:
-                self._reject(BadRequest("Data after `Connection: close`"))
-                return
-            if self._parse_head is not None:
-                data = self._read_common_heads(data)
+            parse_head = self._parse_head
+            if parse_head is not None and not self._peer_closing:
+                data = self._read_common_heads(parse_head, data)
                 if not data or self._phase is not _IDLE:
                     return
+            if self._peer_closing:
+                # What llhttp says of bytes after a request that asked to close.
+                self._reject(BadRequest("Data after `Connection: close`"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -403,15 +405,15 @@ class HTTP1Protocol:
             if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
                 self._reject(BadRequest("chunked framing too large"))
 
-    def _read_common_heads(self, data: bytes) -> bytes:
+    def _read_common_heads(self, parse_head: HeadReader, data: bytes) -> bytes:
         """Serve the requests at the start of ``data`` that http1/_head.c reads; return the rest.
 
         Each is a whole bodyless request, so it goes the way llhttp's
         callbacks would take it (begin, head complete, message complete)
         without their calls. The first head the reader declines, and all
-        after it, go to llhttp.
+        after it, go to llhttp; what follows a request that asked to close
+        is returned for data_received to refuse.
         """
-        parse_head = cast("HeadReader", self._parse_head)
         offset = 0
         size = len(data)
         while True:
@@ -432,8 +434,7 @@ class HTTP1Protocol:
             if offset == size or self._phase is not _IDLE:
                 return b""  # all read, or an app that ran closed the connection
             if self._peer_closing:
-                self._reject(BadRequest("Data after `Connection: close`"))
-                return b""
+                return data[offset:]
 
     def _internal_error(self, exc: BaseException) -> None:
         # A bug of ours: answer 500 and close rather than kill the connection silently.
