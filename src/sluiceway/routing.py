@@ -18,6 +18,13 @@ Invariants:
 * ``scope["path"]`` includes ``scope["root_path"]`` (current ASGI reading, as
   uvicorn and Starlette do it); the outermost router strips ``root_path``
   before matching, and a path outside ``root_path`` matches nothing.
+* A route whose app is a router (bare or behind middleware) matches only if
+  that router matches the rest in turn: the whole chain of nested routes is
+  resolved before any app is called, so a nested router's "no match" goes on
+  to the next route (as Channels and Django's resolver do), and an exception
+  raised by a matched app never does. A bare nested router is descended into
+  directly; one behind middleware is handed the resolution, so each level is
+  matched once per request.
 * No match answers the client (HTTP 404, WebSocket close before accept, which
   a server turns into 403); other scope types get a ``ValueError``.
 
@@ -32,7 +39,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.compat import guarantee_single_callable
@@ -159,6 +166,9 @@ class Route:
     # The literal first path segment every match starts with, or None if
     # unknown (re_path, or a parameter inside the first segment).
     segment: str | None = None
+    # The nested router behind ``app`` (``app`` itself, or inside middleware)
+    # when ``prefix``: the route matches only if that router matches the rest.
+    router: URLRouter | None = None
 
     def extract(self, match: re.Match[str], base: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Return (args, kwargs) for a match whose route groups start after ``base``.
@@ -178,20 +188,20 @@ class Route:
         return (), kwargs
 
 
-def _is_router(app: Any) -> bool:
+def _find_router(app: Any) -> URLRouter | None:
     # Look through middleware wrappers (``.inner`` as in Channels, ``.app`` or
     # ``.application``) so ``path("api/", AuthMiddlewareStack(URLRouter(...)))`` nests.
     for _ in range(16):  # bounded: a wrapper cycle must not hang route definition
         if isinstance(app, URLRouter):
-            return True
+            return app
         app = (
             getattr(app, "inner", None)
             or getattr(app, "app", None)
             or getattr(app, "application", None)
         )
         if app is None:
-            return False
-    return False
+            return None
+    return None
 
 
 def path(
@@ -204,12 +214,14 @@ def path(
 
     Literal text matches exactly; ``<converter:name>`` captures a value
     (converter defaults to ``str``). A route whose app is a ``URLRouter``
-    matches a prefix of the path; any other route matches the whole rest.
+    matches a prefix of the path, and only if that router matches the rest;
+    any other route matches the whole rest.
 
     Raises:
         ValueError: unknown converter or a parameter name that is not an identifier.
     """
-    prefix = _is_router(app)
+    router = _find_router(app)
+    prefix = router is not None
     parts = ["^"]
     groups: list[_Group] = []
     count = 0
@@ -245,6 +257,7 @@ def path(
         extra_kwargs=dict(kwargs or {}),
         name=name,
         segment=segment,
+        router=router,
     )
 
 
@@ -263,7 +276,8 @@ def re_path(
     Raises:
         re.error: the regex does not compile.
     """
-    prefix = _is_router(app)
+    router = _find_router(app)
+    prefix = router is not None
     source = regex
     if not prefix and source.endswith("$") and not source.endswith("\\$"):
         # Django's fullmatch rule: "$" alone would also match before a final
@@ -296,14 +310,33 @@ def re_path(
         prefix=prefix,
         extra_kwargs=dict(kwargs or {}),
         name=name,
+        router=router,
     )
 
 
 # -- the routers --------------------------------------------------------------
 
 
+# (route, args, kwargs, unmatched rest, the nested router's own resolution of
+# that rest when the route's app is a router, else None)
+_Resolved: TypeAlias = "tuple[Route, tuple[Any, ...], dict[str, Any], str, _Resolved | None]"
+
+
+def _descend(
+    router: URLRouter, route: Route, args: tuple[Any, ...], kwargs: dict[str, Any], rest: str
+) -> _Resolved | None:
+    """Accept a prefix route only if its nested ``router`` matches the rest in turn."""
+    # One leading "/" is dropped at each level (routes are written without it).
+    inner = router._lookup(rest[1:] if rest.startswith("/") else rest)
+    return None if inner is None else (route, args, kwargs, rest, inner)
+
+
 class _RouteSet:
-    """Routes tried in order: one combined regex when possible, else one by one."""
+    """Routes tried in order: one combined regex when possible, else one by one.
+
+    A prefix route whose nested router has no match for the rest does not
+    match (Django's resolver and Channels go on to the next route too).
+    """
 
     __slots__ = ("combined", "routes", "starts")
 
@@ -327,7 +360,7 @@ class _RouteSet:
             # duplicate name in one pattern; the routes still match one by one.
             self.combined = None
 
-    def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:
+    def match(self, rest: str) -> _Resolved | None:
         start = 0
         combined = self.combined
         if combined is not None:
@@ -340,9 +373,15 @@ class _RouteSet:
             try:
                 args, kwargs = route.extract(m, wrapper)
             except ValueError:
-                start = index + 1  # converter said no: go on from the next route
+                pass  # a converter said no
             else:
-                return route, args, kwargs, rest[m.end(wrapper) :]
+                router = route.router
+                if router is None:
+                    return route, args, kwargs, rest[m.end(wrapper) :], None
+                found = _descend(router, route, args, kwargs, rest[m.end(wrapper) :])
+                if found is not None:
+                    return found
+            start = index + 1  # go on from the next route, one by one
         for route in self.routes[start:]:
             m = route.regex.search(rest)
             if m is None:
@@ -351,7 +390,12 @@ class _RouteSet:
                 args, kwargs = route.extract(m, 0)
             except ValueError:
                 continue
-            return route, args, kwargs, rest[m.end() :]
+            router = route.router
+            if router is None:
+                return route, args, kwargs, rest[m.end() :], None
+            found = _descend(router, route, args, kwargs, rest[m.end() :])
+            if found is not None:
+                return found
         return None
 
 
@@ -386,35 +430,66 @@ class URLRouter:
         self._others = _RouteSet(
             tuple(r for r in self.routes if r.segment is None or r.segment not in keys)
         )
+        # (path_remaining, its resolution) left by a parent router that resolved
+        # it before calling the middleware wrapping us; see __call__.
+        self._pending: tuple[str, _Resolved] | None = None
 
     def match(self, rest: str) -> tuple[Route, tuple[Any, ...], dict[str, Any], str] | None:
-        """Return (route, args, kwargs, unmatched rest) for ``rest``, or None."""
+        """Return (route, args, kwargs, unmatched rest) for ``rest``, or None.
+
+        A route whose app is a nested router matches only if that router
+        matches the unmatched rest in turn; otherwise the next route is tried.
+        """
+        found = self._lookup(rest)
+        return None if found is None else found[:4]
+
+    def _lookup(self, rest: str) -> _Resolved | None:
         slash = rest.find("/")
         segment = rest[:slash] if slash >= 0 else rest
         return self._buckets.get(segment, self._others).match(rest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The whole chain of nested routes is resolved before any app is
+        # called, so a nested router's "no match" falls through to the next
+        # route, and an exception raised by a matched app never does.
         rest = scope.get("path_remaining")
-        if rest is None:
-            full = scope.get("path")
-            if not isinstance(full, str):
-                raise ValueError("URLRouter needs a scope with a 'path' (http or websocket)")
-            rest = _strip_root_path(full, scope.get("root_path") or "")
-        if rest is not None and rest.startswith("/"):
-            rest = rest[1:]
-        found = None if rest is None else self.match(rest)
+        pending = self._pending
+        found: _Resolved | None
+        if pending is not None and pending[0] is rest:
+            # Our parent resolved this very string already. Resolution depends
+            # on the string alone, so even another request's entry is right.
+            self._pending = None
+            found = pending[1]
+        else:
+            if rest is None:
+                full = scope.get("path")
+                if not isinstance(full, str):
+                    raise ValueError("URLRouter needs a scope with a 'path' (http or websocket)")
+                rest = _strip_root_path(full, scope.get("root_path") or "")
+            if rest is not None and rest.startswith("/"):
+                rest = rest[1:]
+            found = None if rest is None else self._lookup(rest)
         if found is None:
             await _no_route(scope, receive, send)
             return
-        route, args, kwargs, remainder = found
+        route, args, kwargs, remainder, inner = found
         outer = scope.get("url_route")
         if outer:
             args = (*outer.get("args", ()), *args)
             kwargs = {**outer.get("kwargs", {}), **kwargs}
+        # A plain URLRouter nested without middleware would only redo the match
+        # already made: descend into it here, and the leaf gets the same scope.
+        while inner is not None and route.app is route.router and type(route.app) is URLRouter:
+            route, inner_args, inner_kwargs, remainder, inner = inner
+            args = (*args, *inner_args)
+            kwargs = {**kwargs, **inner_kwargs}
         child = dict(scope)
         child["url_route"] = {"args": args, "kwargs": kwargs}
         if route.prefix:
             child["path_remaining"] = remainder
+            if inner is not None and route.router is not None:
+                # Behind middleware: leave the nested router our resolution.
+                route.router._pending = (remainder, inner)
         else:
             child.pop("path_remaining", None)
         await route.app(child, receive, send)

@@ -9,8 +9,8 @@ Where a call runs:
   1. if the awaiting coroutine was started by ``async_to_sync`` from a sync
      thread, ``f`` goes back to that thread (it is blocked waiting anyway and
      serves such calls while it waits);
-  2. else, inside ``async with ThreadSensitiveContext()``, to that context's
-     own thread;
+  2. else, inside ``async with ThreadSensitiveContext()``, to the thread of
+     the outermost such block (a nested block shares it);
   3. else to the one process-wide thread-sensitive thread.
 
   ``thread_sensitive=False`` runs ``f`` in ``executor`` (or a shared pool).
@@ -27,6 +27,11 @@ Invariants:
   context and the values it sets are applied back when it returns (or
   raises). Deleting a variable does not flow back (a ``Context`` cannot say).
 * Return values and exceptions pass through untouched (tracebacks kept).
+* A wrapper takes the wrapped callable's name, docstring and ``__wrapped__``,
+  never its ``__dict__``, so wrappers nest (``sync_to_async(async_to_sync(g))``)
+  and an object's own ``func`` attribute is not taken for the callable.
+* ``sync_to_async`` refuses whatever returns a coroutine when called: a
+  coroutine function, or an object whose ``__call__`` is one.
 * Cancelling an ``await sync_to_async(f)()`` returns control at once; the
   thread cannot be interrupted, so it finishes ``f``, the result is
   discarded, its context changes are not applied, and an exception it raises
@@ -155,6 +160,11 @@ class _SerialThread:
         if self.ident is None:
             self._start()
         self._queue.put(job)
+
+    @property
+    def stopped(self) -> bool:
+        """True once ``stop`` was called: the thread takes no more jobs."""
+        return self._stopped
 
     def stop(self) -> None:
         """Let the thread finish what is queued, then exit."""
@@ -293,6 +303,32 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
 
 
+def _wrap(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
+    """Give ``wrapper`` the name, docstring and ``__wrapped__`` of ``func``.
+
+    Not its ``__dict__`` (``functools.update_wrapper``'s default ``updated``):
+    copying that over a wrapper object replaces the wrapper's own attributes
+    with the wrapped object's, so ``sync_to_async(async_to_sync(g))`` took the
+    inner wrapper's ``func`` (the coroutine function ``g``) for its own. Marker
+    attributes of ``func`` stay reachable through ``__wrapped__``.
+    """
+    functools.update_wrapper(wrapper, func, updated=())
+
+
+def _is_async_callable(func: Callable[..., Any]) -> bool:
+    """Tell whether calling ``func`` returns a coroutine, as far as can be seen.
+
+    True for a coroutine function (also behind ``functools.partial`` or as a
+    bound method) and for an object whose type's ``__call__`` is one (a
+    ``SyncToAsync``, an ASGI app class instance). A class is called through
+    its metaclass's ``__call__``, so it counts as sync: that builds an instance.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    # A call is looked up on the type (special method lookup), not the instance.
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+
+
 class ThreadSensitiveContext:
     """Give thread-sensitive calls inside this block a thread of their own.
 
@@ -300,6 +336,12 @@ class ThreadSensitiveContext:
     not share state through a thread (``async with ThreadSensitiveContext():``).
     The thread starts on first use and exits when the block ends, after the
     calls already queued.
+
+    Only the outermost block owns a thread: a block nested in another (a
+    middleware and a view each opening one) shares the outer block's thread,
+    as asgiref does, so a transaction opened in the outer block is seen in the
+    inner one. A block entered in a task that outlived its own outer block
+    (whose thread has stopped) starts a thread of its own.
     """
 
     def __init__(self) -> None:
@@ -307,6 +349,9 @@ class ThreadSensitiveContext:
         self._token: contextvars.Token[_SerialThread | None] | None = None
 
     async def __aenter__(self) -> ThreadSensitiveContext:
+        enclosing = _context_thread_var.get()
+        if enclosing is not None and not enclosing.stopped:
+            return self  # nested: the outermost block's thread serves this one
         self._thread = _SerialThread("sluiceway-sync-context")
         self._token = _context_thread_var.set(self._thread)
         return self
@@ -319,8 +364,10 @@ class ThreadSensitiveContext:
     ) -> None:
         if self._token is not None:
             _context_thread_var.reset(self._token)
+            self._token = None
         if self._thread is not None:
             self._thread.stop()
+            self._thread = None
 
 
 class SyncToAsync(Generic[P, R]):
@@ -332,14 +379,18 @@ class SyncToAsync(Generic[P, R]):
         thread_sensitive: bool = True,
         executor: Executor | None = None,
     ) -> None:
-        if not callable(func) or inspect.iscoroutinefunction(func):
-            raise TypeError("sync_to_async() takes a sync callable, not a coroutine function")
+        if not callable(func) or _is_async_callable(func):
+            # Running it in a thread would hand back an un-awaited coroutine.
+            raise TypeError(
+                "sync_to_async() takes a sync callable, not a coroutine function "
+                "or an object whose __call__ is async"
+            )
         if thread_sensitive and executor is not None:
             raise TypeError("sync_to_async(): executor must not be set when thread_sensitive=True")
+        _wrap(self, func)
         self.func = func
         self._thread_sensitive = thread_sensitive
         self._executor = executor
-        functools.update_wrapper(self, func)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
@@ -384,8 +435,8 @@ class AsyncToSync(Generic[P, R]):
     def __init__(self, func: Callable[P, Awaitable[R]]) -> None:
         if not callable(func):
             raise TypeError("async_to_sync() takes an async callable")
+        _wrap(self, func)
         self.func = func
-        functools.update_wrapper(self, func)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if asyncio._get_running_loop() is not None:

@@ -26,7 +26,11 @@ one header is answered 431; conflicting ``Content-Length`` copies, 400.
 
 Errors: an app failure before the headers left gives a plain 500 (details in
 the log, never on the wire); after, the exception propagates so the server
-aborts the response. The iterable's ``close()`` is always called. A
+aborts the response. Iteration stops once ``Content-Length`` bytes are out
+(PEP 3333 "Handling the Content-Length Header": the iterable is not advanced
+again) or the client is gone: ``send()`` raised, or, under a server older
+than www spec 2.4 whose ``send()`` then does nothing, ``http.disconnect``
+arrived. The iterable's ``close()`` is called exactly once, on every path. A
 ``websocket`` scope is refused (close before accept: 403); ``lifespan`` is
 answered "complete".
 
@@ -167,6 +171,15 @@ def build_environ(scope: Scope, max_header_repeats: int = 32) -> dict[str, Any]:
     return environ
 
 
+def _spec_version(scope: Scope) -> tuple[int, ...]:
+    """The ASGI www spec version the server declares; "2.0" when it says none."""
+    text = (scope.get("asgi") or {}).get("spec_version") or "2.0"
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        return (2, 0)
+
+
 def _response_header(pair: object) -> tuple[bytes, bytes]:
     """Check one ``start_response`` header and encode it for ASGI.
 
@@ -211,6 +224,24 @@ class _Responder:
         self.abandoned = False  # set by the loop when the request is over
         self._content_length: int | None = None
         self._sent_bytes = 0
+
+    @property
+    def finished(self) -> bool:
+        """No more body may be taken from the app: it is all out, or nobody listens.
+
+        PEP 3333 "Handling the Content-Length Header": once Content-Length
+        bytes are out the server stops iterating (also with ``Content-Length:
+        0`` before any chunk, whose headers then leave with an empty body).
+        """
+        return (
+            self.abandoned
+            or self.sent is _Sent.ALL
+            or (self._content_length is not None and self._sent_bytes >= self._content_length)
+        )
+
+    def abandon(self) -> None:
+        """On the loop: the client is gone or the request is over; send nothing more."""
+        self.abandoned = True
 
     def start_response(
         self,
@@ -368,15 +399,27 @@ class WsgiToAsgi:
             await send_text_response(send, exc.status, exc.reason)
             return
         loop = asyncio.get_running_loop()
-        body = RequestBody(loop, receive, self.body_buffer_bytes, self.io_timeout_s)
-        environ["wsgi.input"] = body
         responder = _Responder(loop, send, self.io_timeout_s)
+        # www spec 2.4: send() raises once the client is gone, and that stops
+        # the response. An older server drops it silently: only http.disconnect
+        # tells, so the body reader watches for it (as Starlette does). Not
+        # always: sluiceway answers http.disconnect to a client that only
+        # half-closed, and send() still reaches it (RFC 9112 §9.6).
+        watch = _spec_version(scope) < (2, 4)
+        body = RequestBody(
+            loop,
+            receive,
+            self.body_buffer_bytes,
+            self.io_timeout_s,
+            responder.abandon if watch else None,
+        )
+        environ["wsgi.input"] = body
         body.start()
         ctx = contextvars.copy_context()
         try:
             await loop.run_in_executor(self.executor, ctx.run, self._run, environ, responder)
         finally:
-            responder.abandoned = True
+            responder.abandon()
             body.stop()
 
     def _run(self, environ: dict[str, Any], responder: _Responder) -> None:
@@ -386,13 +429,17 @@ class WsgiToAsgi:
             result = self.wsgi_app(environ, responder.start_response)
             if isinstance(result, (list, tuple)) and len(result) == 1:
                 responder.send_chunk(result[0], final=True)
-            else:
+            elif not responder.finished:  # write() may have sent it all already
                 for chunk in result:
                     responder.send_chunk(chunk, final=False)
-                    if responder.abandoned:
+                    # Checked before the iterable is advanced again: an endless
+                    # one would otherwise spin (and log) for ever.
+                    if responder.finished:
                         break
-                if responder.sent is not _Sent.ALL:
-                    responder.send_chunk(b"", final=True)
+            if responder.abandoned:
+                logger.debug("WSGI response abandoned: the client is gone")
+            elif responder.sent is not _Sent.ALL:
+                responder.send_chunk(b"", final=True)
         except Exception as exc:
             if isinstance(exc, OSError) and (
                 responder.abandoned or isinstance(exc, ClientDisconnected)

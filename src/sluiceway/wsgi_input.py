@@ -17,6 +17,12 @@ Invariants:
 * A body that will not finish never reads as a short one: ``http.disconnect``
   mid-body, or the request ending (``stop``), makes reads raise
   ``ClientDisconnected`` (an ``OSError``).
+* With ``on_disconnect`` set, a disconnect is reported mid-body or after
+  it: past the body's end the reader goes on awaiting ``receive()`` until
+  ``http.disconnect`` (or ``stop``), then calls it. ``WsgiToAsgi`` sets it
+  under servers older than www spec 2.4, whose ``send()`` after a disconnect
+  is silently dropped (uvicorn), so a response stops streaming to a client
+  that is gone.
 * Buffer, EOF and error state change only under ``_cond``, held for an
   append or a copy and released across every wait, so the loop never waits
   on a slow reader.
@@ -44,6 +50,8 @@ class RequestBody:
     Reads block the worker thread (never the loop) for at most ``timeout_s``
     between chunks; a client that disconnects mid-body makes the read raise
     ``ClientDisconnected`` (an ``OSError``) rather than look like a short body.
+    ``on_disconnect``, if given, is called on the loop when the client
+    disconnects, during the body or after it.
     """
 
     def __init__(
@@ -52,8 +60,10 @@ class RequestBody:
         receive: Receive,
         buffer_bytes: int,
         timeout_s: float | None,
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
+        self._on_disconnect = on_disconnect
         self._receive = receive
         self._limit = buffer_bytes
         self._timeout_s = timeout_s
@@ -84,7 +94,11 @@ class RequestBody:
         try:
             while True:
                 with self._cond:
-                    pause = len(self._buffer) >= self._limit and not self._readers_waiting
+                    pause = (
+                        not self._eof
+                        and len(self._buffer) >= self._limit
+                        and not self._readers_waiting
+                    )
                     if pause:
                         self._pump_paused = True
                         self._resume.clear()
@@ -93,23 +107,35 @@ class RequestBody:
                     continue
                 message = await self._receive()
                 kind = message.get("type")
+                if kind != "http.request":
+                    # http.disconnect, or anything else: the client is gone.
+                    self._disconnected()
+                    return
+                if self._eof:
+                    # Past the end only http.disconnect may come (www spec): a
+                    # server that says otherwise is not watched further.
+                    return
                 with self._cond:
-                    if kind == "http.request":
-                        self._buffer += message.get("body", b"")
-                        if not message.get("more_body", False):
-                            self._eof = True
-                    else:
-                        # http.disconnect, or anything else: the body will not finish.
-                        self._error = ClientDisconnected("the client disconnected mid-body")
+                    self._buffer += message.get("body", b"")
+                    if not message.get("more_body", False):
+                        self._eof = True
                     self._cond.notify_all()
-                    if self._eof or self._error is not None:
-                        return
+                if self._eof and self._on_disconnect is None:
+                    return
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
+
+    def _disconnected(self) -> None:
+        with self._cond:
+            if not self._eof:
+                self._error = ClientDisconnected("the client disconnected mid-body")
+            self._cond.notify_all()
+        if self._on_disconnect is not None:
+            self._on_disconnect()
 
     # -- worker side (call with self._cond held) -----------------------------
 

@@ -228,7 +228,15 @@ def reference_match(routes: list[Any], rest: str) -> Any:
             args, kwargs = route.extract(m, 0)
         except ValueError:
             continue
-        return route, args, kwargs, rest[m.end() :]
+        remainder = rest[m.end() :]
+        # A nested router must match the rest in turn, or the scan goes on.
+        nested = route.app.routes if isinstance(route.app, URLRouter) else None
+        if (
+            nested is not None
+            and reference_match(list(nested), remainder.removeprefix("/")) is None
+        ):
+            continue
+        return route, args, kwargs, remainder
     return None
 
 
@@ -256,14 +264,84 @@ async def test_indexed_and_combined_matching_agree_with_a_linear_scan() -> None:
         path("v<int:n>/", app),  # parameter inside the first segment: not indexable
         path("", app),
         path("w/", URLRouter([path("z/", app)])),
+        path("w/<slug:s>/", app),  # reached when the nested router above has no match
         re_path(r"(?i)^zz/$", app),  # inline flags: this router cannot combine
     ]
     targets = ["r/1/", "r/2/", "r/ab/", "s/a-b/3/", "t/1-2", "u/x/y", "v7/", "", "w/z/", "ZZ/"]
-    targets += ["r//", "nothing", "w/", "v/", "s/a/b/"]
+    targets += ["r//", "nothing", "w/", "v/", "s/a/b/", "w/y/", "w/z/y/"]
     for subset in (routes, routes[:-1], routes[4:], routes[::-1]):
         router = URLRouter(subset)
         for target in targets:
             assert router.match(target) == reference_match(subset, target), (subset, target)
+
+
+async def test_nested_router_without_a_match_falls_through() -> None:
+    # Issue 16 item 15, verbatim: Channels and Django's resolver go on to the next route.
+    router = URLRouter(
+        [
+            path("prefix/", URLRouter([path("no-match/", recorder("a"))])),
+            path("prefix/stuff/", recorder("b")),
+        ]
+    )
+    assert (await get(router, "/prefix/stuff/"))[1]["tag"] == "b"
+    assert (await get(router, "/prefix/no-match/"))[1]["tag"] == "a"
+    assert (await get(router, "/prefix/other/"))[0] == 404
+    comm = WebsocketCommunicator(router, "/prefix/stuff/")
+    assert await comm.connect() == (True, "b")
+    await comm.disconnect()
+
+    # Through middleware, with re_path, and two levels down; captured values
+    # of a route that fell through do not leak into the one that matched.
+    deep = URLRouter(
+        [
+            re_path(
+                r"^(?P<a>[a-z]+)/",
+                BaseMiddleware(
+                    URLRouter([path("<int:b>/", URLRouter([path("x/", recorder("x"))]))])
+                ),
+            ),
+            path("p/<int:c>/y/", recorder("y")),
+        ]
+    )
+    status, seen = await get(deep, "/p/1/y/")
+    assert (status, seen["tag"], seen["url_route"]) == (200, "y", {"args": (), "kwargs": {"c": 1}})
+    status, seen = await get(deep, "/p/1/x/")
+    assert (status, seen["tag"]) == (200, "x")
+    assert seen["url_route"]["kwargs"] == {"a": "p", "b": 1}
+    assert seen["path_remaining"] == "<absent>"
+
+
+async def test_an_app_error_in_a_matched_nested_route_does_not_fall_through() -> None:
+    # Channels catches the nested router's ValueError; an app raising one must
+    # still fail, not quietly reach the next route.
+    async def broken(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise ValueError("No route found: raised by the app itself")
+
+    router = URLRouter(
+        [
+            path("prefix/", URLRouter([path("stuff/", broken)])),
+            path("prefix/stuff/", recorder("b")),
+        ]
+    )
+    with pytest.raises(ValueError, match="by the app itself"):
+        await HttpCommunicator(router, "GET", "/prefix/stuff/").get_response()
+
+
+async def test_nested_routes_are_resolved_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Matching before calling must not cost a second match in the nested router,
+    # whether it is nested directly or behind middleware.
+    direct = URLRouter([path("b/<int:n>/", recorder("direct"))])
+    wrapped = URLRouter([path("b/<int:n>/", recorder("wrapped"))])
+    router = URLRouter([path("d/", direct), path("w/", BaseMiddleware(wrapped))])
+    calls: list[str] = []
+    for inner in (direct, wrapped):
+        lookup = inner._lookup
+        monkeypatch.setattr(inner, "_lookup", lambda rest, f=lookup: calls.append(rest) or f(rest))
+    for target, tag in (("/d/b/1/", "direct"), ("/w/b/2/", "wrapped")):
+        calls.clear()
+        status, seen = await get(router, target)
+        assert (status, seen["tag"], seen["path_remaining"]) == (200, tag, "<absent>")
+        assert calls == [target[3:]]
 
 
 def test_an_unanchored_branch_is_searched_like_django() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
+import sqlite3
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,11 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 
 def thread_id() -> int:
     return threading.get_ident()
+
+
+def current_thread() -> threading.Thread:
+    # Unlike an ident, which a new thread may reuse once this one has exited.
+    return threading.current_thread()
 
 
 def run_in_plain_thread(fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
@@ -67,13 +74,13 @@ async def test_thread_sensitive_calls_share_one_thread_off_the_loop() -> None:
 async def test_thread_sensitive_context_gets_its_own_thread() -> None:
     outside = await sync_to_async(thread_id)()
     async with ThreadSensitiveContext():
-        first = await sync_to_async(thread_id)()
-        second = await sync_to_async(thread_id)()
-    assert first == second
-    assert first != outside
+        first = await sync_to_async(current_thread)()
+        second = await sync_to_async(current_thread)()
+    assert first is second
+    assert first.ident != outside
     async with ThreadSensitiveContext():
-        other = await sync_to_async(thread_id)()
-    assert other != first
+        other = await sync_to_async(current_thread)()
+    assert other is not first
 
 
 async def test_call_in_an_ended_thread_sensitive_context_is_an_error() -> None:
@@ -275,3 +282,90 @@ def test_bad_arguments_are_type_errors() -> None:
         sync_to_async(thread_id, executor=ThreadPoolExecutor(1))
     with pytest.raises(TypeError):
         async_to_sync(42)  # type: ignore[arg-type]
+
+
+# -- issue 16, items 11, 12 and 14 ----------------------------------------------------------
+
+
+def test_wrappers_nest_and_keep_their_own_attributes() -> None:
+    async def outer() -> str:
+        return "outer"
+
+    def inner() -> int:
+        return thread_id()
+
+    class WithFunc:
+        """A callable object that happens to have a ``func`` attribute."""
+
+        def __init__(self) -> None:
+            self.func = lambda: "the attribute"
+
+        def __call__(self) -> str:
+            return "the call"
+
+    async def on_the_loop() -> tuple[str, str]:
+        # The outer wrapper once took the inner one's ``func`` (``outer``) for its
+        # own and ran it in the thread: an un-awaited coroutine came back.
+        nested = await asyncio.wait_for(sync_to_async(async_to_sync(outer))(), 5)
+        return nested, await asyncio.wait_for(sync_to_async(WithFunc())(), 5)
+
+    assert asyncio.run(on_the_loop()) == ("outer", "the call")
+
+    def from_a_plain_thread() -> tuple[int, int]:
+        # The outer wrapper once awaited the plain function ``inner``: TypeError.
+        return thread_id(), async_to_sync(sync_to_async(inner))()
+
+    me, ran_in = run_in_plain_thread(from_a_plain_thread)
+    assert ran_in == me  # thread-sensitive: served by the blocked caller thread
+
+    wrapped = sync_to_async(async_to_sync(outer))
+    assert (wrapped.__name__, wrapped.__wrapped__.__wrapped__) == ("outer", outer)  # type: ignore[attr-defined]
+
+
+def test_an_object_with_an_async_call_is_refused() -> None:
+    class AsyncCall:
+        async def __call__(self) -> None:
+            return None
+
+    async def coro(x: int) -> None:
+        return None
+
+    for refused in (AsyncCall(), functools.partial(coro, 1), sync_to_async(thread_id)):
+        with pytest.raises(TypeError, match="__call__ is async"):
+            sync_to_async(refused)  # type: ignore[arg-type]
+    # Calling the class builds an instance, a sync call: accepted.
+    made = asyncio.run(sync_to_async(AsyncCall)())
+    assert isinstance(made, AsyncCall)
+
+
+async def test_nested_thread_sensitive_contexts_share_the_outer_thread() -> None:
+    def open_db() -> sqlite3.Connection:
+        # check_same_thread: sqlite refuses a connection used from another thread,
+        # as a transaction opened on one thread is invisible from another.
+        db = sqlite3.connect(":memory:")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")  # opens a transaction
+        return db
+
+    def count(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    async with ThreadSensitiveContext():
+        outer = await sync_to_async(current_thread)()
+        db = await sync_to_async(open_db)()
+        async with ThreadSensitiveContext():
+            assert await sync_to_async(current_thread)() is outer
+            assert await sync_to_async(count)(db) == 1
+        # The inner block's end did not stop the outer block's thread.
+        assert await sync_to_async(current_thread)() is outer
+        await sync_to_async(db.close)()
+        inside = contextvars.copy_context()
+
+    async def outlived() -> threading.Thread:
+        # A task that outlived its outer block opens a block of its own: that
+        # one is outermost now and gets a fresh thread.
+        async with ThreadSensitiveContext():
+            return await sync_to_async(current_thread)()
+
+    late = await asyncio.wait_for(inside.run(asyncio.ensure_future, outlived()), 5)
+    assert late is not outer

@@ -257,6 +257,64 @@ async def test_content_length_response_ends_in_one_message() -> None:
     assert await comm.receive_nothing(0.01)
 
 
+class Endless:
+    """An endless response iterable that counts how often it is advanced and closed."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+        self.advanced = 0
+        self.advanced_after_close = 0
+        self.closes = 0
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Endless:
+        return self
+
+    def __next__(self) -> bytes:
+        self.advanced += 1
+        if self.closes:
+            self.advanced_after_close += 1
+        return self.chunk
+
+    def close(self) -> None:
+        self.closes += 1
+        self.closed.set()
+
+
+@pytest.mark.parametrize(
+    "length, chunk, written, advanced, body",
+    [
+        ("4", b"abcd", b"", 1, [b"abcd"]),
+        # The length is complete after the second chunk: no third next().
+        ("4", b"ab", b"", 2, [b"ab", b"ab"]),
+        # write() sent it all: the iterable is not advanced at all.
+        ("4", b"ab", b"abcd", 0, [b"abcd"]),
+        # Nothing to send: the headers leave with an empty body, unasked.
+        ("0", b"", b"", 0, [b""]),
+    ],
+)
+async def test_iteration_stops_once_content_length_is_out(
+    length: str, chunk: bytes, written: bytes, advanced: int, body: list[bytes]
+) -> None:
+    # PEP 3333 "Handling the Content-Length Header": stop iterating, then close().
+    result = Endless(chunk)
+
+    def app(environ: Environ, start_response: Any) -> Endless:
+        write = start_response("200 OK", [("Content-Length", length)])
+        if written:
+            write(written)
+        return result
+
+    comm = ApplicationCommunicator(WsgiToAsgi(app), http_scope("GET", "/"))
+    await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+    assert (await comm.receive_output(5))["type"] == "http.response.start"
+    bodies = [await comm.receive_output(5) for _ in body]
+    assert [m["body"] for m in bodies] == body
+    assert [m["more_body"] for m in bodies] == [True] * (len(body) - 1) + [False]
+    await comm.wait(5)  # the worker stopped: the app returned
+    assert (result.advanced, result.closes) == (advanced, 1)
+
+
 async def test_error_before_headers_is_a_plain_500_and_close_is_called() -> None:
     result = Closing([b"a", b"b"], fail_at=0)
 
@@ -429,3 +487,45 @@ async def test_flask_app_over_a_real_socket(server: str) -> None:
     assert missing.status_code == 404
     assert failed.status_code == 500
     assert "hidden" not in failed.text
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_client_gone_mid_stream_stops_iteration_and_closes_once(server: str) -> None:
+    # uvicorn (www spec 2.3) drops send() after a disconnect silently: only
+    # http.disconnect tells the adapter to stop; sluiceway's send() raises.
+    result = Endless(b"x" * 4096)
+
+    def app(environ: Environ, start_response: Any) -> Endless:
+        start_response("200 OK", [])
+        return result
+
+    async with SERVERS[server](WsgiToAsgi(app)) as host:
+        name, port = host.split(":")
+        reader, writer = await asyncio.open_connection(name, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await asyncio.wait_for(reader.read(1), 5)  # the body is streaming
+        writer.close()
+        await wait_event(result.closed)
+    assert (result.closes, result.advanced_after_close) == (1, 0)
+
+
+async def test_half_closed_client_still_gets_the_whole_response() -> None:
+    # sluiceway answers http.disconnect to a client that half-closed, yet its
+    # send() still reaches it (RFC 9112 §9.6): with www spec 2.4 the adapter
+    # trusts send(), so the response is not cut short.
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for i in range(50):
+            yield b"%d," % i
+
+    async with under_sluiceway(WsgiToAsgi(app)) as host:
+        name, port = host.split(":")
+        reader, writer = await asyncio.open_connection(name, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        writer.write_eof()
+        response = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    body = response.partition(b"\r\n\r\n")[2]
+    assert b"49," in body and b"0\r\n\r\n" in body  # the last chunk and the end
