@@ -1,7 +1,8 @@
-"""Shared pieces of sluiceway's load benchmarks (bench/http_load.py; the WebSocket one reuses them).
+"""Shared pieces of sluiceway's load benchmarks (bench/http_load.py, bench/h2_load.py).
 
 The job: start a server process pinned to one core, wait until it answers, drive it with wrk
-pinned to the other core, read wrk's numbers and the server's CPU time, and print medians.
+(or h2load) pinned to the other core, read its numbers and the server's CPU time, and print
+medians.
 
 Invariants:
 - The server under test runs under ``taskset -c 0`` and the load tool under ``taskset -c 1``,
@@ -128,11 +129,17 @@ def start_server(
     log_dir: Path,
     ready_path: str = "/",
     ready_timeout_s: float = 30.0,
+    ready_probe: Callable[[int], bool] | None = None,
 ) -> RunningServer:
     """Start ``spec`` on a free port, pinned to the server core, and wait until it answers.
 
+    ``ready_probe``, when given, replaces the HTTP/1.1 ``GET ready_path``: it is called with the
+    port until it returns True (an OSError counts as "not yet"), for a server that does not speak
+    cleartext HTTP/1.1 (TLS only, HTTP/2 only).
+
     Raises:
-        BenchError: the process exited, or did not answer ``ready_path`` with a 200 in time.
+        BenchError: the process exited, or did not answer ``ready_path`` with a 200 (or pass
+            ``ready_probe``) in time.
     """
     port = free_port()
     log_path = log_dir / f"{spec.name}-{port}.log"
@@ -151,15 +158,21 @@ def start_server(
         )
     server = RunningServer(spec, proc, port, log_path)
     try:
-        wait_until_ready(server, ready_path, ready_timeout_s)
+        wait_until_ready(server, ready_path, ready_timeout_s, ready_probe)
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def wait_until_ready(server: RunningServer, path: str, timeout_s: float) -> None:
-    """Poll until the server answers ``GET path`` with a 200; fail fast if it exits."""
+def wait_until_ready(
+    server: RunningServer,
+    path: str,
+    timeout_s: float,
+    probe: Callable[[int], bool] | None = None,
+) -> None:
+    """Poll until the server answers ``GET path`` with a 200 (or ``probe(port)`` returns True);
+    fail fast if it exits."""
     deadline = time.monotonic() + timeout_s
     request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
     while True:
@@ -168,16 +181,26 @@ def wait_until_ready(server: RunningServer, path: str, timeout_s: float) -> None
                 f"{server.spec.name} exited with code {server.proc.returncode} before answering;"
                 f" its log ends:\n{server.log_tail()}"
             )
+        status_line = b""
         try:
-            status_line = http_status_line(HOST, server.port, request, timeout_s=2.0)
+            if probe is None:
+                status_line = http_status_line(HOST, server.port, request, timeout_s=2.0)
+                ready = status_line.startswith(b"HTTP/1.1 200")
+            else:
+                ready = probe(server.port)
         except OSError:
-            status_line = b""
-        if status_line.startswith(b"HTTP/1.1 200"):
+            ready = False
+        if ready:
             return
         if time.monotonic() > deadline:
+            asked = (
+                f"answer GET {path} with 200 within {timeout_s:.0f} s"
+                f" (last status line {status_line!r})"
+                if probe is None
+                else f"pass its readiness probe within {timeout_s:.0f} s"
+            )
             raise BenchError(
-                f"{server.spec.name} did not answer GET {path} with 200 within {timeout_s:.0f} s"
-                f" (last status line {status_line!r}); its log ends:\n{server.log_tail()}"
+                f"{server.spec.name} did not {asked}; its log ends:\n{server.log_tail()}"
             )
         # Startup polling of a port we do not control: there is no event to await.
         time.sleep(0.05)
@@ -342,6 +365,26 @@ def wrk_version() -> str:
     return match.group(1) if match else first.strip()
 
 
+def run_load_tool(
+    argv: Sequence[str], *, timeout_s: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a load generator pinned to the load core; return its output and its CPU seconds.
+
+    Raises:
+        BenchError: it did not finish within ``timeout_s`` (it is killed).
+    """
+    # The tool is the only child reaped in this window, so the rusage delta of children is its own.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = subprocess.run(
+            pinned(LOAD_CORE, argv), capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{argv[0]} did not finish within {timeout_s:g} s") from None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
 def run_wrk(
     url: str,
     *,
@@ -371,16 +414,7 @@ def run_wrk(
         for header in headers:
             argv += ["-H", header]
         argv.append(url)
-        # wrk is the only child reaped in this window, so the rusage delta of children is its own.
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            out = subprocess.run(
-                pinned(LOAD_CORE, argv), capture_output=True, text=True, timeout=seconds + 60
-            )
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk did not finish within {seconds + 60} s") from None
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        out, load_cpu_s = run_load_tool(argv, timeout_s=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith(_RESULT_MARK):
             data = json.loads(line[len(_RESULT_MARK) :])
