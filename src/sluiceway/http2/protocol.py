@@ -1,0 +1,465 @@
+"""The asyncio adapter of one HTTP/2 connection.
+
+Transport <-> ``H2Connection`` <-> one ``HTTPCycle`` per stream.
+
+It reads in the order bytes flow: ``start`` (the HTTP/1.1 protocol hands the
+transport over: ALPN "h2", the prior-knowledge preface, or ``Upgrade: h2c``),
+``data_received`` (feed the sans-I/O connection, act on its events), the
+request side (``_request``: a scope, an ``H2Stream`` sink and the app's
+task), the response side (the streams call ``send_headers``/``send_data``,
+output leaves in one write at the end of the loop pass), deadlines,
+shutdown and ``connection_lost``.
+
+Invariants:
+
+* The adapter is thin: every HTTP/2 rule lives in ``http2/connection.py``;
+  the ASGI rules in ``asgi/http.py``; this file only moves bytes and events.
+* Everything the connection queues is written at the end of the loop pass
+  (``_schedule_flush``), so the responses of all the streams that one read
+  started leave in one write.
+* Every wait on the peer is bounded: the keep-alive timeout closes a
+  connection with no open stream (GOAWAY NO_ERROR first), and flow control
+  waits are bounded by the app's own send (the client holding its window
+  shut holds only that stream's one pending message).
+* A client's mistake is a RST_STREAM or GOAWAY with the RFC's error code,
+  decided by the connection; an app's mistake is a 500 before its head, a
+  RST_STREAM INTERNAL_ERROR after.
+
+Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.accesslog``,
+``sluiceway.server.state`` and its ``http2`` siblings; never the HTTP/1.1
+protocol (which imports this module to hand connections over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from sluiceway import accesslog
+from sluiceway.asgi.http import HTTPCycle, ResponseState
+from sluiceway.asgi.scope import http_scope, split_target
+from sluiceway.forward_throw import forward_throw
+from sluiceway.http2.config import H2Config
+from sluiceway.http2.connection import H2Connection
+from sluiceway.http2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowOpened,
+)
+from sluiceway.http2.frames import ErrorCode
+from sluiceway.http2.headers import parse_default_headers, split_request
+from sluiceway.http2.stream import H2Stream
+from sluiceway.server.tasks import start_eagerly
+from sluiceway.transport.flow import FlowControl
+
+if TYPE_CHECKING:
+    from sluiceway.http1.protocol import Shared
+    from sluiceway.server.state import ConnectionInfo
+
+_S_HEAD: Final = ResponseState.HEAD
+_S_DONE: Final = ResponseState.DONE
+_S_ABORTED: Final = ResponseState.ABORTED
+# After our GOAWAY or a close, how long the peer gets to read it and close.
+_CLOSE_TIMEOUT_S: Final = 5.0
+
+
+def h2_config(config: Any) -> H2Config:
+    """The connection settings from the server's ``Config``."""
+    defaults = H2Config()
+    return H2Config(
+        max_concurrent_streams=getattr(
+            config, "h2_max_concurrent_streams", defaults.max_concurrent_streams
+        ),
+        initial_window_size=getattr(config, "h2_initial_window_size", defaults.initial_window_size),
+        max_frame_size=getattr(config, "h2_max_frame_size", defaults.max_frame_size),
+        max_header_list_size=getattr(
+            config, "h2_max_header_list_size", defaults.max_header_list_size
+        ),
+    )
+
+
+class H2Protocol:
+    """One HTTP/2 connection; see the module docstring.
+
+    An ``asyncio.Protocol`` by its methods, as ``HTTP1Protocol`` is.
+    """
+
+    def __init__(self, shared: Shared, config: H2Config) -> None:
+        self._shared = shared
+        self._state = shared.state
+        self._app = shared.app
+        loop = shared.loop
+        if loop is None:
+            loop = shared.loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._conn = H2Connection(config)
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set by start
+        self.flow: FlowControl = None  # type: ignore[assignment]  # same
+        self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
+        self._streams: dict[int, H2Stream] = {}
+        self._flush_scheduled = False
+        self._closing = False
+        self._going_away = False
+        self.deadline: float | None = None
+        self._access = False
+        self._client_text = "-"
+        self._defaults_raw = b""
+        self._defaults: list[tuple[bytes, bytes]] = []
+
+    # -- start: the HTTP/1.1 protocol hands the transport over -------------------------
+
+    def start(
+        self,
+        transport: asyncio.Transport,
+        info: ConnectionInfo,
+        data: bytes = b"",
+        upgrade_settings: bytes | None = None,
+    ) -> None:
+        """Take over ``transport`` (already this protocol's) and read ``data``."""
+        self._transport = transport
+        self.flow = FlowControl(transport)
+        self.info = info
+        self._state.add_connection(self)
+        self._access = self._shared.access_log and accesslog.access_enabled()
+        if self._access:
+            self._client_text = accesslog.format_client(info.client)
+        self._conn.initiate(upgrade_settings=upgrade_settings)
+        self._idle_deadline()
+        if self._state.shutting_down:
+            self._conn.start_graceful_shutdown()
+            self._going_away = True
+        if data:
+            self.data_received(data)
+        else:
+            self._flush()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Only when a server is built for HTTP/2 alone (tests); start does the work."""
+
+    # -- data_received ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        for event in self._conn.receive_data(data):
+            # By frequency: h2load and browsers mostly send bodiless requests.
+            if isinstance(event, RequestReceived):
+                self._request(event)
+            elif isinstance(event, DataReceived):
+                self._data(event)
+            elif isinstance(event, WindowOpened):
+                self._window_opened(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self._stream_reset(event.stream_id)
+            elif isinstance(event, TrailersReceived):
+                self._trailers(event)
+            elif isinstance(event, ConnectionTerminated):
+                self._terminated(event)
+                break
+        self._flush()
+
+    def _request(self, event: RequestReceived) -> None:
+        shared = self._shared
+        stream_id = event.stream_id
+        request = split_request(event.headers)
+        method = request.method
+        stream = H2Stream(self, stream_id, method == "HEAD")
+        raw_path, query = split_target(request.path)
+        info = self.info
+        scope = http_scope(
+            method,
+            "2",
+            request.scheme or info.scheme,
+            raw_path,
+            query,
+            shared.root_path,
+            request.headers,
+            info.client,
+            info.server,
+            self._state.lifespan_state,
+            info.tls,
+        )
+        cycle = HTTPCycle(scope, stream)
+        stream.cycle = cycle
+        self._streams[stream_id] = stream
+        self.deadline = None
+        if self._access:
+            stream.started = self._loop.time()
+            stream.target = request.path
+        self._state.requests += 1
+        if event.end_stream:
+            cycle.feed_end()
+        state = self._state
+        limit = shared.limit_concurrency
+        if (state.shutting_down and self._going_away and stream_id > self._conn.last_stream_id) or (
+            limit is not None and len(state.tasks) >= limit
+        ):
+            self._finish_with_error(stream, 503)
+            return
+        task = start_eagerly(self._loop, self._run_app(stream))
+        if task is not None:
+            cycle.task = task
+            state.tasks.add(task)
+
+    def _data(self, event: DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            # The response is complete and the app gone: the connection window
+            # still counts these bytes, so give them back.
+            self._conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
+            return
+        if event.data:
+            stream.feed_body(event.data, event.flow_controlled_length)
+        elif event.flow_controlled_length:
+            self.acknowledge(event.stream_id, event.flow_controlled_length)  # padding only
+        if event.end_stream:
+            stream.cycle.feed_end()
+
+    def _trailers(self, event: TrailersReceived) -> None:
+        # ASGI has no request trailers: the body simply ends.
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream.cycle.feed_end()
+
+    def _window_opened(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream.window_opened()
+                self._forget_if_done(stream)
+            return
+        for stream in list(self._streams.values()):  # the connection window: everyone may move
+            stream.window_opened()
+            self._forget_if_done(stream)
+
+    def _stream_reset(self, stream_id: int) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            stream.reset_by_peer()
+        self._idle_deadline()
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        """The peer's GOAWAY, or ours after a connection error.
+
+        A peer's GOAWAY NO_ERROR is graceful (it opens no new streams; the
+        ones below its last id still get their answers), so the connection
+        closes once they finish; anything else closes now, after the write.
+        """
+        if event.error_code == ErrorCode.NO_ERROR and self._streams:
+            self._going_away = True
+            return
+        self._close()
+
+    # -- the app ---------------------------------------------------------------------------
+
+    async def _run_app(self, stream: H2Stream) -> None:
+        cycle = stream.cycle
+        try:
+            await forward_throw(self._app(cycle.scope, cycle.receive, cycle.send))
+        except asyncio.CancelledError:
+            if cycle.response_state < _S_DONE:
+                self.reset(stream.stream_id)
+                self._schedule_flush()
+            raise
+        except BaseException as exc:
+            self._app_failed(stream, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if cycle.response_state < _S_DONE and cycle.response_state is not _S_ABORTED:
+                accesslog.error_logger.error(
+                    "ASGI application returned without sending a response"
+                    if cycle.response_state <= _S_HEAD
+                    else "ASGI application returned before finishing its response"
+                )
+                self._abandon(stream)
+        finally:
+            if cycle.task is not None:
+                self._state.tasks.discard(cycle.task)
+
+    def _app_failed(self, stream: H2Stream, exc: BaseException) -> None:
+        state = stream.cycle.response_state
+        if state is _S_ABORTED:
+            return  # the client reset the stream: www spec 2.4, not an error
+        accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
+        self._abandon(stream)
+
+    def _abandon(self, stream: H2Stream) -> None:
+        if stream.cycle.response_state <= _S_HEAD:
+            self._finish_with_error(stream, 500)
+        else:
+            self.reset(stream.stream_id, ErrorCode.INTERNAL_ERROR)
+            stream.cycle.feed_disconnect()
+            self._forget(stream)
+        self._schedule_flush()
+
+    def _finish_with_error(self, stream: H2Stream, status: int) -> None:
+        cycle = stream.cycle
+        if not stream.ended and not self.flow.closed:
+            fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8")]
+            fields += self.default_fields()
+            body = b"Internal Server Error" if status == 500 else b"Service Unavailable"
+            fields.append((b"content-length", b"%d" % len(body)))
+            self.send_headers(stream.stream_id, fields, False)
+            stream.ended = True
+            self.send_data(stream.stream_id, body, True)
+            self._schedule_flush()
+        cycle.status = status
+        cycle.response_state = _S_DONE
+        cycle.feed_disconnect()
+        self.response_complete(stream)
+
+    # -- what the streams call ------------------------------------------------------------
+
+    def default_fields(self) -> list[tuple[bytes, bytes]]:
+        raw = self._state.default_headers
+        if raw is not self._defaults_raw:  # refreshed once a second (Date)
+            self._defaults_raw = raw
+            self._defaults = parse_default_headers(raw)
+        return self._defaults
+
+    def send_headers(self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        self._conn.send_headers(stream_id, fields, end)
+        self._schedule_flush()
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> int:
+        taken = self._conn.send_data(stream_id, data, end)
+        self._schedule_flush()
+        return taken
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        self._conn.acknowledge_received_data(stream_id, n)
+        self._schedule_flush()
+
+    def reset(self, stream_id: int, code: int = ErrorCode.INTERNAL_ERROR) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.ended = True
+        self._conn.reset_stream(stream_id, code)
+        self._schedule_flush()
+
+    def response_complete(self, stream: H2Stream) -> None:
+        cycle = stream.cycle
+        if self._access:
+            client = cycle.scope["client"]
+            accesslog.log_access(
+                self._client_text
+                if client is self.info.client
+                else accesslog.format_client(client),
+                cycle.scope["method"],
+                stream.target,
+                "2",
+                cycle.status,
+                stream.sent,
+                self._loop.time() - stream.started,
+            )
+        self._forget_if_done(stream)
+
+    def _forget_if_done(self, stream: H2Stream) -> None:
+        if stream.ended and stream.cycle.response_state >= _S_DONE:
+            self._forget(stream)
+
+    def _forget(self, stream: H2Stream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._idle_deadline()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self._conn.data_to_send()
+        if data and not self.flow.closed and not self._transport.is_closing():
+            self._transport.write(data)
+        if self._going_away and not self._streams and not self._closing:
+            self._close()
+
+    # -- deadlines and shutdown ------------------------------------------------------------
+
+    def _idle_deadline(self) -> None:
+        if not self._streams and not self._closing:
+            timeout = self._shared.keep_alive_s
+            self.deadline = self._loop.time() + timeout
+            if self._going_away:
+                self._schedule_flush()  # the last stream ended: close after the write
+
+    def on_deadline(self) -> None:
+        """Idle past the keep-alive timeout (or a close that never finished)."""
+        self.deadline = None
+        if self._closing:
+            self._transport.abort()
+            return
+        if not self._streams:
+            self._conn.close(ErrorCode.NO_ERROR)
+            self._flush()
+            self._close()
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY with the last stream id; in-flight streams finish, then close."""
+        if self._closing:
+            return
+        self._going_away = True
+        self._conn.start_graceful_shutdown()
+        self._flush()
+
+    def abort(self) -> None:
+        """Drop the connection now (after the graceful timeout)."""
+        self._closing = True
+        self._transport.abort()
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        data = self._conn.data_to_send()
+        transport = self._transport
+        if not transport.is_closing():
+            if data:
+                transport.write(data)
+            self.flow.resume_reading()
+            transport.close()
+        self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
+
+    # -- transport callbacks -----------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        # A client that does not read must not make us queue replies to what
+        # it keeps sending (CVE-2019-9517): stop reading until it catches up,
+        # and let the connection budget the control frames already owed.
+        self.flow.pause_writing()
+        self.flow.pause_reading()
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()
+        self.flow.resume_writing()
+        if not self._closing:
+            self.flow.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # HTTP/2 has no half-close of the connection: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.deadline = None
+        if self.flow is not None:
+            self.flow.connection_lost()
+        self._state.remove_connection(self)
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream.reset_by_peer()
+
+    # -- RFC 8441 and push hooks are added by later steps --------------------------------------
+
+    def streams(self) -> Iterable[H2Stream]:
+        return self._streams.values()

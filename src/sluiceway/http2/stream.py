@@ -1,0 +1,298 @@
+"""One HTTP/2 request stream: the ``ResponseSink`` of its ``HTTPCycle``.
+
+The cycle (``asgi/http.py``) is the same one HTTP/1.1 uses; this class is
+what it writes to. It turns the ASGI response into HEADERS and DATA frames
+through the connection's sans-I/O ``H2Connection``, and keeps the one thing
+HTTP/1.1 does not have: flow control in both directions.
+
+* Sending: ``send_data`` takes what the stream's and the connection's
+  windows allow; the rest waits here (``_pending``) and ``write_paused`` is
+  true, so the app's ``send`` awaits ``drain`` until a WINDOW_UPDATE moves it
+  (``window_opened``). At most one app message is held per stream, because
+  the app waits before its next one: memory is bounded by what the app sends
+  in one message. Trailers and END_STREAM wait behind pending data.
+* Receiving: body bytes are acknowledged (WINDOW_UPDATE to the client) as
+  they arrive while the cycle holds less than its high-water mark; above it
+  the cycle calls ``pause_reading`` and acknowledgements stop until the app
+  reads (``resume_reading``). The client can then send at most one stream
+  window more: a slow app never makes the server's memory grow.
+
+Imports ``sluiceway.asgi``, ``sluiceway.errors``, ``sluiceway.http1.files``
+(opening files for pathsend/zerocopysend) and its ``http2`` siblings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from sluiceway.asgi.http import FileSlice, HTTPCycle
+from sluiceway.errors import ASGIMessageError, ClientDisconnected
+from sluiceway.forward_throw import forward_throw
+from sluiceway.http1 import files
+from sluiceway.http2.headers import response_fields, trailer_fields
+
+if TYPE_CHECKING:
+    from sluiceway.http2.protocol import H2Protocol
+
+# Statuses whose responses have no content (RFC 9110 §15.3.5, §15.4.5).
+_NO_BODY: Final = frozenset((204, 304))
+# File bodies are read in pieces of this size and framed as DATA.
+_FILE_CHUNK: Final = 64 * 1024
+
+
+class H2Stream:
+    """The sink of one stream's ``HTTPCycle``; see the module docstring."""
+
+    __slots__ = (
+        "_drain_waiter",
+        "_end_pending",
+        "_pending",
+        "_proto",
+        "_remaining",
+        "_trailers",
+        "_unacked",
+        "cycle",
+        "ended",
+        "is_head",
+        "no_body",
+        "read_paused",
+        "sent",
+        "started",
+        "stream_id",
+        "target",
+    )
+
+    def __init__(self, proto: H2Protocol, stream_id: int, is_head: bool) -> None:
+        self._proto = proto
+        self.stream_id = stream_id
+        self.is_head = is_head
+        self.cycle: HTTPCycle = None  # type: ignore[assignment]  # set by the protocol at once
+        self._pending = b""  # body bytes the windows did not take yet
+        self._end_pending = False  # END_STREAM goes out after _pending
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._unacked = 0  # request body bytes received but not yet acknowledged
+        self._remaining = -1  # Content-Length bytes still owed, or -1
+        self.read_paused = False
+        self.no_body = False
+        self.ended = False  # END_STREAM sent (or the stream reset): nothing more goes out
+        self.sent = 0
+        self.started = 0.0
+        self.target = b""
+
+    # -- request body in ------------------------------------------------------------
+
+    def feed_body(self, data: bytes, flow_controlled: int) -> None:
+        """Body bytes arrived; acknowledge them now unless the app is behind."""
+        self.cycle.feed_body(data)
+        if self.read_paused:
+            self._unacked += flow_controlled
+        else:
+            self._proto.acknowledge(self.stream_id, flow_controlled)
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+        if self._unacked:
+            unacked, self._unacked = self._unacked, 0
+            self._proto.acknowledge(self.stream_id, unacked)
+
+    # -- ResponseSink ------------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return bool(self._pending) or self._proto.flow.write_paused
+
+    async def drain(self) -> None:
+        while True:
+            if self._proto.flow.closed or (self.ended and self._pending):
+                raise ClientDisconnected("the client has disconnected")
+            if self._pending:
+                waiter = self._drain_waiter
+                if waiter is None:
+                    waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+                await forward_throw(asyncio.shield(waiter))
+                continue
+            await self._proto.flow.drain()
+            return
+
+    def send_continue(self) -> None:
+        if not self.ended:
+            self._proto.send_headers(self.stream_id, [(b":status", b"100")], False)
+
+    def send_early_hint(self, links: Iterable[Any]) -> None:
+        fields = [(b":status", b"103")]
+        for link in links:
+            if type(link) is not bytes or 13 in link or 10 in link or 0 in link:
+                raise ASGIMessageError("early hint links must be bytes without CR, LF or NUL")
+            fields.append((b"link", link))
+        if not self.ended:
+            self._proto.send_headers(self.stream_id, fields, False)
+
+    def send_head(
+        self,
+        status: int,
+        headers: Iterable[Any],
+        body: bytes,
+        more_body: bool,
+        trailers: bool,
+        file_bytes: int = -1,
+    ) -> None:
+        self._check_open()
+        fields, content_length = response_fields(status, headers, self._proto.default_fields())
+        no_body = self.is_head or status in _NO_BODY
+        n = len(body)
+        if content_length >= 0 and not no_body:
+            size = n if file_bytes < 0 else file_bytes
+            if size > content_length or (not more_body and size != content_length):
+                raise ASGIMessageError(
+                    f"response body is {size} bytes but Content-Length says {content_length}"
+                )
+            self._remaining = content_length - n
+        elif not more_body and content_length < 0 and status not in _NO_BODY:
+            # As over HTTP/1.1: a whole body sent at once gets its length
+            # (for HEAD, the length a GET would have had: RFC 9110 §9.3.2).
+            fields.append((b"content-length", b"%d" % (n if file_bytes < 0 else file_bytes)))
+        self.no_body = no_body
+        if no_body:
+            body = b""
+        end = not more_body and not trailers and (no_body or not body) and file_bytes < 0
+        self._proto.send_headers(self.stream_id, fields, end)
+        if end:
+            self.ended = True
+            return
+        self.sent = len(body)
+        if body or (not more_body and not trailers):
+            self._send(body, not more_body and not trailers)
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        self._check_open()
+        if self.no_body:
+            if not more_body and self._trailers is None and not self.cycle.trailers:
+                self._send(b"", True)
+            return
+        n = len(body)
+        remaining = self._remaining
+        if remaining >= 0:
+            if n > remaining or (not more_body and n != remaining):
+                self._proto.reset(self.stream_id)
+                raise ASGIMessageError(
+                    "response body does not match its Content-Length"
+                    f" ({'longer' if n > remaining else 'shorter'} than declared)"
+                )
+            self._remaining = remaining - n
+        self.sent += n
+        end = not more_body and not self.cycle.trailers
+        if n or end:
+            self._send(body, end)
+
+    def _send(self, data: bytes, end: bool) -> None:
+        if self._pending:
+            self._pending += data
+            self._end_pending = self._end_pending or end
+            return
+        taken = self._proto.send_data(self.stream_id, data, end)
+        if taken < len(data):
+            self._pending = data[taken:]
+            self._end_pending = end
+        elif end:
+            self.ended = True
+
+    def window_opened(self) -> None:
+        """A WINDOW_UPDATE (stream or connection) came: move what waits."""
+        if self.ended and not self._pending:
+            return
+        data = self._pending
+        if data:
+            taken = self._proto.send_data(self.stream_id, data, self._end_pending)
+            self._pending = data[taken:]
+            if self._pending:
+                return
+            if self._end_pending:
+                self.ended = True
+        if self._trailers is not None and not self.ended:
+            self._proto.send_headers(self.stream_id, self._trailers, True)
+            self._trailers = None
+            self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
+        return files.open_file(file, offset, count)
+
+    async def send_file(self, part: FileSlice, more_body: bool) -> None:
+        self._check_open()
+        n = part.count
+        if not self.no_body:
+            remaining = self._remaining
+            if remaining >= 0:
+                if n > remaining or (not more_body and n != remaining):
+                    self._proto.reset(self.stream_id)
+                    raise ASGIMessageError("file size does not match the response Content-Length")
+                self._remaining = remaining - n
+            loop = asyncio.get_running_loop()
+            fd = part.file.fileno()
+            offset = part.offset
+            end = offset + n
+            while offset < end:
+                chunk = await loop.run_in_executor(
+                    None, os.pread, fd, min(_FILE_CHUNK, end - offset), offset
+                )
+                if not chunk:
+                    self._proto.reset(self.stream_id)
+                    raise ASGIMessageError("file shrank while it was being sent")
+                offset += len(chunk)
+                self._check_open()
+                self._send(chunk, False)
+                self.sent += len(chunk)
+                if self.write_paused:
+                    await self.drain()
+        if not more_body and not self.cycle.trailers:
+            self._send(b"", True)
+
+    def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None:
+        self._check_open()
+        fields = trailer_fields(headers)
+        if self._trailers is None:
+            self._trailers = fields
+        else:
+            self._trailers += fields
+        if more_trailers:
+            return
+        if not self._trailers:
+            self._trailers = None
+            self._send(b"", True)  # nothing to say after all: end the stream with DATA
+            return
+        if not self._pending:
+            self._proto.send_headers(self.stream_id, self._trailers, True)
+            self._trailers = None
+            self.ended = True
+        # else: window_opened sends them after the pending data.
+
+    def response_complete(self, cycle: HTTPCycle) -> None:
+        self._proto.response_complete(self)
+
+    def _check_open(self) -> None:
+        if self.ended or self._proto.flow.closed:
+            raise ClientDisconnected("the client has disconnected")
+
+    # -- the client went away -------------------------------------------------------------
+
+    def reset_by_peer(self) -> None:
+        """RST_STREAM from the client, or ours after its error: the app sees http.disconnect."""
+        self.ended = True
+        self._pending = b""
+        self._trailers = None
+        self.cycle.feed_disconnect()
+        self._wake()
