@@ -3,7 +3,7 @@
     python bench/ws_inprocess.py [--size 65536] [--read 70000] [--count 30000] [--text]
     python -m cProfile -s tottime bench/ws_inprocess.py --read 16384 | head -30
 
-Feeds one masked frame per message to ``WebSocketProtocol.data_received`` in reads of ``--read``
+Feeds one masked frame per message to the transport's ``data_received`` in reads of ``--read``
 bytes (uvloop reads up to 256,000 bytes, so the echo bench mostly delivers whole frames; smaller
 reads show a frame that spans reads), lets bench/apps/ws_echo.py echo it, and prints the process
 CPU time per message. Kernel and event-loop I/O costs are left out on purpose: this measures what
@@ -25,10 +25,11 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.apps.ws_echo import app  # noqa: E402
 from sluiceway.config import Config  # noqa: E402
+from sluiceway.http1.ws_carrier import carry  # noqa: E402
 from sluiceway.server.state import ServerState  # noqa: E402
 from sluiceway.websocket.frames import build_frame  # noqa: E402
 from sluiceway.websocket.handshake import Handshake, accept_key  # noqa: E402
-from sluiceway.websocket.protocol import WebSocketProtocol  # noqa: E402
+from sluiceway.websocket.protocol import WebSocketAdapter  # noqa: E402
 
 
 class CountingTransport(asyncio.Transport):
@@ -64,6 +65,9 @@ class CountingTransport(asyncio.Transport):
     def close(self) -> None:
         self.closing = True
 
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
     def abort(self) -> None:
         self.closing = True
 
@@ -73,9 +77,10 @@ async def run(size: int, read: int, count: int, text: bool) -> None:
     state = ServerState(config)
     key = b"dGhlIHNhbXBsZSBub25jZQ=="
     scope: Any = {"type": "websocket", "path": "/", "headers": [], "subprotocols": []}
-    proto = WebSocketProtocol(app, scope, Handshake(key, accept_key(key)), config, state)
+    adapter = WebSocketAdapter(app, scope, None, config, state)
     transport = CountingTransport()
-    proto.start(transport, b"")
+    # Through the HTTP/1.1 carrier, as a server runs it: the same per-read call.
+    proto = carry(transport, adapter, Handshake(key, accept_key(key)), state, b"")
     for _ in range(5):  # websocket.connect, accept
         await asyncio.sleep(0)
     payload = b"x" * size if text else os.urandom(size)

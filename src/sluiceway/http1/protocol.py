@@ -67,11 +67,11 @@ from sluiceway.errors import (
 )
 from sluiceway.forward_throw import forward_throw
 from sluiceway.http1 import files, upgrade, wire
-from sluiceway.http1.linger import LINGER_S
 from sluiceway.server.state import ConnectionInfo
 from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.fin import cork_for_fin
 from sluiceway.transport.flow import FlowControl
+from sluiceway.transport.linger import LINGER_S
 
 if TYPE_CHECKING:
     from sluiceway.asgi.types import ASGIApp

@@ -31,12 +31,14 @@ Must not import ``http1/protocol.py`` (that module imports this one).
 WebSocket (``Upgrade: websocket``): the handshake is checked with
 ``websocket.handshake.validate_request``; a bad one is answered here (400, or
 426 with ``Sec-WebSocket-Version: 13``) and the connection handed to
-``LingeringClose``, which drops what the client still sends (a body, pipelined
-bytes) until its EOF or a short linger, so that no RST destroys the answer. A
-good one gets a ``websocket`` scope derived from the ``http`` one and a
-``WebSocketProtocol`` that takes the transport and the buffered bytes. While
-the server shuts down, or at ``limit_concurrency``, the upgrade is declined so
-that HTTP/1 answers 503 as it does for any request.
+``transport/linger.py``'s ``LingeringClose``, which drops what the client
+still sends (a body, pipelined bytes) until its EOF or a short linger, so that
+no RST destroys the answer. A good one gets a ``websocket`` scope derived from
+the ``http`` one and a ``WebSocketAdapter``, which knows nothing of HTTP/1.1:
+``http1/ws_carrier.py``'s ``HTTP1Carrier`` takes the transport and carries it
+(the 101 or the denial, frames, TCP's close), and the adapter starts with the
+buffered bytes. While the server shuts down, or at ``limit_concurrency``, the
+upgrade is declined so that HTTP/1 answers 503 as it does for any request.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sluiceway.http1.linger import LingeringClose
+from sluiceway.http1.ws_carrier import carry
+from sluiceway.transport.linger import LingeringClose
 from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
 from sluiceway.websocket.handshake import Rejection, validate_request
-from sluiceway.websocket.protocol import WebSocketProtocol
+from sluiceway.websocket.protocol import WebSocketAdapter
 
 if TYPE_CHECKING:
     from sluiceway.asgi.types import ASGIApp
@@ -93,11 +96,10 @@ def try_upgrade(request: UpgradeRequest) -> bool:
         transport.write(result.to_bytes())
         LingeringClose(state).start(transport)
         return True
-    protocol = WebSocketProtocol(
-        request.app, websocket_scope(scope, result.subprotocols), result, config, state
+    adapter = WebSocketAdapter(
+        request.app, websocket_scope(scope, result.subprotocols), result.deflate, config, state
     )
-    transport.set_protocol(protocol)
-    protocol.start(transport, request.buffered)
+    carry(transport, adapter, result, state, request.buffered)
     return True
 
 

@@ -1,43 +1,46 @@
-"""The asyncio adapter of one WebSocket: transport <-> ``Connection`` <-> ``WebSocketCycle``.
+"""The asyncio adapter of one WebSocket: carrier <-> ``Connection`` <-> ``WebSocketCycle``.
 
-``http1/upgrade.py`` validates the handshake, builds the scope, creates a
-``WebSocketProtocol``, switches the transport to it and calls ``start``. From
-then on this object is the transport's protocol. Per read it does what the
+The adapter knows nothing of the HTTP version under it. It talks to its
+carrier through ``websocket/carrier.py``'s ``WebSocketCarrier`` (the
+upgraded HTTP/1.1 connection, ``http1/ws_carrier.py``; later an HTTP/2
+stream, RFC 8441), which writes the handshake's answer or the denial in its
+own HTTP version, moves the frame bytes and ends its side its own way. The
+carrier's owner validates the handshake, builds the scope, creates a
+``WebSocketAdapter`` and calls ``start(carrier, buffered)``; the carrier then
+feeds ``receive_data``/``receive_eof``/``connection_lost`` and
+``pause_writing``/``resume_writing``. Per read the adapter does what the
 codec's docstring asks, in order: feed the bytes, take the events, write the
 pending bytes, act on the events (after the ``websockets`` asyncio adapter).
 
 Phases (``Phase``): HANDSHAKE (the app has ``websocket.connect`` and has not
-answered; bytes that arrive are held), OPEN (the 101 went out; frames flow),
-CLOSING (our Close or the HTTP denial is going out), TCP_CLOSING (all said: our
-side of TCP is closed, the peer's close is awaited under the close timeout),
-CLOSED (the transport is gone, or handed to ``LingeringClose``).
+answered; bytes that arrive are held), OPEN (the accept went out; frames
+flow), CLOSING (our Close or the HTTP denial is going out), HALF_CLOSED (all
+said: our side of the carrier is closed, the peer's close is awaited under the
+close timeout), CLOSED (the carrier is gone, or ended by a complete denial).
 
 A refused handshake (the app's denial or 403, the 503 of a shutdown) ends
-with an HTTP answer while the client may still be sending: the transport then
-goes to ``http1/linger.py``'s ``LingeringClose``, which drops what still
-comes until the client's EOF or a short linger, so no RST destroys the answer.
+with an HTTP answer, the carrier's ``deny``; once the answer is complete the
+carrier ends on its own (HTTP/1.1: a lingering close, so that no RST destroys
+the answer while the client is still sending) and the adapter is done.
 
 Timers: none of its own. Keepalive pings, the ping timeout and the close
 timeout are one absolute ``deadline`` that ``ServerState``'s shared tick
 checks (``on_deadline``), the contract HTTP/1 connections use for keep-alive:
 an idle connection holds a float, not a timer handle or a task.
 
-Flow control: ``send_data`` awaits while the transport's write buffer is above
+Flow control: ``send_data`` awaits while the carrier's write buffer is above
 its high-water mark (``pause_writing``/``resume_writing``), and reading pauses
 meanwhile, so a peer that floods pings and never reads cannot grow the buffer
-of pongs without limit. Vectored writes go through ``transport/flow.py``'s
-``writelines_for``: asyncio's own ``writelines`` on CPython 3.12.0-3.12.8 and
-3.13.0-3.13.1 never calls ``pause_writing``. The cycle asks for
-reading to pause once ``ws_max_queue`` messages wait for the app, and before
-the app accepts, at most ``_PENDING_MAX`` bytes are held.
+of pongs without limit. The cycle asks for reading to pause once
+``ws_max_queue`` messages wait for the app, and before the app accepts, at
+most ``_PENDING_MAX`` bytes are held. The carrier's ``write`` and
+``writelines`` are bound once, in ``start``: no extra call per message.
 
 Shutdown: ``shutdown()`` sends Close 1001 (going away) to an open connection
 and answers 503 to one still in the handshake; the close timeout bounds it.
 
-Imports ``asgi``, ``errors``, ``http1.wire`` (HTTP heads for the denial
-response), ``server.state`` (types only), ``transport.flow`` and the sibling
-codec modules;
-never ``http1.protocol``.
+Imports ``asgi``, ``errors``, ``server.state`` and ``config`` (types only)
+and the sibling ``websocket`` modules; nothing of ``http1`` or ``http2``.
 """
 
 from __future__ import annotations
@@ -50,10 +53,7 @@ from typing import TYPE_CHECKING
 
 from sluiceway.asgi.types import ASGIApp, HeaderList, Scope
 from sluiceway.asgi.websocket import WebSocketCycle
-from sluiceway.errors import ASGIMessageError, ClientDisconnected
-from sluiceway.http1 import wire
-from sluiceway.http1.linger import LingeringClose
-from sluiceway.transport.flow import writelines_for
+from sluiceway.errors import ClientDisconnected
 from sluiceway.websocket.connection import (
     BytesMessage,
     Connection,
@@ -61,11 +61,12 @@ from sluiceway.websocket.connection import (
     State,
     TextMessage,
 )
-from sluiceway.websocket.handshake import Handshake, Rejection, build_accept_response
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
     from sluiceway.server.state import ServerState
+    from sluiceway.websocket.carrier import WebSocketCarrier
+    from sluiceway.websocket.deflate import DeflateParams
 
 logger = logging.getLogger("sluiceway.error")
 
@@ -73,28 +74,30 @@ logger = logging.getLogger("sluiceway.error")
 # the `websockets` library's close_timeout default.
 CLOSE_TIMEOUT_S = 10.0
 # Bytes a client may send before the app accepts (frames pipelined behind the
-# handshake); past this, reading pauses until the 101 is out.
+# handshake); past this, reading pauses until the accept is out.
 _PENDING_MAX = 64 * 1024
 _CLOSE_ABNORMAL = 1006
+# The 503 of a shutdown during the handshake, as HTTP/1's error replies read.
+_TEXT_PLAIN: HeaderList = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
 class Phase(enum.Enum):
     HANDSHAKE = 1  # the app has websocket.connect and has not answered
-    OPEN = 2  # the 101 went out; frames flow
+    OPEN = 2  # the accept went out; frames flow
     CLOSING = 3  # our Close (or an HTTP denial) is going out; waiting for the peer
-    TCP_CLOSING = 4  # all said: we closed our side of TCP, waiting for the peer's
-    CLOSED = 5  # connection_lost
+    HALF_CLOSED = 4  # all said: we closed our side of the carrier, waiting for the peer's
+    CLOSED = 5  # connection_lost, or a complete denial
 
 
-class WebSocketProtocol(asyncio.Protocol):
-    """One WebSocket connection on one transport; see the module docstring.
+class WebSocketAdapter:
+    """One WebSocket over one carrier; see the module docstring.
 
     Args:
         app: the ASGI app (already a single callable).
         scope: the ``websocket`` scope.
-        handshake: the validated handshake (key, subprotocols, deflate).
+        deflate: the agreed permessage-deflate parameters, or None.
         config: the server configuration.
-        state: the server state (registry, tick, default headers).
+        state: the server state (registry, tick).
     """
 
     __slots__ = (
@@ -102,81 +105,78 @@ class WebSocketProtocol(asyncio.Protocol):
         "_drain",
         "_pending",
         "_ping_outstanding",
-        "_reading_paused",
-        "_response_chunked",
         "_response_head_sent",
+        "_write",
         "_write_paused",
         "_writelines",
         "app",
+        "carrier",
         "config",
         "conn",
         "cycle",
         "deadline",
-        "handshake",
+        "deflate",
         "loop",
         "phase",
         "state",
         "task",
-        "transport",
     )
 
-    _writelines: Callable[[Iterable[bytes]], None]  # set by start, with the transport
+    # The carrier's, bound once by start: the hot path pays no lookup on the carrier.
+    _write: Callable[[bytes], None]
+    _writelines: Callable[[Iterable[bytes]], None]
 
     def __init__(
         self,
         app: ASGIApp,
         scope: Scope,
-        handshake: Handshake,
+        deflate: DeflateParams | None,
         config: Config,
         state: ServerState,
     ) -> None:
         self.app = app
-        self.handshake = handshake
+        self.deflate = deflate
         self.config = config
         self.state = state
         self.cycle = WebSocketCycle(scope, self, config.ws_max_queue)
         self.phase = Phase.HANDSHAKE
         self.conn: Connection | None = None
-        self.transport: asyncio.Transport | None = None
+        self.carrier: WebSocketCarrier | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
         self.deadline: float | None = None
         self._pending = b""
-        self._reading_paused = False
         self._app_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._ping_outstanding = False
         self._response_head_sent = False
-        self._response_chunked = False
 
-    # -- taking over the transport -------------------------------------------------
+    # -- taking over the carrier ---------------------------------------------------
 
-    def start(self, transport: asyncio.Transport, buffered: bytes) -> None:
-        """Adopt ``transport`` (already switched to us) and run the app.
+    def start(self, carrier: WebSocketCarrier, buffered: bytes) -> None:
+        """Run over ``carrier`` (already delivering to us) and start the app.
 
-        ``buffered`` holds bytes read past the request head; they are frames
-        the client sent right behind the handshake and wait for the accept.
+        ``buffered`` holds bytes that came with the handshake (HTTP/1.1: read
+        past the request head); they are frames that wait for the accept.
+        Registers in ``state.connections`` (``server/listener.py``'s contract).
         """
-        self.transport = transport
-        self._writelines = writelines_for(transport)
+        self.carrier = carrier
+        self._write = carrier.write
+        self._writelines = carrier.writelines
         loop = self.loop = asyncio.get_running_loop()
         self.state.add_connection(self)
         self.state.start_clock(loop)
         if buffered:
-            self.data_received(buffered)
+            self.receive_data(buffered)
         task = self.task = loop.create_task(self.cycle.run(self.app))
         tasks = self.state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # ``set_protocol`` does not call this; ``start`` adopts the transport.
-        pass
+    # -- reading (the carrier calls these) -------------------------------------------
 
-    # -- reading -------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> None:
         conn = self.conn
         if conn is None:
             if self.phase is Phase.HANDSHAKE:
@@ -203,14 +203,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if conn.close_transport:
             self._finish_close(conn)
 
-    def eof_received(self) -> bool | None:
+    def receive_eof(self) -> None:
+        """The peer sends no more; the carrier ends itself and reports ``connection_lost``."""
         conn = self.conn
         if conn is not None:
             conn.receive_eof()
-        # Returning None lets the transport close itself; connection_lost follows.
-        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The carrier is gone: the app hears the close code, drainers wake."""
         self.phase = Phase.CLOSED
         self.deadline = None
         self.state.remove_connection(self)
@@ -227,27 +227,23 @@ class WebSocketProtocol(asyncio.Protocol):
         return self.phase is Phase.CLOSED
 
     def _finish_close(self, conn: Connection) -> None:
-        """The close handshake is over (or failed): tell the app, close TCP."""
+        """The close handshake is over (or failed): tell the app, close the carrier."""
         self.cycle.peer_closed(
             conn.close_code if conn.close_code is not None else _CLOSE_ABNORMAL,
             conn.close_reason,
         )
-        self._close_tcp()
+        self._close_carrier(await_peer=True)
 
-    def _close_tcp(self) -> None:
+    def _close_carrier(self, await_peer: bool) -> None:
         phase = self.phase
-        if phase is Phase.TCP_CLOSING or phase is Phase.CLOSED:
+        if phase is Phase.HALF_CLOSED or phase is Phase.CLOSED:
             return
-        self.phase = Phase.TCP_CLOSING
-        transport = self.transport
-        assert transport is not None
-        # RFC 6455 §7.1.1: the server closes TCP first. A FIN (write_eof) lets the
-        # Close frame arrive intact; closing with unread input would send a RST.
-        # Either way the close timeout bounds the wait for the peer.
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
-            transport.close()
+        self.phase = Phase.HALF_CLOSED
+        carrier = self.carrier
+        assert carrier is not None
+        # RFC 6455 §7.1.1: the server closes first; the close timeout bounds the
+        # wait for the peer's side.
+        carrier.close(await_peer)
         self._arm(CLOSE_TIMEOUT_S)
 
     # -- flow control ----------------------------------------------------------------
@@ -255,7 +251,8 @@ class WebSocketProtocol(asyncio.Protocol):
     # Reading pauses for either of two reasons: the cycle asks (queue full, or
     # bytes held before the accept) or the write buffer is above its high-water
     # mark. The second bounds what a peer that sends but never reads can make us
-    # buffer (pongs, close echoes): no read, no answer to queue.
+    # buffer (pongs, close echoes): no read, no answer to queue. The carrier
+    # tracks its own paused state (pause and resume are idempotent there).
 
     def pause_reading(self) -> None:
         self._app_paused = True
@@ -266,17 +263,13 @@ class WebSocketProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        carrier = self.carrier
+        if carrier is None or self.phase is Phase.CLOSED:
             return
-        paused = self._app_paused or self._write_paused
-        if paused is not self._reading_paused:
-            # Tracked here: uvloop raises on a double pause.
-            self._reading_paused = paused
-            if paused:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
+        if self._app_paused or self._write_paused:
+            carrier.pause_reading()
+        else:
+            carrier.resume_reading()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -294,15 +287,11 @@ class WebSocketProtocol(asyncio.Protocol):
     def accept(self, subprotocol: str | None, headers: HeaderList) -> None:
         if self.phase is not Phase.HANDSHAKE:
             raise ClientDisconnected("the connection is closed")
-        head = build_accept_response(self.handshake, subprotocol, headers)
-        if isinstance(head, Rejection):
-            raise ASGIMessageError(head.reason)
-        transport = self.transport
-        assert transport is not None
-        transport.write(head)
-        self.conn = Connection(
-            max_size_bytes=self.config.ws_max_size_bytes, deflate=self.handshake.deflate
-        )
+        carrier = self.carrier
+        assert carrier is not None
+        # Raises ASGIMessageError with nothing written: the cycle answers 500.
+        carrier.accept(subprotocol, headers)
+        self.conn = Connection(max_size_bytes=self.config.ws_max_size_bytes, deflate=self.deflate)
         self.phase = Phase.OPEN
         self._arm_keepalive()
         # Resume before parsing what was held: if those messages fill the queue,
@@ -311,7 +300,7 @@ class WebSocketProtocol(asyncio.Protocol):
         pending = self._pending
         if pending:
             self._pending = b""
-            self.data_received(pending)
+            self.receive_data(pending)
 
     def send_data(self, data: str | bytes) -> Awaitable[None] | None:
         conn = self.conn
@@ -321,11 +310,9 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.send_text(data)
         else:
             conn.send_binary(data)  # type: ignore[arg-type]  # str handled above
-        transport = self.transport
-        assert transport is not None
         out = conn.data_to_send()
         if len(out) == 1:
-            transport.write(out[0])
+            self._write(out[0])
         else:
             self._writelines(out)
         if self._write_paused:
@@ -356,54 +343,32 @@ class WebSocketProtocol(asyncio.Protocol):
     def send_response(self, status: int, headers: HeaderList, body: bytes, more: bool) -> None:
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("the connection is closed")
-        parts: list[bytes] = []
-        if not self._response_head_sent:
-            if self.phase is not Phase.HANDSHAKE:
-                return
-            parts.append(self._response_head(status, headers, body, more))
+        carrier = self.carrier
+        assert carrier is not None
+        if self._response_head_sent:
+            carrier.deny_body(body, more)
+        elif self.phase is Phase.HANDSHAKE:
+            # Raises ASGIMessageError with nothing written: the cycle answers 500.
+            carrier.deny(status, headers, body, more)
             self._response_head_sent = True
             self.phase = Phase.CLOSING
-        if self._response_chunked:
-            if body:
-                parts += (b"%x\r\n" % len(body), body, b"\r\n")
-            if not more:
-                parts.append(wire.LAST_CHUNK)
-        elif body:
-            parts.append(body)
-        self._writelines(parts)
+        else:
+            return  # the 503 of a shutdown went out instead
         if not more:
-            self._close_after_response()
+            self._denied()
 
-    def _response_head(self, status: int, headers: HeaderList, body: bytes, more: bool) -> bytes:
-        encoded, content_length, _, overrides = wire.encode_headers(headers)
-        head = [wire.STATUS_LINES[status], *encoded]
-        if content_length < 0:
-            if more:
-                self._response_chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
-            else:
-                head.append(b"content-length: %d\r\n" % len(body))
-        # The connection ends with the answer: it was never going to be HTTP again.
-        head.append(b"connection: close\r\n")
-        head.append(wire.default_headers_without(self.state.default_headers, overrides))
-        head.append(wire.CRLF)
-        return b"".join(head)
-
-    def _close_after_response(self) -> None:
-        """The HTTP answer is out: the app hears 1006, the transport lingers."""
+    def _denied(self) -> None:
+        """The HTTP answer is complete and the carrier ends on its own: the app hears 1006."""
         self.cycle.peer_closed(_CLOSE_ABNORMAL)
-        transport = self.transport
-        assert transport is not None
         self.phase = Phase.CLOSED
         self.deadline = None
         self._pending = b""
         self.state.remove_connection(self)
-        LingeringClose(self.state).start(transport, self._reading_paused)
 
     def abort(self) -> None:
-        transport = self.transport
-        if transport is not None:
-            transport.abort()
+        carrier = self.carrier
+        if carrier is not None:
+            carrier.abort()
 
     # -- keepalive, close timeout, shutdown (ServerState's tick) ------------------
 
@@ -435,7 +400,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._arm(timeout)
             else:
                 self._arm_keepalive()
-        elif phase is Phase.CLOSING or phase is Phase.TCP_CLOSING:
+        elif phase is Phase.CLOSING or phase is Phase.HALF_CLOSED:
             # The peer never finished the close handshake (or never read the answer).
             self.deadline = None
             self.abort()
@@ -444,16 +409,12 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _fail_keepalive(self, conn: Connection) -> None:
         # websockets and uvicorn report a keepalive timeout as 1011; the peer
-        # will most likely never read the frame, so the transport goes at once.
-        self.deadline = None
+        # will most likely never read the frame, so the carrier goes at once,
+        # without waiting for the peer's side.
         conn.send_close(1011, "keepalive ping timeout")
-        transport = self.transport
-        assert transport is not None
         self._writelines(conn.data_to_send())
         self.cycle.peer_closed(1011, "keepalive ping timeout")
-        self.phase = Phase.TCP_CLOSING
-        transport.close()
-        self._arm(CLOSE_TIMEOUT_S)
+        self._close_carrier(await_peer=False)
 
     def shutdown(self) -> None:
         """Server shutdown: Close 1001 (RFC 6455 §7.4.1 "going away")."""
@@ -462,8 +423,5 @@ class WebSocketProtocol(asyncio.Protocol):
             self.close(1001, "server shutting down")
         elif phase is Phase.HANDSHAKE:
             self.cycle.peer_closed(1001, "server shutting down")
-            transport = self.transport
-            assert transport is not None
-            transport.write(wire.error_response(503, self.state.default_headers))
-            self.phase = Phase.CLOSING
-            self._close_after_response()
+            # Not the app's answer: the cycle is closed, so it sends no other.
+            self.send_response(503, _TEXT_PLAIN, b"Service Unavailable", False)

@@ -1,14 +1,15 @@
 """The lingering close of a connection whose last word is an HTTP answer (a refused handshake).
 
-A WebSocket handshake can be refused with an HTTP response: the app's denial
-or 403, the 503 of a shutdown (``websocket/protocol.py``), a bad handshake's
-400/426 (``http1/upgrade.py``). The client may still be sending then: a
-request body, bytes pipelined behind the handshake. Closing with them unread
-makes the kernel send a RST, which can destroy the answer before the client
-reads it; not reading them leaves a client that sends before it reads stuck in
-its send. So, as ``http1/protocol.py`` does after an error reply (RFC 9112
-§9.6): half-close, read and drop, close at the client's EOF or ``LINGER_S``.
-Both read ``LINGER_S`` from here.
+Shared by the protocols above ``transport/``: a WebSocket handshake can be
+refused with an HTTP/1.1 response, the app's denial or 403 or the 503 of a
+shutdown (written by ``http1/ws_carrier.py`` for ``websocket/protocol.py``),
+or a bad handshake's 400/426 (``http1/upgrade.py``). The client may still be
+sending then: a request body, bytes pipelined behind the handshake. Closing
+with them unread makes the kernel send a RST, which can destroy the answer
+before the client reads it; not reading them leaves a client that sends before
+it reads stuck in its send. So, as ``http1/protocol.py`` does after an error
+reply (RFC 9112 §9.6): half-close, read and drop, close at the client's EOF or
+``LINGER_S``. Both read ``LINGER_S`` from here.
 
 Imports only ``asyncio`` and ``server.state`` (types only).
 """
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 # How long a lingering close waits for the client's EOF (here and in http1/protocol.py).
 LINGER_S: Final = 1.0
-# Then the answer may still be flushing to a slow reader; websocket/protocol.py's
-# close timeout bounds that as it bounds a close handshake.
+# Then the answer may still be flushing to a slow reader; the WebSocket close
+# timeout (websocket/protocol.py) bounds that as it bounds a close handshake.
 FLUSH_TIMEOUT_S: Final = 10.0
 
 
