@@ -209,13 +209,17 @@ def path(
     app: Any,
     kwargs: Mapping[str, Any] | None = None,
     name: str | None = None,
+    *,
+    converters: Mapping[str, Converter] | None = None,
 ) -> Route:
     """A Django-style route: ``path("rooms/<int:room_id>/", app)``.
 
     Literal text matches exactly; ``<converter:name>`` captures a value
     (converter defaults to ``str``). A route whose app is a ``URLRouter``
     matches a prefix of the path, and only if that router matches the rest;
-    any other route matches the whole rest.
+    any other route matches the whole rest. ``converters`` replaces the
+    registry of converter names for this route (``sluiceway.django`` passes
+    Django's own, so ``django.urls.register_converter`` is honoured).
 
     Raises:
         ValueError: unknown converter or a parameter name that is not an identifier.
@@ -233,7 +237,7 @@ def path(
         if not parameter.isidentifier():
             raise ValueError(f"route {route!r}: {parameter!r} is not a Python identifier")
         converter_name = m.group("converter") or "str"
-        converter = _CONVERTERS.get(converter_name)
+        converter = (_CONVERTERS if converters is None else converters).get(converter_name)
         if converter is None:
             raise ValueError(f"route {route!r}: unknown converter {converter_name!r}")
         count += 1

@@ -1,4 +1,9 @@
-"""Thread bridges between sync and async code: ``sync_to_async``, ``async_to_sync``.
+"""Thread bridges between sync and async code: asgiref's sync API, faster.
+
+``sync_to_async``, ``async_to_sync``, ``ThreadSensitiveContext``,
+``AsyncSingleThreadContext``, ``Local``, ``iscoroutinefunction`` and
+``markcoroutinefunction``, with asgiref's names and signatures, so a Django
+project changes ``asgiref.sync`` to ``sluiceway.sync`` and nothing else.
 
 Where a call runs:
 
@@ -10,28 +15,44 @@ Where a call runs:
      thread, ``f`` goes back to that thread (it is blocked waiting anyway and
      serves such calls while it waits);
   2. else, inside ``async with ThreadSensitiveContext()``, to the thread of
-     the outermost such block (a nested block shares it);
-  3. else to the one process-wide thread-sensitive thread.
+     the outermost such block (a nested block shares it), or to the block's
+     own ``executor=`` when one was given (that block also hides step 1);
+  3. else, where asgiref is loaded and a caller up the stack is asgiref's
+     (Django runs each request in asgiref's ``ThreadSensitiveContext``; a
+     Django ``TestCase`` runs async tests under asgiref's ``async_to_sync``),
+     to the thread asgiref would pick, so Django's calls and ours meet one
+     database connection;
+  4. else to the one process-wide thread-sensitive thread.
 
   ``thread_sensitive=False`` runs ``f`` in ``executor`` (or a shared pool).
 * ``async_to_sync(g)`` runs ``g`` on the loop of the ``sync_to_async`` call
   the current thread is serving (no second loop, no deadlock: that loop is
   free, it is only awaiting us); from a thread with no loop at all (a script,
   a Celery task) on ONE long-lived background loop in a daemon thread, so
-  loop-bound clients (a Redis pool) survive across calls. From a thread whose
-  loop is running it raises ``RuntimeError``: blocking there would deadlock.
+  loop-bound clients (a Redis pool) survive across calls; inside
+  ``with AsyncSingleThreadContext()`` on that block's own loop;
+  ``force_new_loop=True`` skips the outer loop and, outside such a block,
+  runs ``g`` on a new loop that is closed when ``g`` returns. From a thread
+  whose loop is running it raises ``RuntimeError``: blocking there would
+  deadlock.
 
 Invariants:
 
 * contextvars flow both ways: the callee runs in a copy of the caller's
   context and the values it sets are applied back when it returns (or
   raises). Deleting a variable does not flow back (a ``Context`` cannot say).
+  ``sync_to_async(f, context=ctx)`` runs in ``ctx`` itself and applies
+  nothing back (asgiref's rule).
 * Return values and exceptions pass through untouched (tracebacks kept).
 * A wrapper takes the wrapped callable's name, docstring and ``__wrapped__``,
   never its ``__dict__``, so wrappers nest (``sync_to_async(async_to_sync(g))``)
   and an object's own ``func`` attribute is not taken for the callable.
+* A ``sync_to_async`` wrapper is a coroutine function to
+  ``inspect.iscoroutinefunction`` (and so to asgiref's and Django's checks),
+  on every supported Python; an ``async_to_sync`` wrapper is not.
 * ``sync_to_async`` refuses whatever returns a coroutine when called: a
-  coroutine function, or an object whose ``__call__`` is one.
+  coroutine function (also one marked with ``markcoroutinefunction``), or an
+  object whose ``__call__`` is one.
 * Cancelling an ``await sync_to_async(f)()`` returns control at once; the
   thread cannot be interrupted, so it finishes ``f``, the result is
   discarded, its context changes are not applied, and an exception it raises
@@ -41,266 +62,98 @@ Invariants:
   ``call_soon_threadsafe`` to wake the loop: no ``concurrent.futures`` future,
   no lock.
 
-Imports only the standard library (the toolkit never imports the server).
+Imports only the standard library and its helpers ``sluiceway.sync_workers``
+and ``sluiceway.local`` (the toolkit never imports the server); asgiref is
+read from ``sys.modules`` when something else loaded it, never imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.coroutines
+import contextlib
 import contextvars
 import functools
 import inspect
 import logging
-import os
-import queue
+import sys
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-__all__ = ["ThreadSensitiveContext", "async_to_sync", "sync_to_async"]
+from sluiceway.local import Local
+from sluiceway.sync_workers import (
+    ExecutorSink,
+    Job,
+    LoopThread,
+    SerialThread,
+    Sink,
+    SyncWaiter,
+    apply_context,
+    asgiref_executor,
+    background_loop,
+    global_pool,
+    global_sensitive_thread,
+    run_call,
+    state,
+)
+
+__all__ = [
+    "AsyncSingleThreadContext",
+    "AsyncToSync",
+    "Local",
+    "SyncToAsync",
+    "ThreadSensitiveContext",
+    "async_to_sync",
+    "iscoroutinefunction",
+    "markcoroutinefunction",
+    "sync_to_async",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger(__name__)
 
-_MISSING: Any = object()
-
-# (callable, args) pairs a worker thread runs; None tells a serial thread to stop.
-_Job = tuple[Callable[..., None], tuple[Any, ...]]
-
-
-class _ThreadState(threading.local):
-    # The loop whose sync_to_async call this thread is running right now.
-    loop: asyncio.AbstractEventLoop | None = None
-
-
-_state = _ThreadState()
-
-
-def _apply_context(ctx: contextvars.Context, skip: contextvars.ContextVar[Any] | None) -> None:
-    """Copy into the current context every variable ``ctx`` changed."""
-    for var, value in ctx.items():
-        if var is not skip and var.get(_MISSING) is not value:
-            var.set(value)
-
-
-def _settle(fut: asyncio.Future[Any], func: Callable[..., Any], ok: bool, value: Any) -> None:
-    """On the loop: hand a thread's outcome to the waiting coroutine."""
-    if fut.done():
-        # The caller was cancelled; the call ran on anyway (see docstring).
-        if not ok:
-            logger.error(
-                "sync_to_async: %r raised after its caller was cancelled",
-                func,
-                exc_info=value,
-            )
-        return
-    if ok:
-        fut.set_result(value)
-    elif isinstance(value, StopIteration):
-        # A Future refuses StopIteration (it would end the awaiting generator).
-        err = RuntimeError(f"{func!r} raised StopIteration")
-        err.__cause__ = value
-        fut.set_exception(err)
-    else:
-        fut.set_exception(value)
-
-
-def _run_call(
-    loop: asyncio.AbstractEventLoop,
-    fut: asyncio.Future[Any],
-    ctx: contextvars.Context,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    """In a worker thread: run ``func`` in ``ctx`` and post the outcome back."""
-    previous = _state.loop
-    _state.loop = loop
-    ok = True
-    value: Any
-    try:
-        value = ctx.run(func, *args, **kwargs)
-    except BaseException as exc:
-        ok = False
-        value = exc
-    finally:
-        _state.loop = previous
-    try:
-        loop.call_soon_threadsafe(_settle, fut, func, ok, value)
-    except RuntimeError:
-        # The loop is closed: nobody is waiting for this result any more.
-        if not ok:
-            logger.error("sync_to_async: %r raised after its loop closed", func, exc_info=value)
-
-
-class _SerialThread:
-    """One daemon thread that runs jobs in submission order."""
-
-    __slots__ = ("_lock", "_name", "_queue", "_stopped", "ident")
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._stopped = False
-        self.ident: int | None = None
-
-    def submit(self, job: _Job) -> None:
-        # Behind the stop marker a job would never run and its caller would
-        # wait for ever: refuse it loudly instead.
-        if self._stopped:
-            raise RuntimeError(
-                "sync_to_async(): the ThreadSensitiveContext this call belongs to has "
-                "ended (a task started inside it outlived it)"
-            )
-        if self.ident is None:
-            self._start()
-        self._queue.put(job)
-
-    @property
-    def stopped(self) -> bool:
-        """True once ``stop`` was called: the thread takes no more jobs."""
-        return self._stopped
-
-    def stop(self) -> None:
-        """Let the thread finish what is queued, then exit."""
-        self._stopped = True
-        if self.ident is not None:
-            self._queue.put(None)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self.ident is None:
-                thread = threading.Thread(target=self._work, name=self._name, daemon=True)
-                thread.start()
-                self.ident = thread.ident
-
-    def _work(self) -> None:
-        get = self._queue.get
-        while True:
-            job = get()
-            if job is None:
-                return
-            job[0](*job[1])
-
-
-class _SyncWaiter:
-    """A sync thread blocked in ``async_to_sync``, serving calls meant for it."""
-
-    __slots__ = ("_lock", "_open", "_queue", "task")
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._open = True
-        self.task: asyncio.Task[None] | None = None
-
-    def submit(self, job: _Job) -> bool:
-        """Queue a job for the waiting thread; False once it stopped waiting."""
-        with self._lock:
-            if not self._open:
-                return False
-            self._queue.put(job)
-        return True
-
-    def finish(self, ok: bool, value: Any, ctx: contextvars.Context) -> None:
-        self._queue.put((_done, (ok, value, ctx)))
-
-    def wait(self) -> tuple[bool, Any, contextvars.Context]:
-        """Run submitted jobs until the coroutine's outcome arrives."""
-        get = self._queue.get
-        while True:
-            func, args = get()
-            if func is _done:
-                break
-            func(*args)
-        with self._lock:
-            self._open = False
-        # Jobs that slipped in before we closed still deserve to run.
-        while True:
-            try:
-                func, more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            func(*more)
-        return args[0], args[1], args[2]
-
-    def close(self) -> None:
-        with self._lock:
-            self._open = False
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
-def _done(*_: Any) -> None:
-    """Marker job: the coroutine of an ``async_to_sync`` call has finished."""
-
-
 # The async_to_sync call whose coroutine runs in this context, if any.
-_waiter_var: contextvars.ContextVar[_SyncWaiter | None] = contextvars.ContextVar(
+_waiter_var: contextvars.ContextVar[SyncWaiter | None] = contextvars.ContextVar(
     "sluiceway.sync.waiter", default=None
 )
 # The ThreadSensitiveContext in force, if any.
-_context_thread_var: contextvars.ContextVar[_SerialThread | None] = contextvars.ContextVar(
+_context_thread_var: contextvars.ContextVar[Sink | None] = contextvars.ContextVar(
     "sluiceway.sync.context_thread", default=None
 )
-
-_globals_lock = threading.Lock()
-_sensitive_thread: _SerialThread | None = None
-_default_pool: ThreadPoolExecutor | None = None
-_background_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _global_sensitive_thread() -> _SerialThread:
-    global _sensitive_thread
-    if _sensitive_thread is None:
-        with _globals_lock:
-            if _sensitive_thread is None:
-                _sensitive_thread = _SerialThread("sluiceway-sync-sensitive")
-    return _sensitive_thread
+# The AsyncSingleThreadContext in force, if any.
+_single_thread_var: contextvars.ContextVar[AsyncSingleThreadContext | None] = (
+    contextvars.ContextVar("sluiceway.sync.single_thread", default=None)
+)
 
 
-def _global_pool() -> ThreadPoolExecutor:
-    global _default_pool
-    if _default_pool is None:
-        with _globals_lock:
-            if _default_pool is None:
-                _default_pool = ThreadPoolExecutor(thread_name_prefix="sluiceway-sync")
-    return _default_pool
+# -- coroutine-function marking ----------------------------------------------------------
+
+if sys.version_info >= (3, 12):
+    iscoroutinefunction = inspect.iscoroutinefunction
+    markcoroutinefunction = inspect.markcoroutinefunction
+else:
+    # inspect's check honours no marker before 3.12; asyncio's honours the
+    # ``_is_coroutine`` attribute, and is what asgiref uses there too.
+    _COROUTINE_MARK: Any = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+    def iscoroutinefunction(func: object) -> bool:
+        """True if ``func`` is a coroutine function or marked as one."""
+        return asyncio.iscoroutinefunction(func)
+
+    def markcoroutinefunction(func: F) -> F:
+        """Mark ``func`` so ``iscoroutinefunction`` reports it as a coroutine function."""
+        func._is_coroutine = _COROUTINE_MARK  # type: ignore[attr-defined]  # asyncio's marker
+        return func
 
 
-def _get_background_loop() -> asyncio.AbstractEventLoop:
-    global _background_loop
-    loop = _background_loop
-    if loop is None:
-        with _globals_lock:
-            if _background_loop is None:
-                new = asyncio.new_event_loop()
-                threading.Thread(
-                    target=new.run_forever, name="sluiceway-async-to-sync", daemon=True
-                ).start()
-                _background_loop = new
-            loop = _background_loop
-    return loop
-
-
-def _forget_threads() -> None:
-    # A forked child inherits none of the parent's threads: start afresh.
-    global _sensitive_thread, _default_pool, _background_loop
-    _sensitive_thread = None
-    _default_pool = None
-    _background_loop = None
-    _state.loop = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_threads)
+async def _coroutine_code(*args: Any, **kwargs: Any) -> None:
+    """Lends its code object (flag CO_COROUTINE) to ``SyncToAsync`` before 3.12."""
 
 
 def _wrap(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
@@ -313,20 +166,27 @@ def _wrap(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
     attributes of ``func`` stay reachable through ``__wrapped__``.
     """
     functools.update_wrapper(wrapper, func, updated=())
+    # A wrapped bound method keeps saying whose it is (asgiref does this).
+    with contextlib.suppress(AttributeError):
+        wrapper.__self__ = func.__self__  # type: ignore[attr-defined]  # not on every callable
 
 
 def _is_async_callable(func: Callable[..., Any]) -> bool:
     """Tell whether calling ``func`` returns a coroutine, as far as can be seen.
 
-    True for a coroutine function (also behind ``functools.partial`` or as a
-    bound method) and for an object whose type's ``__call__`` is one (a
-    ``SyncToAsync``, an ASGI app class instance). A class is called through
-    its metaclass's ``__call__``, so it counts as sync: that builds an instance.
+    True for a coroutine function (also behind ``functools.partial``, as a
+    bound method or marked with ``markcoroutinefunction``) and for an object
+    whose type's ``__call__`` is one (a ``SyncToAsync``, an ASGI app class
+    instance). A class is called through its metaclass's ``__call__``, so it
+    counts as sync: that builds an instance.
     """
     while isinstance(func, functools.partial):
         func = func.func
     # A call is looked up on the type (special method lookup), not the instance.
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+    return iscoroutinefunction(func) or iscoroutinefunction(type(func).__call__)
+
+
+# -- contexts ----------------------------------------------------------------------------
 
 
 class ThreadSensitiveContext:
@@ -342,18 +202,45 @@ class ThreadSensitiveContext:
     as asgiref does, so a transaction opened in the outer block is seen in the
     inner one. A block entered in a task that outlived its own outer block
     (whose thread has stopped) starts a thread of its own.
+
+    Args:
+        executor: run this block's calls in this executor instead, even inside
+            another block or an ``async_to_sync`` call (asgiref 3.13's rule).
+            It must run one call at a time on one thread
+            (``ThreadPoolExecutor(max_workers=1)``); the caller owns it and it
+            is not shut down. Such a block can be entered once; a call made in
+            it after it ended raises ``RuntimeError``.
     """
 
-    def __init__(self) -> None:
-        self._thread: _SerialThread | None = None
-        self._token: contextvars.Token[_SerialThread | None] | None = None
+    def __init__(self, *, executor: Executor | None = None) -> None:
+        self._executor = executor
+        self._sink: Sink | None = None
+        self._token: contextvars.Token[Sink | None] | None = None
+        self._waiter_token: contextvars.Token[SyncWaiter | None] | None = None
+        self._used = False
 
     async def __aenter__(self) -> ThreadSensitiveContext:
+        if self._executor is not None:
+            if self._token is not None:
+                raise RuntimeError("ThreadSensitiveContext is already entered")
+            if self._used:
+                # Entering again would hand tasks that outlived the first block
+                # to the second.
+                raise RuntimeError(
+                    "ThreadSensitiveContext with an executor cannot be entered again"
+                )
+            self._used = True
+            self._sink = ExecutorSink(self._executor)
+            self._token = _context_thread_var.set(self._sink)
+            # The async_to_sync thread above would otherwise take precedence;
+            # sending our calls there is what the executor is meant to replace.
+            self._waiter_token = _waiter_var.set(None)
+            return self
         enclosing = _context_thread_var.get()
         if enclosing is not None and not enclosing.stopped:
             return self  # nested: the outermost block's thread serves this one
-        self._thread = _SerialThread("sluiceway-sync-context")
-        self._token = _context_thread_var.set(self._thread)
+        self._sink = SerialThread("sluiceway-sync-context")
+        self._token = _context_thread_var.set(self._sink)
         return self
 
     async def __aexit__(
@@ -362,22 +249,84 @@ class ThreadSensitiveContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._waiter_token is not None:
+            _waiter_var.reset(self._waiter_token)
+            self._waiter_token = None
         if self._token is not None:
             _context_thread_var.reset(self._token)
             self._token = None
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        if self._sink is not None:
+            self._sink.stop()
+            self._sink = None
+
+
+class AsyncSingleThreadContext:
+    """Run every ``async_to_sync`` call in this block on one loop in one thread.
+
+    A sync context manager (``with AsyncSingleThreadContext():``). Calls that
+    would not run on an outer ``sync_to_async``'s loop (from a plain thread,
+    or with ``force_new_loop=True``) run on a loop that belongs to the
+    outermost such block, started on first use and closed when the block
+    ends, so objects bound to a loop or a thread survive between the calls.
+    Re-entrant: only the outermost block owns the loop.
+    """
+
+    def __init__(self) -> None:
+        self._token: contextvars.Token[AsyncSingleThreadContext | None] | None = None
+        self._loop_thread: LoopThread | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> AsyncSingleThreadContext:
+        if _single_thread_var.get() is None:
+            self._token = _single_thread_var.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is None:
+            return
+        _single_thread_var.reset(self._token)
+        self._token = None
+        with self._lock:
+            loop_thread, self._loop_thread = self._loop_thread, None
+        if loop_thread is not None:
+            loop_thread.close()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """This block's loop, started on first use."""
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread("sluiceway-async-single-thread")
+            return self._loop_thread.loop
+
+
+# -- the wrappers ------------------------------------------------------------------------
 
 
 class SyncToAsync(Generic[P, R]):
     """An awaitable wrapper around a sync callable; see ``sync_to_async``."""
+
+    if sys.version_info < (3, 12):
+        # inspect.iscoroutinefunction honours no marker before 3.12, but takes
+        # any object with a function's attributes for a function and reads the
+        # CO_COROUTINE flag of its __code__ (inspect._signature_is_functionlike).
+        # inspect.signature() is unaffected: it follows __wrapped__ first.
+        __code__ = _coroutine_code.__code__
+        __defaults__ = None
+        __kwdefaults__ = None
+        __name__ = "sync_to_async"  # replaced by the wrapped callable's, if it has one
+        _is_coroutine = _COROUTINE_MARK
 
     def __init__(
         self,
         func: Callable[P, R],
         thread_sensitive: bool = True,
         executor: Executor | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         if not callable(func) or _is_async_callable(func):
             # Running it in a thread would hand back an un-awaited coroutine.
@@ -388,38 +337,52 @@ class SyncToAsync(Generic[P, R]):
         if thread_sensitive and executor is not None:
             raise TypeError("sync_to_async(): executor must not be set when thread_sensitive=True")
         _wrap(self, func)
+        if sys.version_info >= (3, 12):
+            markcoroutinefunction(self)
         self.func = func
+        # What runs in the thread: ``func``, or a subclass's wrapper of it
+        # (sluiceway.django's database_sync_to_async).
+        self.target: Callable[..., R] = func
+        self.context = context
         self._thread_sensitive = thread_sensitive
         self._executor = executor
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        ctx = contextvars.copy_context()
-        job: _Job = (_run_call, (loop, fut, ctx, self.func, args, kwargs))
+        given = self.context
+        ctx = contextvars.copy_context() if given is None else given
         if self._thread_sensitive:
+            job: Job = (run_call, (loop, fut, ctx, self.target, args, kwargs))
             waiter = _waiter_var.get()
             if waiter is None or not waiter.submit(job):
-                thread = _context_thread_var.get() or _global_sensitive_thread()
-                if thread.ident == threading.get_ident():
-                    raise RuntimeError(
-                        "sync_to_async(): this loop runs inside the thread-sensitive thread "
-                        "itself, so the call would wait for itself; use async_to_sync() "
-                        "instead of starting a loop there"
-                    )
-                thread.submit(job)
+                sink = _context_thread_var.get()
+                foreign = None if sink is not None else asgiref_executor(loop)
+                if foreign is not None:
+                    foreign.submit(run_call, loop, fut, ctx, self.target, args, kwargs)
+                else:
+                    sink = sink or global_sensitive_thread()
+                    if sink.ident == threading.get_ident():
+                        raise RuntimeError(
+                            "sync_to_async(): this loop runs inside the thread-sensitive "
+                            "thread itself, so the call would wait for itself; use "
+                            "async_to_sync() instead of starting a loop there"
+                        )
+                    sink.submit(job)
         else:
-            executor = self._executor or _global_pool()
-            executor.submit(_run_call, loop, fut, ctx, self.func, args, kwargs)
+            executor = self._executor or global_pool()
+            executor.submit(run_call, loop, fut, ctx, self.target, args, kwargs)
         try:
             result = await fut
         except asyncio.CancelledError:
             logger.debug("sync_to_async: caller cancelled; %r runs on in its thread", self.func)
             raise
         except BaseException:
-            _apply_context(ctx, None)
+            if given is None:
+                apply_context(ctx, None)
             raise
-        _apply_context(ctx, None)
+        if given is None:
+            apply_context(ctx, None)
         return result
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
@@ -432,11 +395,12 @@ class SyncToAsync(Generic[P, R]):
 class AsyncToSync(Generic[P, R]):
     """A blocking wrapper around an async callable; see ``async_to_sync``."""
 
-    def __init__(self, func: Callable[P, Awaitable[R]]) -> None:
+    def __init__(self, func: Callable[P, Awaitable[R]], force_new_loop: bool = False) -> None:
         if not callable(func):
             raise TypeError("async_to_sync() takes an async callable")
         _wrap(self, func)
         self.func = func
+        self.force_new_loop = force_new_loop
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if asyncio._get_running_loop() is not None:
@@ -444,25 +408,43 @@ class AsyncToSync(Generic[P, R]):
                 "async_to_sync() cannot be called from a thread whose event loop is running: "
                 "it would block that loop forever; await the coroutine directly instead"
             )
-        loop = _state.loop
+        fresh: LoopThread | None = None
+        loop = None if self.force_new_loop else state.loop
         if loop is None or not loop.is_running():
-            loop = _get_background_loop()
-        waiter = _SyncWaiter()
+            single = _single_thread_var.get()
+            if single is not None:
+                loop = single.loop()
+            elif self.force_new_loop:
+                fresh = LoopThread("sluiceway-async-to-sync-new")
+                loop = fresh.loop
+            else:
+                loop = background_loop()
+        try:
+            ok, value = self._run_on(loop, args, kwargs)
+        finally:
+            if fresh is not None:
+                fresh.close()
+        if ok:
+            return value  # type: ignore[no-any-return]  # the outcome tuple is untyped
+        raise value
+
+    def _run_on(
+        self, loop: asyncio.AbstractEventLoop, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any]:
+        waiter = SyncWaiter()
         ctx = contextvars.copy_context()
         ctx.run(_waiter_var.set, waiter)
         loop.call_soon_threadsafe(_start_task, loop, waiter, self.func, args, kwargs, context=ctx)
         try:
-            ok, value, task_ctx = waiter.wait()
+            outcome = waiter.wait()
         except BaseException:
             # KeyboardInterrupt while blocked: do not leave the coroutine running,
             # and send later thread-sensitive calls elsewhere.
             waiter.close()
             loop.call_soon_threadsafe(waiter.cancel)
             raise
-        _apply_context(task_ctx, _waiter_var)
-        if ok:
-            return value  # type: ignore[no-any-return]  # the outcome tuple is untyped
-        raise value
+        apply_context(outcome[2], _waiter_var)
+        return outcome[0], outcome[1]
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
@@ -472,7 +454,7 @@ class AsyncToSync(Generic[P, R]):
 
 def _start_task(
     loop: asyncio.AbstractEventLoop,
-    waiter: _SyncWaiter,
+    waiter: SyncWaiter,
     func: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -482,7 +464,7 @@ def _start_task(
 
 
 async def _drive(
-    waiter: _SyncWaiter,
+    waiter: SyncWaiter,
     func: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -503,6 +485,7 @@ def sync_to_async(
     *,
     thread_sensitive: bool = True,
     executor: Executor | None = None,
+    context: contextvars.Context | None = None,
 ) -> SyncToAsync[P, R]: ...
 
 
@@ -512,6 +495,7 @@ def sync_to_async(
     *,
     thread_sensitive: bool = True,
     executor: Executor | None = None,
+    context: contextvars.Context | None = None,
 ) -> Callable[[Callable[P, R]], SyncToAsync[P, R]]: ...
 
 
@@ -520,6 +504,7 @@ def sync_to_async(
     *,
     thread_sensitive: bool = True,
     executor: Executor | None = None,
+    context: contextvars.Context | None = None,
 ) -> SyncToAsync[P, R] | Callable[[Callable[P, R]], SyncToAsync[P, R]]:
     """Make a sync callable awaitable by running it in a thread.
 
@@ -532,6 +517,8 @@ def sync_to_async(
             the module docstring) rather than in a pool.
         executor: the pool for ``thread_sensitive=False`` calls (default: a
             shared ``ThreadPoolExecutor``).
+        context: run in this ``contextvars.Context`` rather than a copy of the
+            caller's; its changes are then not applied back to the caller.
 
     Raises:
         TypeError: ``func`` is a coroutine function, or ``executor`` is given
@@ -540,18 +527,47 @@ def sync_to_async(
     if func is None:
 
         def decorate(f: Callable[P, R]) -> SyncToAsync[P, R]:
-            return SyncToAsync(f, thread_sensitive=thread_sensitive, executor=executor)
+            return SyncToAsync(
+                f, thread_sensitive=thread_sensitive, executor=executor, context=context
+            )
 
         return decorate
-    return SyncToAsync(func, thread_sensitive=thread_sensitive, executor=executor)
+    return SyncToAsync(func, thread_sensitive=thread_sensitive, executor=executor, context=context)
 
 
-def async_to_sync(func: Callable[P, Awaitable[R]]) -> AsyncToSync[P, R]:
+@overload
+def async_to_sync(
+    func: Callable[P, Awaitable[R]], *, force_new_loop: bool = False
+) -> AsyncToSync[P, R]: ...
+
+
+@overload
+def async_to_sync(
+    func: None = None, *, force_new_loop: bool = False
+) -> Callable[[Callable[P, Awaitable[R]]], AsyncToSync[P, R]]: ...
+
+
+def async_to_sync(
+    func: Callable[P, Awaitable[R]] | None = None, *, force_new_loop: bool = False
+) -> AsyncToSync[P, R] | Callable[[Callable[P, Awaitable[R]]], AsyncToSync[P, R]]:
     """Make an async callable callable from sync code, blocking until it returns.
 
-    Usable as ``async_to_sync(g)(...)`` or ``@async_to_sync``.
+    Usable as ``async_to_sync(g)(...)``, ``@async_to_sync`` or
+    ``@async_to_sync(force_new_loop=True)``.
+
+    Args:
+        func: the async callable.
+        force_new_loop: do not run on the loop of an outer ``sync_to_async``
+            call; run on a new loop, closed when the call returns (inside an
+            ``AsyncSingleThreadContext``, on that block's loop).
 
     Raises (when called):
         RuntimeError: the calling thread's event loop is running.
     """
-    return AsyncToSync(func)
+    if func is None:
+
+        def decorate(f: Callable[P, Awaitable[R]]) -> AsyncToSync[P, R]:
+            return AsyncToSync(f, force_new_loop=force_new_loop)
+
+        return decorate
+    return AsyncToSync(func, force_new_loop=force_new_loop)

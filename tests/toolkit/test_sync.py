@@ -369,3 +369,288 @@ async def test_nested_thread_sensitive_contexts_share_the_outer_thread() -> None
 
     late = await asyncio.wait_for(inside.run(asyncio.ensure_future, outlived()), 5)
     assert late is not outer
+
+
+# -- asgiref's whole sync API (issue 19) ------------------------------------------------
+
+
+def test_sync_to_async_wrappers_are_coroutine_functions_to_every_check() -> None:
+    import inspect
+
+    import asgiref.sync
+
+    from sluiceway.sync import iscoroutinefunction
+
+    def plain(x: int, y: int = 1) -> int:
+        return x + y
+
+    class Holder:
+        @sync_to_async
+        def method(self) -> Holder:
+            return self
+
+    wrapped = sync_to_async(plain)
+    for check in (inspect.iscoroutinefunction, asyncio.iscoroutinefunction):
+        assert check(wrapped)
+        assert check(Holder().method)
+        assert not check(async_to_sync(wrapped))
+    # Django's own check (asgiref's), and ours.
+    assert asgiref.sync.iscoroutinefunction(wrapped)
+    assert iscoroutinefunction(wrapped) and not iscoroutinefunction(plain)
+    # The signature is still the wrapped function's.
+    assert str(inspect.signature(wrapped)) == "(x: 'int', y: 'int' = 1) -> 'int'"
+
+
+def test_markcoroutinefunction_marks_and_sync_to_async_refuses_the_marked() -> None:
+    from sluiceway.sync import iscoroutinefunction, markcoroutinefunction
+
+    def returns_a_coroutine() -> object:
+        return asyncio.sleep(0)
+
+    marked = markcoroutinefunction(returns_a_coroutine)
+    assert marked is returns_a_coroutine
+    assert iscoroutinefunction(marked)
+    with pytest.raises(TypeError, match="coroutine"):
+        sync_to_async(marked)
+
+
+async def test_context_argument_runs_in_that_context_and_applies_nothing_back() -> None:
+    own = contextvars.copy_context()
+    own.run(request_id.set, "own")
+
+    def swap() -> str:
+        seen = request_id.get()
+        request_id.set("changed")
+        return seen
+
+    request_id.set("caller")
+    assert await sync_to_async(swap, context=own)() == "own"
+    assert own[request_id] == "changed"  # the change stays in the given context
+    assert request_id.get() == "caller"  # and does not reach the caller
+    assert await sync_to_async(context=own, thread_sensitive=False)(swap)() == "changed"
+
+
+async def test_force_new_loop_skips_the_outer_loop_and_closes_its_own() -> None:
+    outer = asyncio.get_running_loop()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def which_loop() -> int:
+        seen.append(asyncio.get_running_loop())
+        # A thread-sensitive call from the new loop still returns to the caller thread.
+        return await sync_to_async(thread_id)()
+
+    def bridge() -> tuple[int, int]:
+        return thread_id(), async_to_sync(which_loop, force_new_loop=True)()
+
+    me, served_in = await sync_to_async(bridge)()
+    assert me == served_in
+    assert seen[0] is not outer and seen[0].is_closed()
+
+    @async_to_sync(force_new_loop=True)
+    async def decorated() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    first, second = run_in_plain_thread(lambda: (decorated(), decorated()))
+    assert first is not second and first.is_closed()
+
+
+def test_async_single_thread_context_keeps_one_loop_and_thread_then_closes_it() -> None:
+    from sluiceway.sync import AsyncSingleThreadContext
+
+    async def where() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+        return asyncio.get_running_loop(), current_thread()
+
+    def scenario() -> list[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+        places = []
+        with AsyncSingleThreadContext():
+            places.append(async_to_sync(where)())
+            with AsyncSingleThreadContext():  # re-entrant: the outer block's loop
+                places.append(async_to_sync(where, force_new_loop=True)())
+            places.append(async_to_sync(where)())
+        places.append(async_to_sync(where)())  # outside: the background loop again
+        return places
+
+    places = run_in_plain_thread(scenario)
+    assert len({id(loop) for loop, _ in places[:3]}) == 1
+    assert len({thread for _, thread in places[:3]}) == 1
+    assert places[0][0].is_closed()  # closed when the outermost block ended
+    assert places[3][0] is not places[0][0] and not places[3][0].is_closed()
+
+
+async def test_thread_sensitive_context_with_an_executor() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool_thread = pool.submit(current_thread).result()
+    context = ThreadSensitiveContext(executor=pool)
+    try:
+        async with ThreadSensitiveContext():  # the executor wins even when nested
+            async with context:
+                assert await sync_to_async(current_thread)() is pool_thread
+            assert await sync_to_async(current_thread)() is not pool_thread
+        with pytest.raises(RuntimeError, match="entered again"):
+            async with context:
+                pass
+        # A task that outlived the block is refused, not sent elsewhere.
+        late = ThreadSensitiveContext(executor=pool)
+        async with late:
+            leftover = contextvars.copy_context()
+        with pytest.raises(RuntimeError, match="ended"):
+            await leftover.run(asyncio.ensure_future, sync_to_async(current_thread)())
+        assert pool.submit(current_thread).result() is pool_thread  # not shut down
+    finally:
+        pool.shutdown()
+
+
+def test_executor_context_beats_the_async_to_sync_thread() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool_thread = pool.submit(current_thread).result()
+
+    async def inner() -> tuple[threading.Thread, threading.Thread]:
+        async with ThreadSensitiveContext(executor=pool):
+            in_block = await sync_to_async(current_thread)()
+        return in_block, await sync_to_async(current_thread)()
+
+    def scenario() -> tuple[threading.Thread, threading.Thread, threading.Thread]:
+        return current_thread(), *async_to_sync(inner)()
+
+    try:
+        me, in_block, after = run_in_plain_thread(scenario)
+        assert in_block is pool_thread
+        assert after is me  # the caller thread serves calls again after the block
+    finally:
+        pool.shutdown()
+
+
+# -- Local ------------------------------------------------------------------------------
+
+
+async def test_local_is_task_local_and_follows_sync_to_async_both_ways() -> None:
+    from sluiceway.sync import Local
+
+    local = Local()
+    local.value = "caller"
+
+    async def other_task() -> str:
+        local.value = "other"
+        return local.value
+
+    assert await asyncio.create_task(other_task()) == "other"
+    assert local.value == "caller"  # the task wrote its own copy
+
+    def in_thread() -> str:
+        seen = local.value
+        local.value = "thread"
+        return seen
+
+    assert await sync_to_async(in_thread)() == "caller"
+    assert local.value == "thread"
+    del local.value
+    with pytest.raises(AttributeError):
+        local.value  # noqa: B018
+    with pytest.raises(AttributeError):
+        del local.value
+
+
+def test_local_is_thread_local_in_sync_code_and_shared_with_async_to_sync() -> None:
+    from sluiceway.sync import Local
+
+    local = Local()
+
+    async def read_and_write() -> str:
+        seen = local.value
+        local.value = "coroutine"
+        return seen
+
+    def scenario() -> tuple[str, str]:
+        local.value = "sync"
+        return async_to_sync(read_and_write)(), local.value
+
+    assert run_in_plain_thread(scenario) == ("sync", "coroutine")
+    assert not hasattr(local, "value")  # set only in that other thread
+    local.value = "main"
+    assert run_in_plain_thread(lambda: getattr(local, "value", None)) is None
+
+
+async def test_thread_critical_local_never_crosses_a_bridge() -> None:
+    from sluiceway.sync import Local
+
+    local = Local(thread_critical=True)
+    local.conn = "loop-thread connection"
+
+    def in_thread() -> str | None:
+        seen = getattr(local, "conn", None)
+        local.conn = "worker connection"
+        return seen
+
+    assert await sync_to_async(in_thread)() is None
+    assert await sync_to_async(in_thread)() == "worker connection"  # same thread, kept
+    assert local.conn == "loop-thread connection"
+
+    async def child() -> str:
+        local.conn = "child task"
+        return local.conn
+
+    assert await asyncio.create_task(child()) == "child task"
+    assert local.conn == "loop-thread connection"  # context-local within the loop thread
+
+
+def test_local_hides_data_a_thread_merely_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulates Python 3.14's thread_inherit_context: a new thread that starts in
+    # a copy of its creator's context must not see the creator's Local data,
+    # while a bridge that moves the context on purpose still carries it.
+    import sluiceway.local
+    import sluiceway.sync_workers
+    from sluiceway.sync import Local
+
+    monkeypatch.setattr(sluiceway.local, "THREADS_INHERIT_CONTEXT", True)
+    monkeypatch.setattr(sluiceway.sync_workers, "THREADS_INHERIT_CONTEXT", True)
+    local = Local()
+
+    def scenario() -> tuple[object, object, object]:
+        local.value = "owner"
+        inherited = contextvars.copy_context()
+        seen: list[object] = []
+        thread = threading.Thread(
+            target=inherited.run, args=(lambda: seen.append(getattr(local, "value", None)),)
+        )
+        thread.start()
+        thread.join(10)
+
+        async def through_bridge() -> object:
+            return await sync_to_async(lambda: getattr(local, "value", None))()
+
+        return seen[0], async_to_sync(through_bridge)(), local.value
+
+    assert run_in_plain_thread(scenario) == (None, "owner", "owner")
+
+
+# -- asgiref interoperation (Django's own bridges are asgiref's) -------------------------
+
+
+async def test_calls_inside_asgiref_thread_sensitive_context_meet_asgirefs_thread() -> None:
+    import asgiref.sync
+
+    async with asgiref.sync.ThreadSensitiveContext():
+        theirs = await asgiref.sync.sync_to_async(current_thread)()
+        ours = await sync_to_async(current_thread)()
+    assert ours is theirs
+    assert await sync_to_async(current_thread)() is not theirs
+
+
+def test_calls_under_asgiref_async_to_sync_return_to_the_calling_thread() -> None:
+    # A Django TestCase runs `async def` tests this way; the test database
+    # transaction lives in the calling thread.
+    import asgiref.sync
+
+    async def test_body() -> tuple[threading.Thread, threading.Thread]:
+        direct = await sync_to_async(current_thread)()
+        # A task started in an empty context (as a communicator starts an app)
+        # is found through the loop asgiref registered.
+        empty = contextvars.Context()
+        task = empty.run(asyncio.ensure_future, sync_to_async(current_thread)())
+        return direct, await task
+
+    def scenario() -> tuple[threading.Thread, threading.Thread, threading.Thread]:
+        return current_thread(), *asgiref.sync.async_to_sync(test_body)()
+
+    me, direct, from_empty_context = run_in_plain_thread(scenario)
+    assert direct is me and from_empty_context is me

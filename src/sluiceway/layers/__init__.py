@@ -120,6 +120,15 @@ class ChannelLayerManager:
             raise ConfigError("channel layer settings need a CHANNEL_LAYERS attribute or a dict")
         self._backends.clear()
 
+    def drop_built(self) -> None:
+        """Forget the layers built so far and keep the configuration source.
+
+        The next lookup builds them anew from it: ``sluiceway.django`` calls
+        this when Django's ``CHANNEL_LAYERS`` setting changes. The dropped
+        layers are not closed (this may run outside any event loop).
+        """
+        self._backends.clear()
+
     def reset(self) -> None:
         """Forget the configuration and every built layer (tests use this)."""
         self._explicit = None
