@@ -10,11 +10,22 @@ simply does not call ``configure_logging``.
 ``logging.addLevelName`` so it prints as ``TRACE``.
 
 ``SafeFormatter`` escapes every control character (C0, DEL, C1: newlines and
-ANSI escapes included) in the formatted message, so nothing that reaches a log
-line from a client can start a new line or colour a terminal. Tracebacks keep
-their newlines but lose every other control character. With ``use_colors``
-the level name (ours, never a client's) is coloured, as uvicorn's is; the
-default colours it only when stderr is a terminal.
+ANSI escapes included, and U+2028/U+2029) in the formatted message, so
+nothing that reaches a log line from a client can start a new line or colour
+a terminal. Tracebacks keep their newlines but lose every other control
+character, and every line of a traceback is indented (``continuation_lines``):
+an exception message is often request data, and one holding a newline would
+otherwise start a line of the client's choosing, one that can pass for a
+record. The invariant: in a record, only its first line starts at column 0.
+With ``use_colors`` the level name (ours, never a client's) is coloured, as
+uvicorn's is; the default colours it only when stderr is a terminal.
+
+A formatter from ``--log-config`` is not ours, so ``configure_logging`` also
+installs a log-record factory (``SafeRecords``): a record from a
+``sluiceway`` logger carries its traceback already rendered that way in
+``exc_text``, which ``logging.Formatter`` and its subclasses print instead of
+rendering their own. A formatter that renders ``exc_info`` itself (a JSON
+one) is on its own; JSON escapes newlines anyway.
 
 ``--log-config FILE`` (``log_config=`` for ``run()``) is applied after the
 defaults, so the user's file wins where it speaks and sluiceway's handlers
@@ -38,7 +49,7 @@ import logging.config
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from copy import copy
 from typing import Any
 
@@ -60,17 +71,35 @@ LEVELS: dict[str, int] = {
 # protocol's once-per-connection isEnabledFor() check is False.
 _OFF = logging.CRITICAL + 1
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+# U+2028/U+2029 end a line for str.splitlines() and many log viewers.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+# What starts every line of a record after its first.
+CONTINUATION = "  "
 
 
 def _hex(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def escape_control(text: str) -> str:
-    """Replace each control character with its ``\\xNN`` escape."""
+    """Replace each control character with its ``\\xNN`` escape (``\\u2028`` for those two)."""
     return _CONTROL.sub(_hex, text)
+
+
+def continuation_lines(text: str) -> str:
+    """``text`` (a traceback) made safe to follow a record's first line.
+
+    Control characters other than newline are escaped, and every line is
+    indented by ``CONTINUATION`` (empty lines stay empty), so no line of it,
+    not even an exception message's own second line, starts where a record
+    does. Indentation, not a marker: it is how log shippers' multiline rules
+    (and people) already tell a continuation from a new record.
+    """
+    text = _CONTROL_BUT_NEWLINE.sub(_hex, text)
+    return "\n".join(CONTINUATION + line if line else line for line in text.split("\n"))
 
 
 _LEVEL_COLOURS = {
@@ -103,6 +132,14 @@ class SafeFormatter(logging.Formatter):
         super().__init__(fmt, datefmt, style, validate)
         self.use_colors = use_colors
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            # Render the traceback ourselves: exc_text may be another
+            # handler's formatter's cached, unescaped rendering.
+            record = copy(record)
+            record.exc_text = None
+        return super().format(record)
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)
         colour = _LEVEL_COLOURS.get(record.levelno) if self.use_colors else None
@@ -112,7 +149,40 @@ class SafeFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
-        return _CONTROL_BUT_NEWLINE.sub(_hex, super().formatException(ei))
+        return continuation_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return continuation_lines(super().formatStack(stack_info))
+
+
+_PLAIN = logging.Formatter()
+
+
+class SafeRecords:
+    """A log-record factory: records from ``sluiceway`` loggers carry a safe traceback.
+
+    Wraps the factory in place; ``exc_text`` is set when the record is made
+    (``continuation_lines``), so whatever ``logging.Formatter`` a
+    ``--log-config`` file names prints it instead of Python's raw rendering.
+    Records from other loggers are untouched.
+    """
+
+    def __init__(self, make: Callable[..., logging.LogRecord]) -> None:
+        self.make = make
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        name = record.name
+        if record.exc_info and (name == "sluiceway" or name.startswith("sluiceway.")):
+            record.exc_text = continuation_lines(_PLAIN.formatException(record.exc_info))
+        return record
+
+    @classmethod
+    def install(cls) -> None:
+        """Wrap the current log-record factory, once."""
+        current = logging.getLogRecordFactory()
+        if not isinstance(current, cls):
+            logging.setLogRecordFactory(cls(current))
 
 
 def logging_dict(
@@ -167,7 +237,8 @@ def configure_logging(
 ) -> None:
     """Install sluiceway's handlers and levels, then ``log_config`` over them.
 
-    The CLI, ``run()`` and each worker process call this.
+    The CLI, ``run()`` and each worker process call this. It also installs
+    ``SafeRecords`` (see the module docstring), whatever the config.
 
     Args:
         log_level: one of ``LEVELS``; None is ``info`` without a
@@ -183,6 +254,7 @@ def configure_logging(
         ConfigError: one line: the file is missing, unreadable or not
             valid, YAML without PyYAML, or ``logging`` rejected the config.
     """
+    SafeRecords.install()
     logging.config.dictConfig(logging_dict(log_level or "info", access_log, use_colors))
     if log_config is None:
         return

@@ -183,7 +183,9 @@ def test_yaml_without_pyyaml_is_one_clear_line(tmp_path: Path) -> None:
 def restore_logging() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("sluiceway", "sluiceway.error", "sluiceway.access")]
     saved = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+    factory = logging.getLogRecordFactory()  # configure_logging wraps it (SafeRecords)
     yield
+    logging.setLogRecordFactory(factory)
     for lg, level, handlers, propagate, disabled in saved:
         for handler in lg.handlers:
             if handler not in handlers:

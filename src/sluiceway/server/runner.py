@@ -13,13 +13,22 @@ startup cancels it and ``serve()`` returns); a second signal skips the wait
 (``forced`` becomes True). With ``limit_max_requests``, reaching the limit
 (plus its jitter) is a first signal too: ``serve()`` drains and returns.
 
+Every wait in ``shutdown()`` is bounded (``server/stopping.py``), whatever the
+app does: a task still running ``cancel_wait_s`` after its cancel (an app that
+swallows ``CancelledError``), or a lifespan task that will not end, is logged
+at ERROR and left in ``abandoned``; a second signal cuts every wait short.
+
 With ``proxy_headers`` on, the connections see the app wrapped in
 ``ProxyHeadersMiddleware`` (lifespan sees the bare app). ``sockets=`` makes a
 ``Server`` serve sockets bound elsewhere: a worker under the supervisor.
 
 ``run(app, **options)`` builds the ``Config``, sets up logging and the event
 loop (uvloop unless unavailable: said once) and serves until a signal; with
-``workers`` > 1 or ``reload`` it hands over to ``server/supervisor.py``.
+``workers`` > 1 or ``reload`` it hands over to ``server/supervisor.py``. It
+owns the process's end: the loop's other tasks get a bounded wait too, a
+signal after ``serve()`` returned exits at once (130), and if anything was
+abandoned (a task, or at exit a thread) the process ends by ``os._exit``
+instead of waiting on it forever.
 
 Start-up failures raise ``ConfigError`` (bad app path, unreadable TLS file,
 port in use: the CLI exits 2) or ``LifespanFailed`` (exit 1).
@@ -53,6 +62,18 @@ from sluiceway.importer import load_app
 from sluiceway.lifespan import Lifespan
 from sluiceway.server.sockets import bind_sockets, describe_socket
 from sluiceway.server.state import ServerState
+from sluiceway.server.stopping import (
+    EXIT_FORCED,
+    FORCED_WAIT_S,
+    awaited_tasks,
+    bound_interpreter_exit,
+    cancel_wait_s,
+    exit_now_on_signal,
+    finish_loop,
+    hard_exit,
+    report_abandoned,
+    wait_bounded,
+)
 
 # bind_sockets is re-exported: tests and embedders import it from here.
 __all__ = ["Server", "bind_sockets", "describe_socket", "run", "serve_config"]
@@ -109,6 +130,10 @@ class Server:
         self._stopped = False
         self._uds_path: str | None = None
         self._port: int | None = None
+        # Tasks shutdown() gave up waiting for (reported), and its own helpers
+        # stuck awaiting them: the runner's last clean-up does not wait again.
+        self.abandoned: set[asyncio.Future[Any]] = set()
+        self._cancel_wait_s = cancel_wait_s(config.graceful_shutdown_timeout_s)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -249,15 +274,10 @@ class Server:
             conn.shutdown()
         await self._drain()
         state.stop_clock()
-        if self.lifespan is not None and not self.forced:
-            await self.lifespan.shutdown()
-        elif self.lifespan is not None:
-            # Forced: the user wants out now, and a shutdown handler could take
-            # as long as the drain just skipped.
-            await self.lifespan.cancel()
-        for server in self.servers:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self.lifespan is not None:
+            await self._stop_lifespan(self.lifespan)
+        closing = [asyncio.ensure_future(server.wait_closed()) for server in self.servers]
+        await wait_bounded(closing, 1.0, self._force)
         self._close_sockets()
         logger.info("Server stopped.")
 
@@ -273,9 +293,9 @@ class Server:
             exiting.cancel()
             if not starting.done():
                 starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
-        if starting.cancelled():
+                # Bounded: a lifespan startup that swallows the cancel is abandoned.
+                self._abandon(await wait_bounded([starting], self._cancel_wait_s, self._force))
+        if not starting.done() or starting.cancelled():
             return False
         starting.result()  # ConfigError, LifespanFailed
         return True
@@ -326,8 +346,42 @@ class Server:
         for task in tasks:
             task.cancel()
         if tasks:
-            # Cancelled apps get a moment to run their finally blocks.
-            await asyncio.wait(tasks, timeout=5.0)
+            # Cancelled apps get a moment to run their finally blocks, not forever:
+            # an app can catch CancelledError and carry on.
+            self._abandon(await wait_bounded(tasks, self._cancel_wait_s, self._force))
+
+    async def _stop_lifespan(self, lifespan: Lifespan) -> None:
+        """Lifespan shutdown, or only its cancel when forced; bounded either way.
+
+        ``Lifespan.shutdown`` waits for the app's answer (its timeout), up to
+        1 s more for the task to end, then cancels it and waits for that
+        without a bound, as ``Lifespan.cancel`` does.
+        """
+        wait_s = self._cancel_wait_s
+        if not self.forced:
+            timeout = lifespan.shutdown_timeout_s + min(lifespan.shutdown_timeout_s, 1.0)
+            shutting = asyncio.ensure_future(lifespan.shutdown())
+            left = await wait_bounded([shutting], timeout + wait_s, self._force)
+            if not left:
+                return
+            if not self.forced:
+                # shutdown() has cancelled the app's task already, in vain.
+                self._abandon(left)
+                return
+            # A second signal during lifespan shutdown: cancel it now.
+            shutting.cancel()
+            self.abandoned.update(awaited_tasks(shutting))
+        # Forced: the user wants out now, and a shutdown handler could take as
+        # long as the drain just skipped.
+        cancelling = asyncio.ensure_future(lifespan.cancel())
+        self._abandon(await wait_bounded([cancelling], wait_s, self._force))
+
+    def _abandon(self, tasks: set[asyncio.Future[Any]]) -> None:
+        waited = FORCED_WAIT_S if self.forced else self._cancel_wait_s
+        report_abandoned(tasks, waited)
+        for task in tasks:
+            # With the tasks it awaits (the lifespan task under a helper): reported once.
+            self.abandoned.update(awaited_tasks(task))
 
     def _install_signal_handlers(self) -> list[signal.Signals]:
         loop = asyncio.get_running_loop()
@@ -428,6 +482,10 @@ def run(app: Any, **options: Any) -> None:
     ``options`` are ``Config`` field names (``host``, ``port``, ``uds``,
     ``lifespan``, ``keep_alive_timeout_s``, ...).
 
+    It ends the process, as the CLI does, rather than return, when the app
+    left a task that would not end (after logging it); once the server has
+    stopped, SIGINT/SIGTERM end the process at once with code 130.
+
     Raises:
         ConfigError: a bad option, app path, TLS file or address.
         LifespanFailed: the app's lifespan startup failed.
@@ -476,16 +534,31 @@ def serve_config(
             on_started(server)
 
     server = Server(config, app, sockets=sockets, on_started=started)
+    served = False
+    abandoned = False
+    wait_s = cancel_wait_s(config.graceful_shutdown_timeout_s)
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(server.serve())
+        served = True
     finally:
+        if served:
+            exit_now_on_signal()  # serve() took its handlers with it
+        if server.forced:
+            wait_s = FORCED_WAIT_S
         try:
-            _cancel_leftovers(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            abandoned = finish_loop(loop, wait_s, server.abandoned)
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+    code = EXIT_FORCED if server.forced else 0
+    if abandoned:
+        # Returning would leave them to the interpreter's exit, which waits
+        # for the threads they started and runs their code again as it
+        # finalizes them.
+        logger.warning("Exiting without the task(s) abandoned above.")
+        hard_exit(code)
+    bound_interpreter_exit(wait_s, code)
     if server.forced:
         raise KeyboardInterrupt
 
@@ -502,11 +575,3 @@ def _freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

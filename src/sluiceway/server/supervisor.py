@@ -21,8 +21,10 @@ to report it is accepting, a signal, or the next reload poll:
   the whole server with that code: it will not fix itself.
 * SIGINT/SIGTERM: each worker gets one SIGTERM and drains gracefully (its own
   ``--timeout-graceful-shutdown``, then lifespan shutdown). A second signal
-  is forwarded, which makes the workers skip the drain; workers still alive
-  after the graceful and lifespan timeouts plus ``KILL_MARGIN_S`` are
+  is forwarded, which makes the workers skip the drain. A worker bounds its
+  own stop whatever its app does (``server/stopping.py``), unless its loop
+  is blocked: one still alive ``KILL_MARGIN_S`` after that bound
+  (``process_exit_bound_s``), or after the forwarded second signal, is
   killed. Exit: 0 when every worker stopped cleanly, 130 when forced, else 1.
 * ``--reload`` (one worker; with ``--workers`` it is a usage error): every
   ``--reload-delay`` seconds (1 by default) ``FileWatcher`` compares
@@ -36,9 +38,10 @@ the supervisor, which forwards it once (else each worker would see it twice:
 from the terminal and from us, and force its exit). A worker whose
 supervisor disappears (``kill -9``) shuts itself down gracefully.
 
-Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.sockets``
-(binding), ``sluiceway.transport.tls`` (to check the TLS files before any
-worker starts), ``sluiceway.server.reload`` and, in the worker only,
+Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.stopping``
+(the workers' stop bound), ``sluiceway.server.sockets`` (binding),
+``sluiceway.transport.tls`` (to check the TLS files before any worker
+starts), ``sluiceway.server.reload`` and, in the worker only,
 ``sluiceway.server.runner`` (``serve_config``).
 """
 
@@ -62,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluiceway.config import Config
 from sluiceway.errors import ConfigError, LifespanFailed
+from sluiceway.server.stopping import process_exit_bound_s
 
 if TYPE_CHECKING:
     from sluiceway.server.runner import Server
@@ -71,6 +75,8 @@ logger = logging.getLogger("sluiceway.error")
 STABLE_S = 10.0  # a worker that ran this long is restarted without delay
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Past its own bound (or a forwarded second signal) a worker that has not
+# exited has a blocked loop: nothing but a kill ends it.
 KILL_MARGIN_S = 5.0
 EXIT_STARTUP_CODES = (1, 2)  # the CLI's codes for a failed lifespan / an app that does not load
 
@@ -267,13 +273,20 @@ class Supervisor:
         seen_signals = len(self.signals) + (1 if quiet else 0)
         for worker in workers:
             _send(worker, signal.SIGTERM)
-        grace = config.graceful_shutdown_timeout_s + config.lifespan_shutdown_timeout_s
-        deadline = time.monotonic() + grace + KILL_MARGIN_S
+        started = time.monotonic()
+        bound = process_exit_bound_s(
+            config.graceful_shutdown_timeout_s, config.lifespan_shutdown_timeout_s
+        )
+        deadline = started + bound + KILL_MARGIN_S
         alive = [w for w in workers if w.process.is_alive()]
         while alive:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                logger.warning("Killing %d worker(s) still running after %g s.", len(alive), grace)
+                logger.warning(
+                    "Killing %d worker(s) still running after %.1f s.",
+                    len(alive),
+                    time.monotonic() - started,
+                )
                 for worker in alive:
                     worker.process.kill()
                     worker.process.join(KILL_MARGIN_S)
@@ -287,6 +300,7 @@ class Supervisor:
                 logger.warning("Received another signal: forcing the workers to exit.")
                 for worker in alive:
                     _send(worker, signal.SIGINT)
+                deadline = min(deadline, time.monotonic() + KILL_MARGIN_S)
             alive = [w for w in alive if w.process.is_alive()]
         unclean = []
         for worker in workers:
