@@ -89,6 +89,13 @@ class RedisServer:
                 self.proc.wait(5)
             self.proc = None
 
+    def kill(self) -> None:
+        """Die without a word (SIGKILL): no shutdown, nothing saved; ``start()`` revives it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
     def close(self) -> None:
         """Stop the server for good and remove its directory."""
         self.stop()
@@ -120,7 +127,7 @@ def redis_server2() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def fresh_redis() -> Iterator[RedisServer]:
-    """A private server, for tests that stop and restart it."""
+    """A private server, for tests that stop, kill or restart it."""
     server = RedisServer()
     server.start()
     yield server

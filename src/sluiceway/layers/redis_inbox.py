@@ -1,16 +1,29 @@
-"""The Redis layer's per-event-loop side: connections, the inbox loop, capacity releases.
+"""One process inbox of the Redis layer: its receive loop and its capacity counts.
 
-``LoopState`` holds everything ``RedisChannelLayer`` binds to one event loop:
-a client (pool) per host, the process-local receive buffer (a bounded
-``ChannelStore``), one task per inbox that moves messages from Redis into that
-buffer, and the releases of capacity for messages the app has received.
+Messages of process-local channels ``prefix.id!*`` all wait in one list, the
+inbox ``P:c:prefix.id!``. One task per inbox moves them into the loop's local
+buffer (a ``ChannelStore``) with one ``BLMPOP ... COUNT 100`` per batch, on a
+dedicated connection; the capacity a message holds in ``P:n:prefix.id!`` is
+released (batched) once the app has received it, so a slow consumer makes
+senders see ``ChannelFull``.
 
-Invariants: a connection is only ever used from the loop that made it; a
-capacity release is sent at least once or kept (over-counting in ``P:n``
-would block senders for good); the inbox loop outlives any error.
+Those counts are exact only while Redis keeps them: a restart with
+persistence off, a FLUSHALL or the key's expiry loses them, and senders would
+then fill a buffer that is already full. So the counts hash carries an epoch
+(the token this inbox wrote when it last built it), a release applies only to
+the epoch it was counted in, and the inbox rebuilds the counts (what its
+buffer holds, plus what waits in the list) whenever its connection
+(re)connects or a release finds another epoch. Until the rebuild is done, no
+release of this inbox is sent.
 
-Imports redis, ``sluiceway.layers.base``/``memory``/``redis_scripts``; never
-``redis.py`` at run time (only for type hints) and never the server.
+Invariants: a capacity release is sent at least once or kept while its epoch
+lasts (over-counting in ``P:n`` would block senders for good); ``held`` is
+what the local buffer holds per channel; the loop outlives any error; what a
+pop returns is always dispatched into the buffer (``close()`` wakes the pop
+rather than cancel it, and keeps the buffer).
+
+Imports redis and ``sluiceway.layers.redis_*``; never ``redis.py`` at run time
+(only for type hints), never the server.
 """
 
 from __future__ import annotations
@@ -19,299 +32,308 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluiceway.errors import InvalidMessage
-from sluiceway.layers.base import non_local_name
-from sluiceway.layers.memory import ChannelStore
-from sluiceway.layers.redis_scripts import LUA_GROUP_SEND, LUA_RELEASE, LUA_SEND, parse_entry
+from sluiceway.layers.redis_conn import RETRYABLE, Backoff, as_bytes, blocking_client, shielded
+from sluiceway.layers.redis_scripts import LUA_RELEASE, LUA_RESYNC, parse_entry
 
 if TYPE_CHECKING:
-    from sluiceway.layers.redis import RedisChannelLayer
+    import redis.asyncio as aioredis
 
-# The layer's own logger: where these lines were logged before the split, and
-# where users filtering on the Redis layer look for them.
+    from sluiceway.layers.redis_loop import LoopState
+
+# The layer's own logger: where users filtering on the Redis layer look.
 logger = logging.getLogger("sluiceway.layers.redis")
 
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _INBOX_BATCH = 100
-# How long a received message may keep holding its capacity in Redis when the
-# inbox loop is idle (busy loops release with their next pop, sooner).
-_RELEASE_DELAY_S = 0.005
-_BACKOFF_FIRST_S = 0.05
-_BACKOFF_MAX_S = 5.0
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def pack_counts(counts: dict[str, int]) -> str:
+    """``{"a": 2}`` as ``"a=2"``: the one-argument form the scripts split."""
+    return ",".join([f"{channel}={n}" for channel, n in counts.items()])
 
 
-class Backoff:
-    """Waits between retries of a failing Redis call: 50 ms, doubling up to 5 s.
+class Inbox:
+    """One inbox (``prefix.id!``) of one event loop: its task, counts and releases."""
 
-    Every loop that outlives a Redis outage waits with one of these, so none
-    can spin while Redis is down, and none waits long once it is back.
-    """
+    def __init__(self, state: LoopState, name: str) -> None:
+        key = state.layer._key
+        self.state = state
+        self.name = name
+        self.key = key + "c:" + name
+        self.counts_key = key + "n:" + name
+        self.wake_key = key + "w:" + name
+        self.index = state.layer._ring.index_for(name)
+        # The token of the counts this inbox built; '' while it holds nothing
+        # (then the hash has no epoch, and is built again once it does).
+        self.epoch = ""
+        self.resync = True  # check (and rebuild if lost) the counts before the next pop
+        self.held: dict[str, int] = {}  # channel -> messages in the local buffer
+        self.releases: dict[str, int] = {}  # channel -> received, capacity not yet released
+        # Releases that failed while a rebuild was pending: owed only if the
+        # rebuild finds the counts intact.
+        self.limbo: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+        self.client: aioredis.Redis | None = None
+        self.blmpop = True  # BLMPOP is Redis 7; older servers get LPOP + BLPOP
 
-    __slots__ = ("delay",)
+    # -- counts -----------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.delay = _BACKOFF_FIRST_S
+    def owe(self, channel: str, count: int) -> None:
+        self.releases[channel] = self.releases.get(channel, 0) + count
 
-    def reset(self) -> None:
-        self.delay = _BACKOFF_FIRST_S
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, _BACKOFF_MAX_S)
-
-
-def as_bytes(value: object) -> bytes:
-    # redis-py types replies as a union of every reply type; ours are bytes
-    # because no client is built with decode_responses.
-    if not isinstance(value, bytes):
-        raise TypeError(f"unexpected redis reply {value!r}")
-    return value
-
-
-class Shard:
-    __slots__ = ("client", "group_send", "release", "send")
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.send = client.register_script(LUA_SEND)
-        self.group_send = client.register_script(LUA_GROUP_SEND)
-        self.release = client.register_script(LUA_RELEASE)
-
-
-class LoopState:
-    """Everything bound to one event loop: connections, inbox loops, local buffer."""
-
-    def __init__(self, layer: RedisChannelLayer) -> None:
-        defaults: dict[str, Any] = {
-            # redis-py retries 10 times by default: that can deliver a send twice
-            # and stall a caller for a minute. The layer retries itself, where
-            # retrying is safe (receiving), with its own backoff.
-            "retry": Retry(NoBackoff(), 0),
-            "socket_connect_timeout": 5.0,
-            # A BLPOP waits receive_timeout_s for data: the socket must wait longer.
-            "socket_timeout": layer.receive_timeout_s + 5.0,
-        }
-        self.shards = [
-            Shard(aioredis.Redis.from_url(url, **{**defaults, **options}))
-            for url, options in layer._hosts
-        ]
-        self.client_id = secrets.token_hex(6)
-        self.store = ChannelStore(layer.get_capacity, self.on_remove)
-        self.inbox_tasks: dict[str, asyncio.Task[None]] = {}
-        self.releases: defaultdict[str, defaultdict[str, int]] = defaultdict(
-            lambda: defaultdict(int)
-        )
-        self.release_task: asyncio.Task[None] | None = None
-        self.release_timer: asyncio.TimerHandle | None = None
-        self.background: set[asyncio.Task[Any]] = set()
-        # By list key: the BLPOP of a cancelled receive(), still running, and
-        # the push-back of a message such a BLPOP took that nobody adopted.
-        self.orphans: dict[str, asyncio.Future[Any]] = {}
-        self.requeues: dict[str, asyncio.Task[None]] = {}
-        self.layer = layer
-        # redis-py (8.1) sometimes swallows a cancellation that lands inside a
-        # command, so loops also check this flag rather than trust cancel().
-        self.closing = False
-
-    def on_remove(self, channel: str, count: int) -> None:
-        # Runs synchronously inside ChannelStore. The inbox loop sends pending
-        # releases along with its next pop (no extra round trip when messages
-        # keep coming); if it stays blocked, a timer sends them on their own
-        # after _RELEASE_DELAY_S, batched, so a burst of receives costs one call.
-        self.releases[non_local_name(channel)][channel] += count
-        self.schedule_release()
-
-    def schedule_release(self) -> None:
-        if self.release_timer is None and not self.closing:
-            self.release_timer = asyncio.get_running_loop().call_later(
-                _RELEASE_DELAY_S, self._release_now
-            )
-
-    def _release_now(self) -> None:
-        self.release_timer = None
-        if self.releases and (self.release_task is None or self.release_task.done()):
-            self.release_task = asyncio.get_running_loop().create_task(self.release_loop())
-
-    def take_release(self, inbox: str) -> str | None:
-        """Pending releases of ``inbox`` packed for LUA_RELEASE, now owed by the caller."""
-        counts = self.releases.pop(inbox, None)
-        if not counts:
+    def take_release(self) -> str | None:
+        """The pending releases packed for LUA_RELEASE, now owed by the caller."""
+        if self.resync or not self.releases:
             return None
-        return ",".join([f"{channel}={n}" for channel, n in counts.items()])
+        packed = pack_counts(self.releases)
+        self.releases = {}
+        return packed
 
-    def give_back_release(self, inbox: str, packed: str) -> None:
-        """Undo ``take_release`` after the write failed: over-counting blocks senders."""
-        pending = self.releases[inbox]
+    def restore(self, packed: str) -> None:
         for item in packed.split(","):
             channel, _, n = item.partition("=")
-            pending[channel] += int(n)
-        self.schedule_release()
+            self.owe(channel, int(n))
 
-    async def inbox_loop(self, inbox: str) -> None:
-        """Move this process's messages from Redis into the local buffer, forever."""
-        client = self.shards[self.layer._ring.index_for(inbox)].client
-        backoff = Backoff()
-        # BLMPOP (Redis 7) waits when idle and takes a batch when busy, in one
-        # command; older servers get LPOP with a count, then BLPOP.
-        blmpop = True
-        while not self.closing:
-            pop = asyncio.ensure_future(self._pop_inbox(client, inbox, blmpop))
+    def give_back(self, packed: str, epoch: str) -> None:
+        """Undo ``take_release`` after the write failed: over-counting blocks senders."""
+        if epoch != self.epoch:
+            return  # counted in counts that are gone: nothing to release
+        if self.resync:
+            self.limbo.append(packed)
+        else:
+            self.restore(packed)
+        self.state.schedule_release()
+
+    def released(self, packed: str, epoch: str, result: object) -> None:
+        """Act on LUA_RELEASE's reply (or error) for ``packed`` of ``epoch``."""
+        if isinstance(result, Exception):
+            # Kept, whatever the error (-OOM at maxmemory, a lost connection).
+            logger.warning("redis capacity release failed (%s); retrying", result)
+            self.give_back(packed, epoch)
+        elif not result and epoch == self.epoch and not self.resync:
+            # Redis holds no counts of this epoch any more (a restart, a
+            # FLUSHALL, the key expired while idle): rebuild them. If the
+            # buffer holds messages, senders are filling it while Redis
+            # believes it empty: wake the pop, so that happens now.
+            self.resync = True
+            if self.held:
+                logger.warning("redis capacity counts of %r were lost; rebuilding", self.name)
+                self.state.wake([self])
+            else:
+                logger.debug("redis capacity counts of %r expired; rebuilding", self.name)
+
+    # -- the task ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if (self.task is None or self.task.done()) and not self.state.closing:
+            self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def _client(self) -> aioredis.Redis:
+        if self.client is None:
+            shard = self.state.shards[self.index]
+            self.client = blocking_client(
+                self.state.layer, shard.url, shard.options, self._reconnected
+            )
+        return self.client
+
+    def _reconnected(self) -> None:
+        # A new connection may be to a Redis that restarted empty.
+        self.resync = True
+
+    async def run(self) -> None:
+        """Move this inbox's messages from Redis into the local buffer, until closed."""
+        state = self.state
+        backoff = Backoff(state.stopping)
+        while not state.closing:
             try:
-                # Shielded: redis-py can swallow a cancellation that lands inside
-                # a command, and this loop would then run on, and asyncio.run()
-                # would wait for it for ever. Landing here, it always stops us.
-                entries = await asyncio.shield(pop)
-            except asyncio.CancelledError:
-                # Only close() and the end of asyncio.run() cancel this loop:
-                # the local buffer goes with it, so what the pop may have
-                # taken is lost either way (at most once). If redis-py swallows
-                # this cancel too, the pop still ends within receive_timeout_s.
-                pop.cancel()
-                # Its error (close() cuts its socket) is expected: retrieve it,
-                # or asyncio logs "Task exception was never retrieved".
-                pop.add_done_callback(_retrieve)
-                raise
+                # Only a close() that could not wake the pop, and the end of
+                # asyncio.run(), cancel this loop.
+                entries = await shielded(self._rebuild() if self.resync else self._pop())
             except ResponseError as exc:
-                if blmpop and "unknown command" in str(exc).lower():
-                    blmpop = False
+                if self.blmpop and "unknown command" in str(exc).lower():
+                    self.blmpop = False
                     continue
                 # OOM, a wrong key type, a replica: nothing we can fix, but the
                 # loop must outlive it, or every receiver of this process starves.
-                logger.error("redis inbox %r: %s; retrying", inbox, exc)
+                logger.error("redis inbox %r: %s; retrying", self.name, exc)
                 await backoff.sleep()
                 continue
             except RETRYABLE as exc:
-                if self.closing:
-                    return
-                logger.warning("redis inbox %r unreachable (%s); retrying", inbox, exc)
-                await backoff.sleep()
+                # The next connection may be to a Redis that restarted empty:
+                # check the counts before popping into a buffer they describe.
+                self.resync = True
+                if not state.closing:
+                    logger.warning("redis inbox %r unreachable (%s); retrying", self.name, exc)
+                    await backoff.sleep()
                 continue
             except Exception:
                 # A client bug or a reply we cannot read: same rule, the loop lives on.
-                logger.exception("redis inbox %r: unexpected error; retrying", inbox)
+                logger.exception("redis inbox %r: unexpected error; retrying", self.name)
                 await backoff.sleep()
                 continue
             backoff.reset()
-            self._dispatch_all(inbox, entries)
+            self._dispatch_all(entries)
 
-    async def _pop_inbox(self, client: aioredis.Redis, inbox: str, blmpop: bool) -> list[Any]:
-        key = self.layer._key + "c:" + inbox
-        release = self.take_release(inbox)
+    async def _rebuild(self) -> list[Any]:
+        """Check the counts, and rebuild them from the buffer and the list if lost."""
+        client = self._client()
+        layer = self.state.layer
+        old, new = self.epoch, secrets.token_hex(8)
+        # Everything owed now is for messages that left the buffer already:
+        # released in the old epoch if it still holds, void if not.
+        packed = pack_counts(self.releases) if self.releases else None
+        self.releases = {}
+        results: list[Any] = []
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                if packed is not None:
+                    pipe.eval(LUA_RELEASE, 1, self.counts_key, packed, old)
+                pipe.eval(
+                    LUA_RESYNC,
+                    2,
+                    self.counts_key,
+                    self.key,
+                    old,
+                    new,
+                    layer._ttl_ms,
+                    pack_counts(self.held),
+                )
+                results = await pipe.execute(raise_on_error=False)
+        finally:
+            release_failed = packed is not None and (
+                not results or isinstance(results[0], Exception)
+            )
+            rebuilt = bool(results) and results[-1] in (1, 2)
+            if rebuilt:
+                self.epoch = new if results[-1] == 1 else ""
+                self.limbo.clear()
+            elif release_failed and packed is not None:
+                self.restore(packed)
+        if isinstance(results[-1], Exception):
+            raise results[-1]
+        if not rebuilt:
+            for item in self.limbo:
+                self.restore(item)
+            self.limbo.clear()
+        elif old and results[-1] == 1:
+            # Counts this inbox had built, of messages still pending, were gone:
+            # Redis restarted or lost the key.
+            logger.info("redis inbox %r: capacity counts rebuilt", self.name)
+        self.resync = False
+        self.state.schedule_release()
+        return []
+
+    async def _pop(self) -> list[Any]:
+        client = self._client()
+        timeout = self.state.layer.receive_timeout_s
+        keys = [self.key, self.wake_key]
+        epoch = self.epoch
+        release = self.take_release()
         popped: Any
         try:
-            if release is not None or not blmpop:
+            if release is not None or not self.blmpop:
                 # One round trip for the release and the (first) pop.
                 async with client.pipeline(transaction=False) as pipe:
                     if release is not None:
-                        pipe.eval(LUA_RELEASE, 1, self.layer._key + "n:" + inbox, release)
-                    if blmpop:
-                        pipe.blmpop(
-                            self.layer.receive_timeout_s,
-                            1,
-                            key,
-                            direction="LEFT",
-                            count=_INBOX_BATCH,
-                        )
+                        pipe.eval(LUA_RELEASE, 1, self.counts_key, release, epoch)
+                    if self.blmpop:
+                        pipe.blmpop(timeout, 2, *keys, direction="LEFT", count=_INBOX_BATCH)
                     else:
-                        pipe.lpop(key, _INBOX_BATCH)
+                        pipe.lpop(self.key, _INBOX_BATCH)
                     # Errors come back as values: a refused release (-OOM) must
                     # not throw away the entries the pop took in the same trip.
                     results = await pipe.execute(raise_on_error=False)
-                if release is not None and isinstance(results[0], Exception):
-                    logger.warning("redis capacity release failed (%s); retrying", results[0])
-                    self.give_back_release(inbox, release)
+                if release is not None:
+                    self.released(release, epoch, results[0])
                 release = None  # spent or given back: owed no more
                 popped = results[-1]
                 if isinstance(popped, Exception):
                     raise popped
             else:
                 popped = await client.blmpop(
-                    self.layer.receive_timeout_s, 1, key, direction="LEFT", count=_INBOX_BATCH
+                    timeout, 2, *keys, direction="LEFT", count=_INBOX_BATCH
                 )
         except BaseException:
             if release is not None:
-                self.give_back_release(inbox, release)
+                self.give_back(release, epoch)
             raise
-        if blmpop:
-            return list(popped[1]) if popped else []
+        if self.blmpop:
+            if not popped or as_bytes(popped[0]).decode("ascii") == self.wake_key:
+                return []
+            return list(popped[1])
         if popped:
             return list(popped)
-        one: Any = await client.blpop([key], timeout=self.layer.receive_timeout_s)
-        return [one[1]] if one else []
+        one: Any = await client.blpop(keys, timeout=timeout)
+        if not one or as_bytes(one[0]).decode("ascii") == self.wake_key:
+            return []
+        return [one[1]]
 
-    def _dispatch_all(self, inbox: str, entries: list[Any]) -> None:
+    # -- into the buffer --------------------------------------------------------------------
+
+    def _dispatch_all(self, entries: list[Any]) -> None:
         for entry in entries:
             try:
                 self._dispatch(as_bytes(entry))
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 # Not an entry we wrote (another program shares the prefix?).
-                logger.error("redis inbox %r: dropped a malformed entry (%s)", inbox, exc)
+                logger.error("redis inbox %r: dropped a malformed entry (%s)", self.name, exc)
 
     def _dispatch(self, entry: bytes) -> None:
+        state = self.state
+        layer = state.layer
         deadline, names, payload = parse_entry(entry)
         channels = names.split(",")
         remaining = deadline - time.time()
         message: dict[str, Any] | None = None
         if remaining <= 0:
-            self.layer.expired_on_receive += len(channels)
+            layer.expired_on_receive += len(channels)
         else:
             try:
-                message = self.layer._serializer.loads(payload)
+                message = layer._serializer.loads(payload)
             except InvalidMessage as exc:
                 logger.error("dropped an unreadable layer message for %s: %s", names, exc)
         if message is None:
             for channel in channels:
-                self.on_remove(channel, 1)
+                self.owe(channel, 1)
+            state.schedule_release()
             return
         mono_deadline = time.monotonic() + remaining
         shared = len(channels) > 1
+        held = self.held
         for channel in channels:
             # Group members share one decoded message: each gets a shallow
             # copy, as the in-memory layer gives them.
             copy = dict(message) if shared else message
-            if self.store.put(channel, copy, mono_deadline):
+            if state.store.put(channel, copy, mono_deadline):
+                held[channel] = held.get(channel, 0) + 1
+                if not self.epoch:
+                    # Holding messages, with no counts of its own in Redis
+                    # to protect them: build them before the next pop.
+                    self.resync = True
                 continue
             # Redis admitted it, so another process must run a larger capacity
             # for this channel than we do: say so loudly.
-            self.layer.receive_buffer_overflows += 1
-            self.on_remove(channel, 1)
+            layer.receive_buffer_overflows += 1
+            self.owe(channel, 1)
+            state.schedule_release()
             logger.error(
                 "local buffer of %r is full (capacity %d): message dropped;"
                 " do all processes configure the same capacities?",
                 channel,
-                self.layer.get_capacity(channel),
+                layer.get_capacity(channel),
             )
 
-    async def release_loop(self) -> None:
-        """Hand back, in Redis, the capacity of messages the app has received."""
-        backoff = Backoff()
-        while self.releases and not self.closing:
-            inbox = next(iter(self.releases))
-            packed = self.take_release(inbox)
-            if packed is None:
-                continue
-            shard = self.shards[self.layer._ring.index_for(inbox)]
-            try:
-                await shard.release(keys=[self.layer._key + "n:" + inbox], args=[packed])
-                backoff.reset()
-            except Exception as exc:
-                # Keep them, whatever the error (-OOM at maxmemory, a lost
-                # connection): over-counting would block senders for good.
-                self.give_back_release(inbox, packed)
-                logger.warning("redis capacity release failed (%s); retrying", exc)
-                await backoff.sleep()
+    def removed(self, channel: str, count: int) -> None:
+        """``count`` messages of ``channel`` left the buffer: their capacity is owed."""
+        held = self.held
+        n = held.get(channel, 0) - count
+        if n > 0:
+            held[channel] = n
+        else:
+            held.pop(channel, None)
+        releases = self.releases  # owe(), inlined: this runs for every message received
+        releases[channel] = releases.get(channel, 0) + count

@@ -8,7 +8,11 @@ An entry in a list is ``<13-digit deadline ms><channels>\\n<payload>``, where
 inbox, the comma-separated names of its members in that process. Channel
 names cannot contain ``,`` or a newline (``base.py``), so the split is exact.
 
-Imports only the standard library.
+Invariants: the work of one script call is bounded (a large group is walked
+in parts, one call each), so no call holds Redis for long; a capacity
+release applies only to the counts of the epoch it was counted in.
+
+Imports only the standard library and ``sluiceway.errors``.
 """
 
 from __future__ import annotations
@@ -65,75 +69,192 @@ return 1
 """
 )
 
-# KEYS: group zset, group capacity hash
-# ARGV: now ms, deadline (13 digits), payload, ttl ms, default capacity, key prefix 'P:'
-# A normal channel gets its own entry; the members living in one process's
-# inbox share one entry naming them all, so a group of 1,000 consumers in one
-# process costs one copy of the payload, not 1,000.
-# Returns the members skipped because they were full.
-LUA_GROUP_SEND = (
+# The member loop shared by both group_send scripts: serves ``members`` and
+# returns those skipped because they were full. A normal channel gets its own
+# entry; the members living in one process's inbox share one entry naming them
+# all, so a group of 1,000 consumers in one process costs one copy of the
+# payload, not 1,000 (one per call for a group walked in several).
+# ARGV (both scripts): now ms, deadline (13 digits), payload, ttl ms, default
+# capacity, key prefix 'P:'.
+LUA_SERVE = (
     LUA_TRIM
     + """
-local now = tonumber(ARGV[1])
-local ttl = ARGV[4]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local full = {}
-local inboxes = {}
-local order = {}
-local default_cap = tonumber(ARGV[5])
-local overrides = redis.call('EXISTS', KEYS[2]) == 1
-for _, ch in ipairs(members) do
-  local cap = default_cap
-  if overrides then cap = tonumber(redis.call('HGET', KEYS[2], ch) or ARGV[5]) end
-  local bang = string.find(ch, '!', 1, true)
-  if bang then
-    local inbox = string.sub(ch, 1, bang)
+local function serve(members, capkey)
+  local now = tonumber(ARGV[1])
+  local ttl = ARGV[4]
+  local full = {}
+  local inboxes = {}
+  local order = {}
+  local default_cap = tonumber(ARGV[5])
+  local overrides = redis.call('EXISTS', capkey) == 1
+  for _, ch in ipairs(members) do
+    local cap = default_cap
+    if overrides then cap = tonumber(redis.call('HGET', capkey, ch) or ARGV[5]) end
+    local bang = string.find(ch, '!', 1, true)
+    if bang then
+      local inbox = string.sub(ch, 1, bang)
+      local names = inboxes[inbox]
+      if not names then
+        names = {}
+        inboxes[inbox] = names
+        order[#order + 1] = inbox
+        trim(ARGV[6] .. 'c:' .. inbox, ARGV[6] .. 'n:' .. inbox, now)
+      end
+      if admit(nil, ARGV[6] .. 'n:' .. inbox, ch, cap) then
+        names[#names + 1] = ch
+      else
+        full[#full + 1] = ch
+      end
+    else
+      local key = ARGV[6] .. 'c:' .. ch
+      trim(key, nil, now)
+      if admit(key, nil, ch, cap) then
+        redis.call('RPUSH', key, ARGV[2] .. ch .. '\\n' .. ARGV[3])
+        redis.call('PEXPIRE', key, ttl)
+      else
+        full[#full + 1] = ch
+      end
+    end
+  end
+  for _, inbox in ipairs(order) do
     local names = inboxes[inbox]
-    if not names then
-      names = {}
-      inboxes[inbox] = names
-      order[#order + 1] = inbox
-      trim(ARGV[6] .. 'c:' .. inbox, ARGV[6] .. 'n:' .. inbox, now)
-    end
-    if admit(nil, ARGV[6] .. 'n:' .. inbox, ch, cap) then
-      names[#names + 1] = ch
-    else
-      full[#full + 1] = ch
-    end
-  else
-    local key = ARGV[6] .. 'c:' .. ch
-    trim(key, nil, now)
-    if admit(key, nil, ch, cap) then
-      redis.call('RPUSH', key, ARGV[2] .. ch .. '\\n' .. ARGV[3])
+    if #names > 0 then
+      local key = ARGV[6] .. 'c:' .. inbox
+      redis.call('RPUSH', key, ARGV[2] .. table.concat(names, ',') .. '\\n' .. ARGV[3])
       redis.call('PEXPIRE', key, ttl)
-    else
-      full[#full + 1] = ch
+      redis.call('PEXPIRE', ARGV[6] .. 'n:' .. inbox, ttl)
     end
   end
+  return full
 end
-for _, inbox in ipairs(order) do
-  local names = inboxes[inbox]
-  if #names > 0 then
-    local key = ARGV[6] .. 'c:' .. inbox
-    redis.call('RPUSH', key, ARGV[2] .. table.concat(names, ',') .. '\\n' .. ARGV[3])
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('PEXPIRE', ARGV[6] .. 'n:' .. inbox, ttl)
-  end
-end
-return full
 """
 )
 
+# One call of a group_send on one host: the whole group when it is small
+# (the common case: one call, atomic), else the next part of a walk through
+# the group in score order, one call per round trip.
+#
+# What one call may do is bounded by a budget of work (ARGV[7]): a member
+# in a process inbox costs 1 (a counter increment; its process's members
+# share one pushed entry), a normal channel 3 (a push to its own list, about
+# three times the time). A group whose every member would fit is served whole.
+# KEYS: group zset, group capacity hash, served set (a fresh name per group_send)
+# ARGV: as LUA_SERVE, then the budget, then the cursor the previous call
+# returned ('', 0, '' on the first): a score, how many members of that score
+# were walked, and the top score of the group when the walk began.
+# Returns {1 if done else 0, cursor score, cursor count, top score, skipped member, ...}.
+#
+# The walk is exact while the group changes under it. A member that renews
+# (group_add again) gets a score above the top and is met again at the end:
+# the served set tells whether it was served before it moved. One that leaves
+# is simply not met. Members of the cursor's score are read again from up to
+# 32 before the cursor (and checked against the served set), so that as many
+# of them leaving between two calls cannot shift a member past the cursor.
+# Only those, and the members above the top, are looked up: the others are
+# met for the first time by construction.
+LUA_GROUP_SEND = (
+    LUA_SERVE
+    + """
+local budget = tonumber(ARGV[7])
+local score, offset, top = ARGV[8], tonumber(ARGV[9]), ARGV[10]
+if score == '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]))
+  if redis.call('ZCARD', KEYS[1]) * 3 <= budget then
+    local result = {1, '', 0, ''}
+    for _, ch in ipairs(serve(redis.call('ZRANGE', KEYS[1], 0, -1), KEYS[2])) do
+      result[#result + 1] = ch
+    end
+    return result
+  end
+  score, offset = '-inf', 0
+  top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+end
+local back = math.min(offset, 32)
+local want = budget + back + 1
+local page = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], score, '+inf', 'WITHSCORES', 'LIMIT', offset - back, want)
+local top_n = tonumber(top)
+local fresh = {}
+local spent = 0
+local last, run = score, offset - back
+local taken = 0
+for i = 1, #page, 2 do
+  local ch, s = page[i], page[i + 1]
+  if (i > 2 * back and tonumber(s) <= top_n) or redis.call('SISMEMBER', KEYS[3], ch) == 0 then
+    local cost = string.find(ch, '!', 1, true) and 1 or 3
+    if spent + cost > budget then break end
+    spent = spent + cost
+    fresh[#fresh + 1] = ch
+  end
+  if s == last then run = run + 1 else last, run = s, 1 end
+  taken = i + 1
+end
+local done = taken == #page and #page < 2 * want
+if done then
+  redis.call('UNLINK', KEYS[3])
+elseif #fresh > 0 then
+  redis.call('SADD', KEYS[3], unpack(fresh))
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+local result = {done and 1 or 0, last, run, top}
+for _, ch in ipairs(serve(fresh, KEYS[2])) do result[#result + 1] = ch end
+return result
+"""
+)
+
+# The name of the counts hash field that holds the epoch of its inbox: the
+# token the inbox's process wrote when it last (re)built the counts. No channel
+# name starts with '!', so it cannot collide with a channel's count.
+EPOCH_FIELD = "!epoch"
+
 # KEYS: counts hash; ARGV[1]: "channel=n,channel=n,..." (one string: packing
-# thousands of arguments costs the client more than Lua spends splitting one).
+# thousands of arguments costs the client more than Lua spends splitting one),
+# ARGV[2]: the epoch the releases belong to ('' while the process holds no
+# counts of its own: then the hash has no epoch either).
+# A release counted against a hash of another epoch would subtract messages
+# the hash never counted (Redis restarted, or the key expired, since): it is
+# refused, and 0 returned so that the process rebuilds the counts.
 LUA_RELEASE = """
+if (redis.call('HGET', KEYS[1], '!epoch') or '') ~= ARGV[2] then return 0 end
 for ch, n in string.gmatch(ARGV[1], '([^,=]+)=(%d+)') do
   if redis.call('HINCRBY', KEYS[1], ch, -tonumber(n)) <= 0 then
     redis.call('HDEL', KEYS[1], ch)
   end
 end
-return 0
+return 1
+"""
+
+# Rebuild the counts of an inbox, unless they are intact (the hash holds the
+# epoch the process last wrote).
+# KEYS: counts hash, inbox list
+# ARGV: the process's current epoch ('' if none yet), the new epoch, ttl ms,
+# "channel=n,..." the messages of each channel in the process's local buffer.
+# A channel's count is then what the process holds plus what waits in the
+# inbox for it: exactly the messages not yet received by the app. With none
+# at all the hash is deleted, not left holding an epoch alone: a key nobody
+# needs would outlive flush() and fill Redis with one per idle process.
+# Returns 1 if rebuilt (the new epoch holds), 2 if there was nothing to count
+# (no epoch holds), 0 if intact.
+LUA_RESYNC = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], '!epoch') == ARGV[1] then return 0 end
+local counts = {}
+for ch, n in string.gmatch(ARGV[4], '([^,=]+)=(%d+)') do
+  counts[ch] = (counts[ch] or 0) + tonumber(n)
+end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local newline = string.find(entry, '\\n', 14, true)
+  if newline then
+    for ch in string.gmatch(string.sub(entry, 14, newline - 1), '[^,]+') do
+      counts[ch] = (counts[ch] or 0) + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+if next(counts) == nil then return 2 end
+redis.call('HSET', KEYS[1], '!epoch', ARGV[2])
+for ch, n in pairs(counts) do redis.call('HSET', KEYS[1], ch, n) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 
