@@ -92,6 +92,10 @@ class Config:
     keep_alive_timeout_s: float = 5.0
     graceful_shutdown_timeout_s: float = 30.0
     request_headers_timeout_s: float = 10.0
+    # A request body must make progress (1 KiB more of it) within this long,
+    # or it ends with 408; 0 turns it off. Half nginx's client_body_timeout
+    # (60 s); the decisions are in docs/http.md (Limits and timeouts).
+    request_body_timeout_s: float = 30.0
     # A lifespan step that hangs must not hang the process (uvicorn waits
     # forever on startup); a minute covers slow migrations and pool warm-up.
     lifespan_startup_timeout_s: float = 60.0
@@ -139,6 +143,18 @@ class Config:
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     ws_per_message_deflate: bool = True
+
+    # HTTP/2 (issue 17): on by default, through ALPN "h2" on TLS and the
+    # prior-knowledge preface or Upgrade: h2c in cleartext, on the HTTP/1.1
+    # port. Names follow hypercorn's h2_* settings where they exist. Defaults
+    # are for the open internet: 100 streams (RFC 9113 §6.5.2's floor for
+    # what a server should allow, and what nginx, Go and hypercorn offer),
+    # the protocol's own 64 KiB window and 16 KiB frames, 64 KiB of headers.
+    http2: bool = True
+    h2_max_concurrent_streams: int = 100
+    h2_initial_window_size: int = 65535
+    h2_max_inbound_frame_size: int = 16384
+    h2_max_header_list_size: int = 65536
 
     # Processes (server/supervisor.py): worker processes sharing the
     # listening sockets, or one worker restarted when a watched file changes.
@@ -189,6 +205,7 @@ class Config:
             "keep_alive_timeout_s",
             "graceful_shutdown_timeout_s",
             "request_headers_timeout_s",
+            "request_body_timeout_s",
             "lifespan_startup_timeout_s",
             "lifespan_shutdown_timeout_s",
             "ws_ping_interval_s",
@@ -201,9 +218,22 @@ class Config:
             "max_request_line_bytes",
             "ws_max_size_bytes",
             "ws_max_queue",
+            "h2_max_concurrent_streams",
+            "h2_max_header_list_size",
         ):
             if getattr(self, name) <= 0:
                 raise InvalidField(name, f"must be positive, got {getattr(self, name)}")
+        # RFC 9113 §6.5.2: the legal ranges of the two settings.
+        if not 1 <= self.h2_initial_window_size <= 2**31 - 1:
+            raise InvalidField(
+                "h2_initial_window_size",
+                f"must be in 1..2147483647, got {self.h2_initial_window_size}",
+            )
+        if not 16384 <= self.h2_max_inbound_frame_size <= 16777215:
+            raise InvalidField(
+                "h2_max_inbound_frame_size",
+                f"must be in 16384..16777215, got {self.h2_max_inbound_frame_size}",
+            )
         if self.max_request_body_bytes is not None and self.max_request_body_bytes < 0:
             raise InvalidField(
                 "max_request_body_bytes", f"must not be negative, got {self.max_request_body_bytes}"

@@ -8,6 +8,7 @@ protocol maps errors to the wire in one function::
     ├─ ProtocolError               status / close_code / h2_error
     │  ├─ RemoteProtocolError      the peer broke the protocol
     │  │  ├─ BadRequest            400
+    │  │  ├─ RequestTimeout        408 (a request body that stopped coming)
     │  │  ├─ URITooLong            414
     │  │  ├─ HeadersTooLarge       431
     │  │  ├─ NotImplementedByServer 501 (unknown transfer coding, CONNECT)
@@ -58,6 +59,12 @@ class RemoteProtocolError(ProtocolError):
 
 class BadRequest(RemoteProtocolError):
     status = 400
+
+
+class RequestTimeout(RemoteProtocolError):
+    """The request body made no progress in time (RFC 9110 §15.5.9)."""
+
+    status = 408
 
 
 class URITooLong(RemoteProtocolError):

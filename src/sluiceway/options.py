@@ -234,6 +234,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "--timeout-request-body",
+        "request_body_timeout_s",
+        parse_float,
+        "Answer 408 to a request body that makes no progress for this long (0: off).",
+        metavar="SECONDS",
+    ),
+    Option(
         "--timeout-lifespan-startup",
         "lifespan_startup_timeout_s",
         parse_float,
@@ -451,6 +458,43 @@ OPTIONS: tuple[Option, ...] = (
         parse_bool,
         "Offer permessage-deflate compression (true or false).",
         metavar="BOOL",
+    ),
+    Option(
+        "--http2",
+        "http2",
+        parse_bool,
+        "Serve HTTP/2 (ALPN h2 on TLS; prior knowledge and Upgrade: h2c in cleartext).",
+        "switch",
+    ),
+    Option(
+        "--h2-max-concurrent-streams",
+        "h2_max_concurrent_streams",
+        parse_int,
+        "HTTP/2 streams one connection may have open at once.",
+        metavar="N",
+    ),
+    Option(
+        "--h2-initial-window-size",
+        "h2_initial_window_size",
+        parse_size,
+        "HTTP/2 receive window per stream: request body a client may send unread"
+        + _SIZE_HELP
+        + ".",
+        metavar="SIZE",
+    ),
+    Option(
+        "--h2-max-inbound-frame-size",
+        "h2_max_inbound_frame_size",
+        parse_size,
+        "Largest HTTP/2 frame payload accepted (16384..16777215)" + _SIZE_HELP + ".",
+        metavar="SIZE",
+    ),
+    Option(
+        "--h2-max-header-list-size",
+        "h2_max_header_list_size",
+        parse_size,
+        "Largest decoded HTTP/2 request header list; past it, 431" + _SIZE_HELP + ".",
+        metavar="SIZE",
     ),
 )
 

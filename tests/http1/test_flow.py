@@ -324,8 +324,9 @@ async def test_stalled_upload_is_cut_off_and_app_sees_disconnect() -> None:
             if message["type"] == "http.disconnect" or not message.get("more_body"):
                 return
 
-    async with serve(app, request_headers_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
+    async with serve(app, request_body_timeout_s=0.2) as srv, raw_connection(srv.port) as conn:
         await conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-part")
+        assert (await conn.read_response(timeout=3)).status == 408  # issue 16
         assert await conn.at_eof(timeout=3)
     assert got[-1] == "http.disconnect"
 

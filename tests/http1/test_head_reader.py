@@ -20,6 +20,7 @@ import httptools
 import pytest
 
 from sluiceway.config import Config
+from sluiceway.http1 import wire
 from sluiceway.server.listener import make_protocol_factory
 from sluiceway.server.state import ServerState
 from tests.http1.apps import read_body
@@ -87,8 +88,10 @@ def assert_llhttp_agrees(data: bytes) -> bool:
     assert (seen.method, seen.url, seen.version) == (method, target, version), data
     assert seen.headers == headers, data
     assert seen.keep_alive == keep_alive, data
-    hosts = sum(1 for name, _ in headers if name == b"host")
-    assert hosts == 1 if version == "1.1" else hosts <= 1, data
+    hosts = [value for name, value in headers if name == b"host"]
+    assert len(hosts) == 1 if version == "1.1" else len(hosts) <= 1, data
+    for host in hosts:
+        wire.check_host(host)  # the protocol's own check would take it too (issue 16)
     return True
 
 
@@ -105,6 +108,11 @@ _PLAIN_NAMES = [b"Accept", b"X-Thing", b"User-Agent", b"Cookie", b"X_Under", b"a
 _ODD_NAMES = [b"Host", b"host", b"HOST", b"Content-Length", b"Transfer-Encoding", b"Expect",
               b"TE", b"Upgrade", b"Proxy-Connection", b"Host ", b" Host", b"Ho\tst", b"X(y)",
               b""]  # fmt: skip
+# Mostly hosts the reader takes; then ones it must leave to llhttp's path (where
+# check_host takes the IP literal, the escape and the trailing space, and refuses the rest).
+_HOSTS = [b"a", b"example.com", b"a:80", b"127.0.0.1:8000", b"x-y~!$&'()*+,;=", b"a:", b""] * 10 + [
+    b"[::1]:80", b"a b", b"a@b", b"a%41", b"a:b", b"a/b", b"a ", b"a:8a", b"a?", b'"a"',
+]  # fmt: skip
 _CONNECTION_VALUES = [b"close", b"Close", b"keep-alive", b"Keep-Alive", b"upgrade",
                       b"close, keep-alive", b"close ", b" close", b"te", b""]  # fmt: skip
 _ODD_ENDINGS = [b"\n", b"\r", b"\r\r\n", b"\n\r", b""]
@@ -137,6 +145,8 @@ def _random_head(rng: random.Random) -> bytes:
             value = rng.choice(_CONNECTION_VALUES)
         elif name.lower().strip() == b"content-length":
             value = rng.choice([b"0", b"5", b"x"])
+        elif name.lower().strip() == b"host" and rng.random() < 0.95:
+            value = rng.choice(_HOSTS)
         else:
             value = _text(rng, rng.randrange(0, 20), odd)
         colon = rng.choice([b":", b": ", b":\t", b": ", b":  "] * 5 + [b" :", b"\t:", b""])
@@ -227,6 +237,15 @@ def test_heads_it_takes(data: bytes, expected: tuple[Any, ...]) -> None:
         b"GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n",
+        # Hosts that are not plain (issue 16): llhttp's path checks them in full.
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: good.example@evil.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:80 \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a%41\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -346,6 +365,8 @@ _STREAMS = [
     b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 70000 + b"\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n" + GET_A,
+    GET_A + b"GET /bad-host HTTP/1.1\r\nHost: a@evil\r\n\r\n" + GET_A,
+    b"GET /v6 HTTP/1.1\r\nHost: [::1]:80\r\n\r\n" + GET_A,
 ]
 
 

@@ -164,17 +164,29 @@ async def test_client_cert_optional(certs: Certs) -> None:
         assert "CN=bob" in with_cert["tls"]["client_cert_name"]
 
 
-async def test_alpn_advertises_http11(certs: Certs) -> None:
-    async with running(tls_echo, ssl_certfile=certs.cert, ssl_keyfile=certs.key) as server:
+@pytest.mark.parametrize(
+    ("http2", "offered", "chosen"),
+    [
+        (True, ["h2", "http/1.1"], "h2"),  # RFC 9113 §3.2: HTTP/2 preferred
+        (True, ["http/1.1"], "http/1.1"),  # a client without HTTP/2 keeps HTTP/1.1
+        (False, ["h2", "http/1.1"], "http/1.1"),  # --no-http2
+    ],
+)
+async def test_alpn_chooses_h2_when_offered_and_enabled(
+    certs: Certs, http2: bool, offered: list[str], chosen: str
+) -> None:
+    async with running(
+        tls_echo, ssl_certfile=certs.cert, ssl_keyfile=certs.key, http2=http2
+    ) as server:
         context = client_context(certs)
-        context.set_alpn_protocols(["h2", "http/1.1"])
+        context.set_alpn_protocols(offered)
         _, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 "127.0.0.1", server.port, ssl=context, server_hostname="localhost"
             ),
             TIMEOUT_S,
         )
-        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == chosen
         writer.close()
 
 

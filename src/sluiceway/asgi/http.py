@@ -129,6 +129,9 @@ class ResponseSink(Protocol):
 
     def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None: ...
 
+    def send_push(self, path: str, headers: Iterable[Any]) -> None:
+        """Promise a pushed response for ``path`` (HTTP/2); a sink that cannot push drops it."""
+
     def response_complete(self, cycle: HTTPCycle) -> None:
         """The response is done (DONE); the sink may start the next request."""
 
@@ -237,6 +240,17 @@ class HTTPCycle:
             self.response_state = _S_ABORTED
         if self._waiter is not None:
             self._wake()
+
+    def take_body(self) -> bytes:
+        """All the body buffered so far, removed from this cycle (whose app never ran).
+
+        For ``Upgrade: h2c``: the request read over HTTP/1.1 is answered over
+        HTTP/2, by a new cycle that gets this body.
+        """
+        body = b"".join(self._body)
+        self._body = []
+        self._body_size = 0
+        return body
 
     @property
     def buffered_bytes(self) -> int:
@@ -361,6 +375,13 @@ class HTTPCycle:
     def _on_early_hint(self, message: Message) -> None:
         self.sink.send_early_hint(message.get("links", ()))
 
+    def _on_push(self, message: Message) -> None:
+        """Extensions spec, "HTTP/2 Server Push": legal between the start and the last body."""
+        path = message.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ASGIMessageError("http.response.push needs a 'path' string starting with '/'")
+        self.sink.send_push(path, message.get("headers", ()))
+
     def _on_late_early_hint(self, message: Message) -> None:
         """The head is already out, so a 103 can no longer precede it.
 
@@ -417,6 +438,8 @@ _SEND: Final[dict[tuple[ResponseState, str], _Handler]] = {
     (_S_START, "http.response.early_hint"): HTTPCycle._on_early_hint,
     (_S_HEAD, "http.response.early_hint"): HTTPCycle._on_early_hint,
     (_S_HEAD, "http.response.body"): HTTPCycle._on_first_body,
+    (_S_HEAD, "http.response.push"): HTTPCycle._on_push,
+    (_S_BODY, "http.response.push"): HTTPCycle._on_push,
     (_S_HEAD, "http.response.pathsend"): HTTPCycle._on_pathsend,
     (_S_HEAD, "http.response.zerocopysend"): HTTPCycle._on_zerocopysend,
     (_S_BODY, "http.response.body"): HTTPCycle._on_body,
@@ -429,7 +452,12 @@ _SEND: Final[dict[tuple[ResponseState, str], _Handler]] = {
 
 _KNOWN: Final = frozenset(mtype for _, mtype in _SEND)
 _AFTER_DONE_IGNORED: Final = frozenset(
-    ("http.response.body", "http.response.trailers", "http.response.early_hint")
+    (
+        "http.response.body",
+        "http.response.trailers",
+        "http.response.early_hint",
+        "http.response.push",
+    )
 )
 
 

@@ -1,5 +1,9 @@
 """Building ASGI connection scopes (HTTP spec 2.5; reused by WebSocket).
 
+``websocket_scope`` derives the ``websocket`` scope of a handshake from the
+``http`` scope of its request, the same way for an HTTP/1.1 upgrade and an
+HTTP/2 extended CONNECT (RFC 8441).
+
 The protocol splits the request target once (``split_target``), decodes the
 path only when it holds a ``%`` (``decode_path``) and then builds the scope
 with one dict literal (``http_scope``). Everything constant per connection
@@ -46,7 +50,12 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 
 def target_authority(target: bytes) -> bytes | None:
-    """The authority of an absolute-form target (``http://h:1/p`` -> ``h:1``), else None."""
+    """The authority of an absolute-form target (``http://h:1/p`` -> ``h:1``), else None.
+
+    Returned as sent, userinfo included: the caller must refuse userinfo and
+    check the rest before it reaches a scope (``http1/protocol.py`` does, with
+    ``wire.check_host``; RFC 9110 §4.2.4).
+    """
     scheme_end = target.find(b"://")
     if scheme_end <= 0 or target[:1] == b"/":
         return None
@@ -145,3 +154,25 @@ def http_scope(
         "state": state.copy(),
         "extensions": extensions,
     }
+
+
+def websocket_scope(http_scope: dict[str, Any], subprotocols: tuple[str, ...]) -> dict[str, Any]:
+    """The ``websocket`` scope of a handshake request (ASGI www spec 2.5).
+
+    Everything the request line and headers gave the ``http`` scope carries
+    over (http_version, path, raw_path, query_string, root_path, headers,
+    client, server, state); ``method`` goes, ``scheme`` becomes ws/wss, and
+    ``extensions`` lists what a WebSocket can use: the denial response, and
+    TLS facts.
+    """
+    scope = dict(http_scope)
+    scope.pop("method", None)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if http_scope.get("scheme") == "https" else "ws"
+    scope["subprotocols"] = list(subprotocols)
+    extensions: dict[str, dict[object, object]] = {"websocket.http.response": {}}
+    tls = http_scope.get("extensions", {}).get("tls")
+    if tls is not None:
+        extensions["tls"] = tls
+    scope["extensions"] = extensions
+    return scope

@@ -30,7 +30,12 @@
  *     close: Content-Length, Transfer-Encoding, Expect, TE, Upgrade and
  *     Proxy-Connection are left to llhttp, and so is a Connection field
  *     other than exactly one "close" or "keep-alive" (any case);
- *   - exactly one Host on HTTP/1.1, at most one on HTTP/1.0;
+ *   - exactly one Host on HTTP/1.1, at most one on HTTP/1.0, and its value a
+ *     plain host: RFC 3986 reg-name bytes without pct-encoding (which covers
+ *     IPv4), then an optional ":" and digits, with no trailing whitespace.
+ *     Other values (an IP literal, '%', a space, '@') go to llhttp's path,
+ *     where http1/wire.py's check_host decides (a 400 for the invalid ones);
+ *     every value taken here passes that check;
  *   - the head complete in data, the target at most max_line bytes, and the
  *     fields (name + value + 4 each, as the protocol counts them) at most
  *     max_head bytes; beyond those llhttp's path answers 414/431.
@@ -51,6 +56,7 @@
 static unsigned char is_tchar[256];  /* RFC 9110 section 5.6.2 token characters */
 static unsigned char is_target[256]; /* visible ASCII but '#' */
 static unsigned char is_value[256];  /* visible ASCII, space, tab */
+static unsigned char is_host[256];   /* RFC 3986 unreserved and sub-delims */
 
 static PyObject *method_get, *method_head, *method_post, *method_put, *method_delete,
     *method_patch, *method_options, *version_11, *version_10;
@@ -59,6 +65,7 @@ static void
 fill_classes(void)
 {
     const char *specials = "!#$%&'*+-.^_`|~";
+    const char *host_specials = "-._~!$&'()*+,;=";
     for (int c = 0; c < 256; c++) {
         int visible = c > 0x20 && c < 0x7f;
         is_tchar[c] = (unsigned char)((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
@@ -66,6 +73,9 @@ fill_classes(void)
                                       (c != 0 && strchr(specials, c) != NULL));
         is_target[c] = (unsigned char)(visible && c != '#');
         is_value[c] = (unsigned char)(visible || c == ' ' || c == '\t');
+        is_host[c] = (unsigned char)((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                                     (c >= 'A' && c <= 'Z') ||
+                                     (c != 0 && strchr(host_specials, c) != NULL));
     }
 }
 
@@ -102,6 +112,21 @@ read_method(const char *p, const char *end, Py_ssize_t *size)
     }
 #undef METHOD
     return NULL;
+}
+
+/* A Host value this reader takes: reg-name bytes, then ":" and digits if any. */
+static int
+is_plain_host(const char *p, Py_ssize_t size)
+{
+    Py_ssize_t i = 0;
+    while (i < size && is_host[(unsigned char)p[i]])
+        i++;
+    if (i < size && p[i] == ':') {
+        i++;
+        while (i < size && p[i] >= '0' && p[i] <= '9')
+            i++;
+    }
+    return i == size;
 }
 
 static int
@@ -243,6 +268,10 @@ parse_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         case FIELD_OTHER:
             break;
         case FIELD_HOST:
+            if (!is_plain_host(value, value_size)) {
+                Py_DECREF(lowered);
+                goto decline;
+            }
             host_count++;
             break;
         case FIELD_CONNECTION:

@@ -16,9 +16,15 @@ Invariants:
   write), later pipelined cycles wait in ``_pipeline`` with reading paused.
 * The head and the first body chunk are one ``transport.write``.
 * Every wait on the peer is bounded: ``deadline`` (checked by the
-  ``ServerState`` tick) covers the request head (slowloris) and keep-alive
-  idleness; the request head is capped in bytes (414/431); buffered request
-  body is capped by the high-water mark (reading pauses).
+  ``ServerState`` tick) covers the request head (slowloris), a request body
+  that stops coming (408; not while we paused reading or owe a
+  ``100 Continue``) and keep-alive idleness; the request head is capped in
+  bytes (414/431), counting only that head's bytes, never the requests and
+  bodies before it in the same read; buffered request body is capped by the
+  high-water mark (reading pauses).
+* ``Host`` and an absolute-form target's authority are ``uri-host [":" port]``
+  (``wire.check_host``, 400 otherwise), on both head paths: http1/_head.c
+  takes only plain hosts and leaves the rest to llhttp's path, which checks.
 * A client's mistake gets a status code and a closed connection, never a
   traceback; the app's mistake gets a 500 (or a closed connection once the
   head is out) and one logged traceback on ``sluiceway.error``.
@@ -62,6 +68,7 @@ from sluiceway.errors import (
     LocalProtocolError,
     NotImplementedByServer,
     ProtocolError,
+    RequestTimeout,
     URITooLong,
     VersionNotSupported,
 )
@@ -76,6 +83,8 @@ from sluiceway.transport.linger import LINGER_S
 if TYPE_CHECKING:
     from sluiceway.asgi.types import ASGIApp
     from sluiceway.config import Config
+    from sluiceway.http2.config import H2Config
+    from sluiceway.http2.protocol import H2Protocol
     from sluiceway.server.state import ServerState
 
 _S_HEAD: Final = ResponseState.HEAD
@@ -124,6 +133,11 @@ _METHODS: Final = {
 # the write high-water mark, since send() waits above it) or to finish the
 # TLS close handshake, before it is aborted.
 _CLOSE_TIMEOUT_S: Final = 10.0
+_SWITCHING_TO_H2C: Final = (
+    b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+)
+# RFC 9113 §3.4: what a client with prior knowledge of HTTP/2 sends first.
+_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES: Final = 16 * 1024
@@ -144,6 +158,13 @@ _HOLD_MAX_PARTS: Final = 256
 # framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
 _CHUNK_FRAMING_BYTES: Final = 4 * 1024
 _CHUNK_FRAMING_PER_BODY_BYTE: Final = 16
+# A request body makes progress when this many more of its bytes have come
+# since the body deadline last moved; only then does it move again. So a
+# body must keep above 1 KiB per --timeout-request-body (about 34 B/s at the
+# default 30 s), and one that drips a byte every few seconds is cut off
+# (issue 16). nginx's client_body_timeout moves on any byte and never cuts a
+# drip; Apache's mod_reqtimeout asks for 500 B/s by default.
+_BODY_PROGRESS_BYTES: Final = 1024
 
 
 class Phase(enum.IntEnum):
@@ -167,11 +188,14 @@ class Shared:
     __slots__ = (
         "access_log",
         "app",
+        "body_timeout_s",
         "config",
         "flush_scheduled",
+        "h2",
         "headers_timeout_s",
         "holding",
         "keep_alive_s",
+        "last_host",
         "limit_concurrency",
         "loop",
         "max_body",
@@ -203,6 +227,8 @@ class Shared:
         self.access_log = config.access_log
         self.keep_alive_s = config.keep_alive_timeout_s
         self.headers_timeout_s = config.request_headers_timeout_s
+        # 0 turns the body timeout off: a deadline that never comes.
+        self.body_timeout_s = config.request_body_timeout_s or float("inf")
         self.limit_concurrency = config.limit_concurrency
         self.max_body = config.max_request_body_bytes
         self.max_head = config.max_request_headers_bytes
@@ -210,6 +236,12 @@ class Shared:
         self.max_line = config.max_request_line_bytes
         self.root_path = config.root_path
         self.ws_enabled = config.ws != "none"
+        # HTTP/2's settings, made once per server; None: HTTP/1.1 only.
+        self.h2: H2Config | None = None
+        if config.http2:
+            from sluiceway.http2.protocol import h2_config
+
+            self.h2 = h2_config(config)
         # The server's loop, taken by the first connection: asking for it per
         # connection costs a getpid() syscall on CPython 3.11 (scenario e).
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -217,6 +249,8 @@ class Shared:
         # HTTP1Protocol._write_body), flushed by one callback for them all.
         self.holding: list[HTTP1Protocol] = []
         self.flush_scheduled = False
+        # The last Host value llhttp's path found valid (see on_headers_complete).
+        self.last_host = b""
 
     def flush_holding(self) -> None:
         """The end of a loop pass: every connection writes what it held."""
@@ -278,6 +312,12 @@ class HTTP1Protocol:
         self._phase = _IDLE
         # No request has begun on this connection yet (see shutdown).
         self._fresh = True
+        # The start of an HTTP/2 preface cut across reads (see _sniff_h2).
+        self._h2_head = b""
+        # Body bytes still owed by an Upgrade request llhttp skipped (_read_raw_body),
+        # and, for h2c, the switch that waits for them.
+        self._raw_body_left = 0
+        self._h2c_pending: tuple[H2Config, bytes] | None = None
         # Shutdown began after the client started to use this connection:
         # its next request is served (with Connection: close), not refused.
         self._last_request = False
@@ -292,12 +332,17 @@ class HTTP1Protocol:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        # Bytes fed to llhttp since the head being read began; -1 while it
+        # began inside the current read (see data_received).
         self._head_fed = 0
         self._body_bytes = 0
+        # Body size at which the body deadline moves next (_BODY_PROGRESS_BYTES).
+        self._progress_at = 0
         # Bytes fed to llhttp while a chunked body streams (reads that begin
         # and end inside it), for the framing bound in data_received.
         self._chunked_fed = 0
         self._host_count = 0
+        self._host = b""
         self._content_length = -1
         self._te: bytes | None = None
         self._expect_continue = False
@@ -345,6 +390,14 @@ class HTTP1Protocol:
         state.start_clock(self._loop)  # idempotent; covers servers started without it
         # A new connection must send its first head within the header timeout.
         self.deadline = self._loop.time() + self._shared.headers_timeout_s
+        ssl_object = self.info.ssl_object
+        h2 = self._shared.h2
+        if (
+            ssl_object is not None
+            and h2 is not None
+            and ssl_object.selected_alpn_protocol() == "h2"
+        ):
+            self._hand_to_h2(h2, b"")  # RFC 9113 §3.2: ALPN chose HTTP/2 before any byte
 
     # -- data_received -------------------------------------------------------------------
 
@@ -352,7 +405,18 @@ class HTTP1Protocol:
         phase = self._phase
         if phase is _CLOSED:
             return
+        if self._raw_body_left:
+            data = self._read_raw_body(data)
+            if not data:
+                return
+            phase = self._phase
         if phase is _IDLE:
+            if self._fresh and not self._shared.tls:
+                h2 = self._shared.h2
+                if h2 is not None:
+                    data = self._sniff_h2(h2, data)
+                    if not data:
+                        return
             # Between requests llhttp holds nothing: whole common heads at the
             # front of data can be read without it.
             parse_head = self._parse_head
@@ -389,21 +453,34 @@ class HTTP1Protocol:
         after = self._phase
         if after is _HEAD:
             # A head arriving in pieces: llhttp buffers partial names/values
-            # itself, so bound the bytes fed to it since the head began.
-            fed = self._head_fed + len(data) if phase is _HEAD else 0
+            # itself, so bound the bytes fed to it since the head began. Only
+            # that head's: when it began inside this read (on_message_begin
+            # set -1), what came before it in ``data`` were earlier requests
+            # and their bodies, which a big read of pipelined requests holds
+            # plenty of (issue 16: 431 after 8,266 valid GETs). That first
+            # read of the head is not counted, since where in it the head
+            # began is not known: llhttp may hold one read (256 KiB at most on
+            # asyncio and uvloop) beyond the limit; every later read counts
+            # whole. Complete fields are counted exactly by on_header.
+            fed = self._head_fed
+            fed = fed + len(data) if fed >= 0 else 0
             self._head_fed = fed
             if fed > self._shared.max_head + self._shared.max_line:
                 self._reject(HeadersTooLarge("request head too large"))
-        elif after is _BODY and phase is _BODY and self._te is not None:
-            # Inside a chunked body (``_te`` is only ever "chunked" here): all
-            # of ``data`` belonged to it, so framing = fed - body. Reads that
-            # cross the head or the end (pipelining) are not counted: at most
-            # two reads per request.
-            fed = self._chunked_fed + len(data)
-            self._chunked_fed = fed
-            body = self._body_bytes
-            if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
-                self._reject(BadRequest("chunked framing too large"))
+        elif after is _BODY and self._te is not None:
+            if phase is _BODY and self._head_fed >= 0:
+                # Inside a chunked body (``_te`` is only ever "chunked" here):
+                # all of ``data`` belonged to it, so framing = fed - body.
+                fed = self._chunked_fed + len(data)
+                self._chunked_fed = fed
+                body = self._body_bytes
+                if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
+                    self._reject(BadRequest("chunked framing too large"))
+            else:
+                # This read crossed the head (or an earlier request, then this
+                # head): not counted, and the next read is. At most two reads
+                # per request go uncounted.
+                self._head_fed = 0
 
     def _read_common_heads(self, parse_head: HeadReader, data: bytes) -> bytes:
         """Serve the requests at the start of ``data`` that http1/_head.c reads; return the rest.
@@ -436,6 +513,72 @@ class HTTP1Protocol:
             if self._peer_closing:
                 return data[offset:]
 
+    def _sniff_h2(self, h2: H2Config, data: bytes) -> bytes:
+        """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
+
+        Returns what HTTP/1.1 should read, or ``b""`` when the bytes went to
+        HTTP/2, are held (a preface cut across reads), or ended the connection.
+        RFC 9113 §3.3: a client that knows the server speaks HTTP/2 starts with
+        the 24-byte preface; anything else here is HTTP/1.1. A first line that
+        is complete but does not end in an HTTP/1 version is neither protocol
+        (h2spec 3.5/2 sends "INVALID CONNECTION PREFACE"): an HTTP/1.1 400
+        would mean nothing to such a client, so the connection just closes
+        (RFC 9113 §3.4: an invalid preface is a connection error).
+        """
+        head = self._h2_head
+        if head:
+            data = head + data
+            self._h2_head = b""
+        if data[:1] == b"P" and _H2_PREFACE.startswith(data[:24]):
+            if len(data) < len(_H2_PREFACE):
+                self._h2_head = data  # a preface cut across reads: wait for the rest
+                return b""
+            self._hand_to_h2(h2, data)
+            return b""
+        start = 0
+        while data.startswith(b"\r\n", start):
+            start += 2  # RFC 9112 §2.2: empty lines before a request line are ignored
+        end = data.find(b"\r\n", start, start + self._max_line)
+        # (end < 9 first: a negative slice start means something else, and
+        # mypyc's compiled slice refuses it.)
+        if (
+            end >= 0
+            and (end < 9 or data[end - 9 : end - 3] != b" HTTP/")
+            and _speaks_neither(data[start:end])
+        ):
+            accesslog.error_logger.info(
+                "Closed a connection from %s that spoke neither HTTP/1.1 nor HTTP/2",
+                accesslog.format_client(self.info.client),
+            )
+            self._phase = _CLOSED
+            self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
+            self._transport.close()
+            return b""
+        return data
+
+    def _hand_to_h2(
+        self,
+        config: H2Config,
+        data: bytes,
+        upgrade_settings: bytes | None = None,
+        upgraded: HTTPCycle | None = None,
+    ) -> H2Protocol:
+        """Give the transport to a new ``H2Protocol`` that reads ``data`` first.
+
+        ``upgraded``: the whole request that asked for h2c (RFC 7540 §3.2);
+        HTTP/2 answers it on stream 1.
+        """
+        from sluiceway.http2.protocol import H2Protocol
+
+        h2 = H2Protocol(self._shared, config)
+        self._phase = _CLOSED
+        self.deadline = None
+        self._state.remove_connection(self)
+        self._transport.set_protocol(h2)  # type: ignore[arg-type]  # a Protocol by duck typing
+        self._parser = _NO_PARSER
+        h2.start(self._transport, self.info, data, upgrade_settings, upgraded)
+        return h2
+
     def _internal_error(self, exc: BaseException) -> None:
         # A bug of ours: answer 500 and close rather than kill the connection silently.
         accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=exc)
@@ -451,6 +594,7 @@ class HTTP1Protocol:
         self._url = b""
         self._headers = []
         self._head_bytes = 0
+        self._head_fed = -1  # this head began inside the current read
         self._body_bytes = 0
         self._host_count = 0
         self._begin_message()
@@ -486,6 +630,7 @@ class HTTP1Protocol:
         if name in _WATCHED:
             if name == b"host":
                 self._host_count += 1
+                self._host = value
             else:
                 self._watch(name, value)
         self._headers.append((name, value))
@@ -530,6 +675,13 @@ class HTTP1Protocol:
                 raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
         else:
             raise VersionNotSupported(f"HTTP/{version}")
+        if self._host_count:
+            host = self._host
+            # A server's clients send the same few hosts: each new one is
+            # checked (a compare instead of a byte loop, per request).
+            if host != shared.last_host:
+                wire.check_host(host)  # RFC 9112 §3.2: an invalid Host is a 400
+                shared.last_host = host
         if self._te is not None:
             wire.check_transfer_encoding(self._te)
         if shared.max_body is not None and self._content_length > shared.max_body:
@@ -555,8 +707,14 @@ class HTTP1Protocol:
             raw_path, query = split_target(url)
             authority = target_authority(url)
             if authority is not None:
-                if not authority:
+                # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
+                if not authority or authority[0] == 58:  # ":"
                     raise BadRequest("absolute-form target without a host")
+                if 64 in authority:  # "@"
+                    # RFC 9110 §4.2.4: userinfo in a target URI is an error
+                    # (http://good.example@evil.example/ names evil.example).
+                    raise BadRequest("userinfo in the request target")
+                wire.check_host(authority)
                 self._headers = with_host(self._headers, authority)
         info = self.info
         scope = http_scope(
@@ -588,9 +746,14 @@ class HTTP1Protocol:
         self._state.requests += 1
         self._parsing = cycle
         self._phase = _BODY
-        # While a body streams in, the same timeout bounds each gap between
-        # its bytes (a stalled upload must not hold the connection forever).
-        self.deadline = self._loop.time() + shared.headers_timeout_s if has_body else None
+        if has_body:
+            # A body must make progress (on_body) before this deadline, or it
+            # is cut off with a 408 (on_deadline): a stalled upload must not
+            # hold the connection and the app's task forever.
+            self.deadline = self._loop.time() + shared.body_timeout_s
+            self._progress_at = _BODY_PROGRESS_BYTES
+        else:
+            self.deadline = None
         if self._upgrade is not None and self._parser.should_upgrade():
             # Held until llhttp raises HttpParserUpgrade (after the body, if any).
             self._upgrade_cycle = cycle
@@ -605,21 +768,30 @@ class HTTP1Protocol:
             self._enqueue(cycle)
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
+        size = self._body_bytes + len(body)
+        self._body_bytes = size
         limit = self._shared.max_body
-        if limit is not None and self._body_bytes > limit:
+        if limit is not None and size > limit:
             raise BodyTooLarge("request body over the limit")
-        self.deadline = self._loop.time() + self._shared.headers_timeout_s
+        if size >= self._progress_at:
+            # Progress: the body deadline moves (see _BODY_PROGRESS_BYTES).
+            self._progress_at = size + _BODY_PROGRESS_BYTES
+            self.deadline = self._loop.time() + self._shared.body_timeout_s
         if self._parsing is not None:
             self._parsing.feed_body(body)
 
     def on_message_complete(self) -> None:
         if self._phase is _CLOSED:
             return
+        parsing = self._parsing
+        if parsing is not None and parsing is self._upgrade_cycle and self._upgrade_body():
+            # httptools had llhttp skip this body (an Upgrade request): it
+            # follows in the bytes handed to _on_upgrade, not read yet.
+            return
         self._phase = _IDLE
         self.deadline = None
-        if self._parsing is not None:
-            self._parsing.feed_end()
+        if parsing is not None:
+            parsing.feed_end()
             self._parsing = None
         cycle = self._complete_cycle
         if cycle is not None:
@@ -639,6 +811,17 @@ class HTTP1Protocol:
         if cycle is None:
             self._reject(BadRequest("unexpected upgrade"))
             return
+        h2 = self._shared.h2
+        if (
+            h2 is not None
+            and self._upgrade == b"h2c"
+            and self._te is None  # a chunked body: below
+            and not self._shared.tls  # RFC 7540 §3.2: h2c is for cleartext only
+            and self._active is None
+            and not self._pipeline
+            and self._upgrade_to_h2c(h2, cycle, rest)
+        ):
+            return
         if self._shared.ws_enabled and self._active is None and not self._pipeline:
             request = upgrade.UpgradeRequest(
                 transport=self._transport,
@@ -656,12 +839,88 @@ class HTTP1Protocol:
                 self._state.remove_connection(self)
                 return
         # Declined: serve it as plain HTTP. llhttp stays in upgrade mode, so
-        # the bytes after the head go to a fresh parser.
+        # the bytes after the head go to a fresh parser, after the body
+        # httptools had llhttp skip: read here by its Content-Length, never
+        # taken for the next request (that would smuggle one past a proxy
+        # that saw a single request). A chunked one we do not decode: 400.
         self._parser = httptools.HttpRequestParser(self)
-        self._phase = _IDLE
+        if self._upgrade_body():
+            if self._te is not None:
+                self._reject(BadRequest("a chunked request body with an Upgrade not taken"))
+                return
+            self._raw_body_left = self._content_length
+        else:
+            self._phase = _IDLE
         self._enqueue(cycle)
         if rest:
             self.data_received(rest)
+
+    def _upgrade_body(self) -> bool:
+        """Whether the Upgrade request being read has a body (which llhttp skipped)."""
+        return self._content_length > 0 or self._te is not None
+
+    def _read_raw_body(self, data: bytes) -> bytes:
+        """Feed the skipped body of a declined Upgrade request; return the bytes after it."""
+        left = self._raw_body_left
+        chunk = data[:left] if len(data) > left else data
+        self._raw_body_left = left - len(chunk)
+        try:
+            self.on_body(chunk)
+        except ProtocolError as exc:
+            self._raw_body_left = 0
+            self._reject(exc)
+            return b""
+        if self._raw_body_left:
+            return b""
+        rest = data[len(chunk) :]
+        pending = self._h2c_pending
+        if pending is not None and self._parsing is not None:
+            # The h2c upgrade request is whole: switch, and HTTP/2 answers it.
+            self._h2c_pending = None
+            cycle = self._parsing
+            self._parsing = None
+            self._upgrade_cycle = None
+            cycle.feed_end()
+            self._switch_to_h2c(pending[0], pending[1], cycle, rest)
+            return b""
+        self.on_message_complete()
+        return rest
+
+    def _upgrade_to_h2c(self, h2: H2Config, cycle: _H1Cycle, rest: bytes) -> bool:
+        """``Upgrade: h2c`` (RFC 7540 §3.2): 101, then this request is HTTP/2 stream 1.
+
+        Declined (False: the request is served over HTTP/1.1, as the RFC lets
+        a server do) unless there is exactly one ``HTTP2-Settings`` field, it
+        is named in ``Connection`` (§3.2.1), and it decodes.
+        """
+        from sluiceway.http2.frames import H2ConnectionError, decode_http2_settings
+
+        settings = [v for n, v in cycle.scope["headers"] if n == b"http2-settings"]
+        connection = b",".join(v for n, v in cycle.scope["headers"] if n == b"connection")
+        options = {token.strip(b" \t").lower() for token in connection.split(b",")}
+        if len(settings) != 1 or b"http2-settings" not in options:
+            return False
+        try:
+            payload = decode_http2_settings(settings[0])
+        except H2ConnectionError:
+            return False
+        if self._content_length > BODY_HIGH_WATER_BYTES:
+            # Held whole before the switch, as RFC 7540 §3.2 has the client
+            # send it: a larger one is served over HTTP/1.1 instead (RFC 9110
+            # §7.8 lets a server ignore Upgrade), so memory stays bounded.
+            return False
+        if self._content_length > 0:
+            # The 101 waits for the body (curl stops sending it at the 101).
+            self._h2c_pending = (h2, payload)
+            self._raw_body_left = self._content_length
+            self.data_received(rest)
+            return True
+        self._switch_to_h2c(h2, payload, cycle, rest)
+        return True
+
+    def _switch_to_h2c(self, h2: H2Config, payload: bytes, cycle: _H1Cycle, rest: bytes) -> None:
+        self._transport.write(_SWITCHING_TO_H2C)
+        self._hand_to_h2(h2, rest, payload, cycle)
 
     # -- app start ------------------------------------------------------------------------
 
@@ -766,6 +1025,9 @@ class HTTP1Protocol:
         if cycle is not None and cycle.response_state < _S_BODY and not self._flow.closed:
             self._flush_held()
             self._transport.write(wire.CONTINUE_100)
+            if cycle is self._parsing:
+                # The client waited for this to send its body: its clock starts now.
+                self.deadline = self._loop.time() + self._shared.body_timeout_s
 
     def send_early_hint(self, links: Iterable[Any]) -> None:
         cycle = self._active
@@ -994,12 +1256,19 @@ class HTTP1Protocol:
             self._transport.write(wire.LAST_CHUNK)
         self._trailer_parts = []
 
+    def send_push(self, path: str, headers: Iterable[Any]) -> None:
+        """HTTP/1.1 cannot push: dropped, as the spec asks of a server that cannot.
+
+        (The scope does not offer ``http.response.push`` over HTTP/1.1.)
+        """
+
     def pause_reading(self) -> None:
         self._flow.pause_reading()
 
     def resume_reading(self) -> None:
         if not self._pipeline and self._phase is not _CLOSED:
             self._flow.resume_reading()
+            self._restart_body_clock()
 
     # -- keep-alive: the response is complete ------------------------------------------
 
@@ -1061,6 +1330,16 @@ class HTTP1Protocol:
             parsing is None or parsing.buffered_bytes <= BODY_HIGH_WATER_BYTES
         ):
             self._flow.resume_reading()
+            self._restart_body_clock()
+
+    def _restart_body_clock(self) -> None:
+        """Reading resumes: a body on its way gets a whole timeout again.
+
+        While reading was paused the client could not send (on_deadline
+        re-arms the deadline meanwhile); it must not find its time used up.
+        """
+        if self._phase is _BODY and self.deadline is not None:
+            self.deadline = self._loop.time() + self._shared.body_timeout_s
 
     # -- wire errors ------------------------------------------------------------------------
 
@@ -1151,17 +1430,27 @@ class HTTP1Protocol:
     # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
 
     def on_deadline(self) -> None:
-        """Keep-alive idle, request-head or stalled-body timeout: close quietly."""
+        """Keep-alive idle or request-head timeout: close quietly; a stalled body: 408."""
         self.deadline = None
         if self._transport.is_closing():
             self._transport.abort()  # our close did not finish in time
             return
         if self._phase is _BODY:
-            if self._flow.read_paused:
-                # We stopped reading (the app is slow): not the client's fault.
-                self.deadline = self._loop.time() + self._shared.headers_timeout_s
+            parsing = self._parsing
+            if self._flow.read_paused or (
+                parsing is not None and parsing.request_state is _R_CONTINUE
+            ):
+                # We stopped reading (the app does not consume, or answers
+                # ahead of this request are pending), or the client waits for
+                # a 100 Continue the app has not asked for: the app's choice,
+                # not the client's stall. The clock restarts when we resume.
+                self.deadline = self._loop.time() + self._shared.body_timeout_s
+            elif parsing is not None and parsing.response_state >= _S_DONE:
+                self._close()  # answered already: the rest of the body would be dropped
             else:
-                self._close()  # the upload stalled; the app sees http.disconnect
+                # RFC 9110 §15.5.9. An app reading the body sees http.disconnect;
+                # one that already started its response is cut short instead.
+                self._reject(RequestTimeout("request body timed out"))
         elif self._active is None and not self._pipeline:
             self._close()
         elif self._phase is _HEAD:
@@ -1269,6 +1558,16 @@ class HTTP1Protocol:
         # connection's other objects, for the cyclic GC (one such cycle per
         # connection; scenario (e) makes thousands a second).
         self._parser = _NO_PARSER
+
+
+def _speaks_neither(line: bytes) -> bool:
+    """A first line of three words whose last is no HTTP version: neither HTTP/1 nor HTTP/2.
+
+    Anything else that llhttp refuses (a line of two words, HTTP/0.9 style,
+    or a bad version number) still gets its 400 or 505.
+    """
+    words = line.split(b" ")
+    return len(words) == 3 and not words[2].startswith(b"HTTP/")
 
 
 def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:

@@ -34,7 +34,8 @@ WebSocket (``Upgrade: websocket``): the handshake is checked with
 ``transport/linger.py``'s ``LingeringClose``, which drops what the client
 still sends (a body, pipelined bytes) until its EOF or a short linger, so that
 no RST destroys the answer. A good one gets a ``websocket`` scope derived from
-the ``http`` one and a ``WebSocketAdapter``, which knows nothing of HTTP/1.1:
+the ``http`` one (``asgi/scope.py``'s ``websocket_scope``, shared with HTTP/2)
+and a ``WebSocketAdapter``, which knows nothing of HTTP/1.1:
 ``http1/ws_carrier.py``'s ``HTTP1Carrier`` takes the transport and carries it
 (the 101 or the denial, frames, TCP's close), and the adapter starts with the
 buffered bytes. While the server shuts down, or at ``limit_concurrency``, the
@@ -47,6 +48,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sluiceway.asgi.scope import websocket_scope
 from sluiceway.http1.ws_carrier import carry
 from sluiceway.transport.linger import LingeringClose
 from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
@@ -101,24 +103,3 @@ def try_upgrade(request: UpgradeRequest) -> bool:
     )
     carry(transport, adapter, result, state, request.buffered)
     return True
-
-
-def websocket_scope(http_scope: dict[str, Any], subprotocols: tuple[str, ...]) -> dict[str, Any]:
-    """The ``websocket`` scope of an upgrade request (ASGI www spec 2.5).
-
-    Everything the request line and headers gave the ``http`` scope carries
-    over (path, raw_path, query_string, root_path, headers, client, server,
-    state); ``method`` goes, ``scheme`` becomes ws/wss, and ``extensions``
-    lists what a WebSocket can use: the denial response, and TLS facts.
-    """
-    scope = dict(http_scope)
-    scope.pop("method", None)
-    scope["type"] = "websocket"
-    scope["scheme"] = "wss" if http_scope.get("scheme") == "https" else "ws"
-    scope["subprotocols"] = list(subprotocols)
-    extensions: dict[str, dict[object, object]] = {"websocket.http.response": {}}
-    tls = http_scope.get("extensions", {}).get("tls")
-    if tls is not None:
-        extensions["tls"] = tls
-    scope["extensions"] = extensions
-    return scope

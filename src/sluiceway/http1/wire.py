@@ -8,8 +8,9 @@ must be a pair of ``bytes``. A violation raises ``ASGIMessageError``; the
 caller turns it into a 500 (or a closed connection if the head already went).
 
 The request side adds the checks llhttp leaves to us (RFC 9112 §6.1, §3.2):
-the transfer coding must be exactly ``chunked``, and ``Host`` must appear
-once on HTTP/1.1.
+the transfer coding must be exactly ``chunked``; ``Host`` must appear once on
+HTTP/1.1, and it, like an absolute-form target's authority, must be
+``uri-host [":" port]`` (``check_host``), which leaves no room for userinfo.
 
 Invariants: every function here is pure (bytes in, bytes out, or an
 exception); nothing here does I/O. Imports only ``sluiceway.errors`` and the
@@ -18,6 +19,7 @@ standard library.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -204,6 +206,7 @@ def encode_early_hint(links: Iterable[Any]) -> bytes:
 
 _ERROR_BODIES: Final = {
     400: b"Bad Request",
+    408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
@@ -249,6 +252,78 @@ def check_transfer_encoding(value: bytes) -> None:
     if codings and codings[-1] == b"chunked" and all(_TOKEN(c) for c in codings):
         raise NotImplementedByServer(f"unsupported transfer coding {value!r}")
     raise BadRequest(f"invalid Transfer-Encoding {value!r}")
+
+
+# RFC 3986 §3.2.2: a reg-name's bytes are unreserved (ALPHA DIGIT - . _ ~) or
+# sub-delims (! $ & ' ( ) * + , ; =), besides pct-encoded triplets. 1 = allowed.
+_REG_NAME: Final = bytes(
+    c in b"-._~!$&'()*+,;=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    for c in range(256)
+)
+_HEX: Final = bytes(c in b"0123456789abcdefABCDEF" for c in range(256))
+
+
+def check_host(value: bytes) -> None:
+    """Accept a Host field value (or an authority) of the form ``uri-host [":" port]``.
+
+    RFC 9110 §7.2 and RFC 3986 §3.2.2-3.2.3: ``uri-host`` is an IP-literal in
+    brackets, an IPv4 address or a reg-name (which covers the IPv4 form), and
+    ``port`` is ``*DIGIT``. Anything else is the "invalid field value" that
+    RFC 9112 §3.2 answers with 400: a space, a second colon, and userinfo
+    (``good.example@evil.example``; RFC 9110 §4.2.4 says to treat it as an
+    error), which would let the app see one host while routing used another.
+    Trailing whitespace is not part of the value (llhttp already dropped the
+    leading one). An empty value is valid (RFC 9112 §3.2: a target without an
+    authority). One pass over the bytes and no allocation on the reg-name path
+    (llhttp's path runs it for every Host value other than the last valid one).
+
+    Raises:
+        BadRequest: the value is not ``uri-host [":" port]``.
+    """
+    end = len(value)
+    while end and (value[end - 1] == 32 or value[end - 1] == 9):  # SP, HTAB
+        end -= 1
+    at = 0
+    if end and value[0] == 91:  # "[": IP-literal
+        close = value.find(b"]", 1, end)
+        if close < 0 or not _is_ip_literal(value[1:close]):
+            raise BadRequest("invalid IP literal in the host")
+        at = close + 1
+    else:
+        while at < end:
+            c = value[at]
+            if _REG_NAME[c]:
+                at += 1
+            elif c == 37 and at + 2 < end and _HEX[value[at + 1]] and _HEX[value[at + 2]]:
+                at += 3  # "%" HEXDIG HEXDIG
+            else:
+                break
+    if at < end and value[at] == 58:  # ":" port
+        at += 1
+        while at < end and 48 <= value[at] <= 57:
+            at += 1
+    if at != end:
+        raise BadRequest("host is not uri-host [:port]")
+
+
+def _is_ip_literal(inner: bytes) -> bool:
+    """What RFC 3986 §3.2.2 allows between "[" and "]": IPv6address or IPvFuture."""
+    if inner[:1] in (b"v", b"V"):  # "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        dot = inner.find(b".")
+        rest = inner[dot + 1 :]
+        return (
+            dot > 1
+            and all(_HEX[c] for c in inner[1:dot])
+            and bool(rest)
+            and all(_REG_NAME[c] or c == 58 for c in rest)
+        )
+    if 37 in inner:
+        return False  # a zone ID ("%25eth0", RFC 6874) is not part of RFC 3986's IPv6address
+    try:
+        ipaddress.IPv6Address(inner.decode("ascii"))
+    except ValueError:  # UnicodeDecodeError is one too
+        return False
+    return True
 
 
 def protocol_error_status(exc: ProtocolError) -> int:

@@ -33,12 +33,12 @@ protocol (which imports this module to hand connections over).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluiceway import accesslog
 from sluiceway.asgi.http import HTTPCycle, ResponseState
 from sluiceway.asgi.scope import http_scope, split_target
+from sluiceway.errors import ClientDisconnected
 from sluiceway.forward_throw import forward_throw
 from sluiceway.http2.config import H2Config
 from sluiceway.http2.connection import H2Connection
@@ -51,14 +51,44 @@ from sluiceway.http2.events import (
     WindowOpened,
 )
 from sluiceway.http2.frames import ErrorCode
-from sluiceway.http2.headers import parse_default_headers, split_request
+from sluiceway.http2.headers import Request, parse_default_headers, split_request
 from sluiceway.http2.stream import H2Stream
 from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
+    from sluiceway.config import Config
     from sluiceway.http1.protocol import Shared
     from sluiceway.server.state import ConnectionInfo
+
+# Fields of an h2c upgrade request that served only the upgrade (RFC 7540 §3.2).
+_UPGRADE_ONLY: Final = frozenset(
+    (b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"proxy-connection", b"te")
+)
+
+
+class StreamHandler(Protocol):
+    """What the connection asks of whatever runs one stream.
+
+    An ``H2Stream`` (a request and its ``HTTPCycle``) or, for an RFC 8441
+    extended CONNECT, the WebSocket's stream carrier (``http2/websocket.py``).
+    A handler leaves ``streams`` through ``H2Protocol.forget`` when it is done.
+    """
+
+    stream_id: int
+
+    def receive_body(self, data: bytes, flow_controlled: int) -> None: ...
+
+    def receive_end(self) -> None: ...
+
+    def window_opened(self) -> None: ...
+
+    def reset_by_peer(self) -> None: ...
+
+    def waiting_on_peer(self) -> bool:
+        """True while only the client can move this stream (a shut window, a body to come)."""
+        ...
+
 
 _S_HEAD: Final = ResponseState.HEAD
 _S_DONE: Final = ResponseState.DONE
@@ -67,18 +97,15 @@ _S_ABORTED: Final = ResponseState.ABORTED
 _CLOSE_TIMEOUT_S: Final = 5.0
 
 
-def h2_config(config: Any) -> H2Config:
+def h2_config(config: Config) -> H2Config:
     """The connection settings from the server's ``Config``."""
-    defaults = H2Config()
     return H2Config(
-        max_concurrent_streams=getattr(
-            config, "h2_max_concurrent_streams", defaults.max_concurrent_streams
-        ),
-        initial_window_size=getattr(config, "h2_initial_window_size", defaults.initial_window_size),
-        max_frame_size=getattr(config, "h2_max_frame_size", defaults.max_frame_size),
-        max_header_list_size=getattr(
-            config, "h2_max_header_list_size", defaults.max_header_list_size
-        ),
+        max_concurrent_streams=config.h2_max_concurrent_streams,
+        initial_window_size=config.h2_initial_window_size,
+        max_frame_size=config.h2_max_inbound_frame_size,
+        max_header_list_size=config.h2_max_header_list_size,
+        # RFC 8441 §3: offer WebSockets over HTTP/2 only when they are on.
+        enable_connect_protocol=config.ws != "none",
     )
 
 
@@ -100,7 +127,7 @@ class H2Protocol:
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set by start
         self.flow: FlowControl = None  # type: ignore[assignment]  # same
         self.info: ConnectionInfo = None  # type: ignore[assignment]  # same
-        self._streams: dict[int, H2Stream] = {}
+        self.streams: dict[int, StreamHandler] = {}
         self._flush_scheduled = False
         self._closing = False
         self._going_away = False
@@ -118,8 +145,13 @@ class H2Protocol:
         info: ConnectionInfo,
         data: bytes = b"",
         upgrade_settings: bytes | None = None,
+        upgraded: HTTPCycle | None = None,
     ) -> None:
-        """Take over ``transport`` (already this protocol's) and read ``data``."""
+        """Take over ``transport`` (already this protocol's) and read ``data``.
+
+        ``upgraded`` (with ``upgrade_settings``, for ``Upgrade: h2c``): the
+        whole request read over HTTP/1.1, answered here on stream 1.
+        """
         self._transport = transport
         self.flow = FlowControl(transport)
         self.info = info
@@ -129,13 +161,15 @@ class H2Protocol:
             self._client_text = accesslog.format_client(info.client)
         self._conn.initiate(upgrade_settings=upgrade_settings)
         self._idle_deadline()
+        if upgraded is not None:
+            self._upgraded_request(upgraded)
         if self._state.shutting_down:
             self._conn.start_graceful_shutdown()
             self._going_away = True
         if data:
             self.data_received(data)
         else:
-            self._flush()
+            self.flush()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Only when a server is built for HTTP/2 alone (tests); start does the work."""
@@ -145,6 +179,8 @@ class H2Protocol:
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self.streams:
+            self._progress()
         for event in self._conn.receive_data(data):
             # By frequency: h2load and browsers mostly send bodiless requests.
             if isinstance(event, RequestReceived):
@@ -160,20 +196,27 @@ class H2Protocol:
             elif isinstance(event, ConnectionTerminated):
                 self._terminated(event)
                 break
-        self._flush()
+        self.flush()
 
     def _request(self, event: RequestReceived) -> None:
         shared = self._shared
         stream_id = event.stream_id
         request = split_request(event.headers)
         method = request.method
+        if request.protocol is not None:
+            # RFC 8441 extended CONNECT (the connection allowed only this form).
+            self._extended_connect(stream_id, request, event.end_stream)
+            return
         stream = H2Stream(self, stream_id, method == "HEAD")
         raw_path, query = split_target(request.path)
         info = self.info
         scope = http_scope(
             method,
             "2",
-            request.scheme or info.scheme,
+            # The transport's, as over HTTP/1.1 (a client's :scheme claiming
+            # https over cleartext must not reach the app; --proxy-headers
+            # handles a TLS-terminating proxy).
+            info.scheme,
             raw_path,
             query,
             shared.root_path,
@@ -183,10 +226,12 @@ class H2Protocol:
             self._state.lifespan_state,
             info.tls,
         )
+        scope["extensions"]["http.response.push"] = {}
         cycle = HTTPCycle(scope, stream)
         stream.cycle = cycle
-        self._streams[stream_id] = stream
-        self.deadline = None
+        stream.authority = request.authority or b""
+        self.streams[stream_id] = stream
+        self._progress()
         if self._access:
             stream.started = self._loop.time()
             stream.target = request.path
@@ -205,39 +250,63 @@ class H2Protocol:
             cycle.task = task
             state.tasks.add(task)
 
+    def _upgraded_request(self, h1: HTTPCycle) -> None:
+        """Stream 1 of an h2c upgrade: the HTTP/1.1 request, now answered over HTTP/2.
+
+        The scope is an HTTP/2 one (``http_version`` "2", the response is
+        HTTP/2's), its headers without the fields that only served the
+        upgrade; the body, already read, is fed at once.
+        """
+        scope = h1.scope
+        query = scope["query_string"]
+        fields = [
+            (b":method", scope["method"].encode("ascii")),
+            (b":scheme", scope["scheme"].encode("ascii")),
+            (b":path", scope["raw_path"] + (b"?" + query if query else b"")),
+        ]
+        for name, value in scope["headers"]:
+            if name == b"host":
+                fields.insert(2, (b":authority", value))
+            elif name not in _UPGRADE_ONLY:
+                fields.append((name, value))
+        body = h1.take_body()
+        self._request(RequestReceived(1, fields, not body))
+        stream = self.streams.get(1)
+        if stream is not None and body:
+            stream.receive_body(body, 0)  # nothing to give back: it never used a window
+            stream.receive_end()
+
     def _data(self, event: DataReceived) -> None:
-        stream = self._streams.get(event.stream_id)
+        stream = self.streams.get(event.stream_id)
         if stream is None:
             # The response is complete and the app gone: the connection window
             # still counts these bytes, so give them back.
             self._conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
             return
         if event.data:
-            stream.feed_body(event.data, event.flow_controlled_length)
+            stream.receive_body(event.data, event.flow_controlled_length)
         elif event.flow_controlled_length:
             self.acknowledge(event.stream_id, event.flow_controlled_length)  # padding only
         if event.end_stream:
-            stream.cycle.feed_end()
+            stream.receive_end()
 
     def _trailers(self, event: TrailersReceived) -> None:
         # ASGI has no request trailers: the body simply ends.
-        stream = self._streams.get(event.stream_id)
+        stream = self.streams.get(event.stream_id)
         if stream is not None:
-            stream.cycle.feed_end()
+            stream.receive_end()
 
     def _window_opened(self, stream_id: int) -> None:
         if stream_id:
-            stream = self._streams.get(stream_id)
+            stream = self.streams.get(stream_id)
             if stream is not None:
                 stream.window_opened()
-                self._forget_if_done(stream)
             return
-        for stream in list(self._streams.values()):  # the connection window: everyone may move
+        for stream in list(self.streams.values()):  # the connection window: everyone may move
             stream.window_opened()
-            self._forget_if_done(stream)
 
     def _stream_reset(self, stream_id: int) -> None:
-        stream = self._streams.pop(stream_id, None)
+        stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.reset_by_peer()
         self._idle_deadline()
@@ -249,10 +318,16 @@ class H2Protocol:
         ones below its last id still get their answers), so the connection
         closes once they finish; anything else closes now, after the write.
         """
-        if event.error_code == ErrorCode.NO_ERROR and self._streams:
+        if event.error_code == ErrorCode.NO_ERROR and self.streams:
             self._going_away = True
             return
         self._close()
+
+    def _extended_connect(self, stream_id: int, request: Request, end_stream: bool) -> None:
+        """A WebSocket over this stream (RFC 8441); other protocols are refused with 501."""
+        from sluiceway.http2.websocket import start_websocket
+
+        start_websocket(self, stream_id, request, end_stream)
 
     # -- the app ---------------------------------------------------------------------------
 
@@ -262,8 +337,8 @@ class H2Protocol:
             await forward_throw(self._app(cycle.scope, cycle.receive, cycle.send))
         except asyncio.CancelledError:
             if cycle.response_state < _S_DONE:
+                stream.ended = True
                 self.reset(stream.stream_id)
-                self._schedule_flush()
             raise
         except BaseException as exc:
             self._app_failed(stream, exc)
@@ -283,8 +358,10 @@ class H2Protocol:
 
     def _app_failed(self, stream: H2Stream, exc: BaseException) -> None:
         state = stream.cycle.response_state
-        if state is _S_ABORTED:
-            return  # the client reset the stream: www spec 2.4, not an error
+        if state is _S_ABORTED or (
+            isinstance(exc, ClientDisconnected) and (self.flow.closed or stream.ended)
+        ):
+            return  # the client reset the stream or left: www spec 2.4, not an error
         accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
         self._abandon(stream)
 
@@ -292,9 +369,10 @@ class H2Protocol:
         if stream.cycle.response_state <= _S_HEAD:
             self._finish_with_error(stream, 500)
         else:
+            stream.ended = True
             self.reset(stream.stream_id, ErrorCode.INTERNAL_ERROR)
             stream.cycle.feed_disconnect()
-            self._forget(stream)
+            self.forget(stream)
         self._schedule_flush()
 
     def _finish_with_error(self, stream: H2Stream, status: int) -> None:
@@ -331,14 +409,20 @@ class H2Protocol:
         self._schedule_flush()
         return taken
 
+    def push(self, parent_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+        """PUSH_PROMISE on ``parent_id``, then run the app for the promised request."""
+        promised = self._conn.push_promise(parent_id, fields)
+        if promised is None:
+            return  # the client disabled push, or cannot take another stream
+        self._schedule_flush()
+        self._request(RequestReceived(promised, fields, True))
+
     def acknowledge(self, stream_id: int, n: int) -> None:
         self._conn.acknowledge_received_data(stream_id, n)
         self._schedule_flush()
 
     def reset(self, stream_id: int, code: int = ErrorCode.INTERNAL_ERROR) -> None:
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.ended = True
+        """RST_STREAM ``code``; the caller marks its own side ended."""
         self._conn.reset_stream(stream_id, code)
         self._schedule_flush()
 
@@ -357,15 +441,12 @@ class H2Protocol:
                 stream.sent,
                 self._loop.time() - stream.started,
             )
-        self._forget_if_done(stream)
+        stream.forget_if_done()
 
-    def _forget_if_done(self, stream: H2Stream) -> None:
-        if stream.ended and stream.cycle.response_state >= _S_DONE:
-            self._forget(stream)
-
-    def _forget(self, stream: H2Stream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
+    def forget(self, stream: StreamHandler) -> None:
+        """``stream`` is over on both sides: it leaves the connection's map."""
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
         self._idle_deadline()
 
     # -- writing ----------------------------------------------------------------------------
@@ -373,35 +454,66 @@ class H2Protocol:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._flush_scheduled = False
         data = self._conn.data_to_send()
         if data and not self.flow.closed and not self._transport.is_closing():
             self._transport.write(data)
-        if self._going_away and not self._streams and not self._closing:
+        if self._going_away and not self.streams and not self._closing:
             self._close()
 
     # -- deadlines and shutdown ------------------------------------------------------------
 
+    def _progress(self) -> None:
+        """The client did something (sent bytes, or drained our writes): a held stream waits anew.
+
+        With streams open the deadline is the stall timeout (HTTP/1.1's
+        ``--timeout-request-body``): a client that neither sends nor reads
+        for that long cannot hold the streams that wait on it (on_deadline).
+        """
+        self.deadline = self._loop.time() + self._shared.body_timeout_s
+
     def _idle_deadline(self) -> None:
-        if not self._streams and not self._closing:
+        if not self.streams and not self._closing:
             timeout = self._shared.keep_alive_s
             self.deadline = self._loop.time() + timeout
             if self._going_away:
                 self._schedule_flush()  # the last stream ended: close after the write
 
     def on_deadline(self) -> None:
-        """Idle past the keep-alive timeout (or a close that never finished)."""
+        """Idle past the keep-alive timeout, a client that stalled its streams, or a slow close.
+
+        Stalled (CVE-2019-9517 and slow-body holds): a client that does not
+        read loses the connection; each stream that waits on a client that
+        neither sends nor opens its window is reset with CANCEL and its app
+        gets ``http.disconnect``. Streams whose apps are busy (a long poll)
+        are not the client's doing and stay.
+        """
         self.deadline = None
         if self._closing:
             self._transport.abort()
             return
-        if not self._streams:
+        if not self.streams:
             self._conn.close(ErrorCode.NO_ERROR)
-            self._flush()
+            self.flush()
             self._close()
+            return
+        if self.flow.write_paused:
+            accesslog.error_logger.info(
+                "Dropped an HTTP/2 connection from %s that stopped reading",
+                accesslog.format_client(self.info.client),
+            )
+            self.abort()
+            return
+        for stream in [s for s in self.streams.values() if s.waiting_on_peer()]:
+            self.forget(stream)
+            self._conn.reset_stream(stream.stream_id, ErrorCode.CANCEL)
+            stream.reset_by_peer()
+        self._schedule_flush()
+        if self.streams:
+            self._progress()
 
     def shutdown(self) -> None:
         """Graceful: GOAWAY with the last stream id; in-flight streams finish, then close."""
@@ -409,7 +521,7 @@ class H2Protocol:
             return
         self._going_away = True
         self._conn.start_graceful_shutdown()
-        self._flush()
+        self.flush()
 
     def abort(self) -> None:
         """Drop the connection now (after the graceful timeout)."""
@@ -442,6 +554,8 @@ class H2Protocol:
     def resume_writing(self) -> None:
         self._conn.resume_writing()
         self.flow.resume_writing()
+        if self.streams:
+            self._progress()  # the client is reading again
         if not self._closing:
             self.flow.resume_reading()
 
@@ -454,12 +568,7 @@ class H2Protocol:
         if self.flow is not None:
             self.flow.connection_lost()
         self._state.remove_connection(self)
-        streams = list(self._streams.values())
-        self._streams.clear()
+        streams = list(self.streams.values())
+        self.streams.clear()
         for stream in streams:
             stream.reset_by_peer()
-
-    # -- RFC 8441 and push hooks are added by later steps --------------------------------------
-
-    def streams(self) -> Iterable[H2Stream]:
-        return self._streams.values()

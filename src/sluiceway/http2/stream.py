@@ -10,7 +10,10 @@ HTTP/1.1 does not have: flow control in both directions.
   true, so the app's ``send`` awaits ``drain`` until a WINDOW_UPDATE moves it
   (``window_opened``). At most one app message is held per stream, because
   the app waits before its next one: memory is bounded by what the app sends
-  in one message. Trailers and END_STREAM wait behind pending data.
+  in one message. Trailers and END_STREAM wait behind pending data. What
+  the windows took is written at once past 64 KiB (``_WRITE_NOW_BYTES``),
+  not at the end of the loop pass, so a client that does not read holds the
+  app's ``send`` through the transport's ``pause_writing`` as well.
 * Receiving: body bytes are acknowledged (WINDOW_UPDATE to the client) as
   they arrive while the cycle holds less than its high-water mark; above it
   the cycle calls ``pause_reading`` and acknowledgements stop until the app
@@ -27,8 +30,9 @@ import asyncio
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
-from sluiceway.asgi.http import FileSlice, HTTPCycle
+from sluiceway.asgi.http import FileSlice, HTTPCycle, ResponseState
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.forward_throw import forward_throw
 from sluiceway.http1 import files
@@ -39,8 +43,15 @@ if TYPE_CHECKING:
 
 # Statuses whose responses have no content (RFC 9110 §15.3.5, §15.4.5).
 _NO_BODY: Final = frozenset((204, 304))
+_S_DONE: Final = ResponseState.DONE
+# RFC 3986 pchar and "/": kept as they are when a push path is percent-encoded.
+_PATH_SAFE: Final = "/!$&'()*+,;=:@-._~"
 # File bodies are read in pieces of this size and framed as DATA.
 _FILE_CHUNK: Final = 64 * 1024
+# Body bytes one stream may queue in the connection before they are written
+# at once rather than at the end of the loop pass: asyncio's default
+# high-water mark, so the transport's back-pressure reaches the app's send.
+_WRITE_NOW_BYTES: Final = 64 * 1024
 
 
 class H2Stream:
@@ -51,9 +62,11 @@ class H2Stream:
         "_end_pending",
         "_pending",
         "_proto",
+        "_queued",
         "_remaining",
         "_trailers",
         "_unacked",
+        "authority",
         "cycle",
         "ended",
         "is_head",
@@ -76,22 +89,40 @@ class H2Stream:
         self._drain_waiter: asyncio.Future[None] | None = None
         self._unacked = 0  # request body bytes received but not yet acknowledged
         self._remaining = -1  # Content-Length bytes still owed, or -1
+        self._queued = 0  # body bytes handed to the connection since this stream last flushed
         self.read_paused = False
         self.no_body = False
         self.ended = False  # END_STREAM sent (or the stream reset): nothing more goes out
         self.sent = 0
         self.started = 0.0
         self.target = b""
+        self.authority = b""  # the request's :authority, for the pushes it promises
 
     # -- request body in ------------------------------------------------------------
 
-    def feed_body(self, data: bytes, flow_controlled: int) -> None:
+    def receive_body(self, data: bytes, flow_controlled: int) -> None:
         """Body bytes arrived; acknowledge them now unless the app is behind."""
         self.cycle.feed_body(data)
+        if not flow_controlled:
+            return  # the body of an h2c upgrade request: it came over HTTP/1.1
         if self.read_paused:
             self._unacked += flow_controlled
         else:
             self._proto.acknowledge(self.stream_id, flow_controlled)
+
+    def receive_end(self) -> None:
+        self.cycle.feed_end()
+
+    def waiting_on_peer(self) -> bool:
+        """A response held by a shut window, or a request body still to come while the app reads."""
+        if self.ended:
+            return False
+        return bool(self._pending) or (
+            not self.read_paused and not self.cycle.body_complete and not self.cycle_done()
+        )
+
+    def cycle_done(self) -> bool:
+        return self.cycle.response_state >= _S_DONE
 
     def pause_reading(self) -> None:
         self.read_paused = True
@@ -167,6 +198,8 @@ class H2Stream:
             self.ended = True
             return
         self.sent = len(body)
+        if file_bytes >= 0:
+            return  # send_file follows with the bytes and END_STREAM, not an empty end here
         if body or (not more_body and not trailers):
             self._send(body, not more_body and not trailers)
 
@@ -180,7 +213,7 @@ class H2Stream:
         remaining = self._remaining
         if remaining >= 0:
             if n > remaining or (not more_body and n != remaining):
-                self._proto.reset(self.stream_id)
+                self._reset()
                 raise ASGIMessageError(
                     "response body does not match its Content-Length"
                     f" ({'longer' if n > remaining else 'shorter'} than declared)"
@@ -197,6 +230,17 @@ class H2Stream:
             self._end_pending = self._end_pending or end
             return
         taken = self._proto.send_data(self.stream_id, data, end)
+        self._queued += taken
+        if self._queued >= _WRITE_NOW_BYTES:
+            # The protocol writes at the end of the loop pass (one write for
+            # every stream a read started), but an app that sends without
+            # yielding never reaches that end: with the peer's windows wide
+            # open its whole body would pile up in the connection, unseen
+            # by the transport's pause_writing. Write now, so ``write_paused``
+            # holds the app's next send. (A flush by the protocol in between
+            # is not counted: at worst this writes a little early.)
+            self._queued = 0
+            self._proto.flush()
         if taken < len(data):
             self._pending = data[taken:]
             self._end_pending = end
@@ -220,6 +264,12 @@ class H2Stream:
             self._trailers = None
             self.ended = True
         self._wake()
+        self.forget_if_done()
+
+    def forget_if_done(self) -> None:
+        """Leave the connection once the response is complete and all of it is out."""
+        if self.ended and self.cycle.response_state >= _S_DONE:
+            self._proto.forget(self)
 
     def _wake(self) -> None:
         waiter = self._drain_waiter
@@ -238,7 +288,7 @@ class H2Stream:
             remaining = self._remaining
             if remaining >= 0:
                 if n > remaining or (not more_body and n != remaining):
-                    self._proto.reset(self.stream_id)
+                    self._reset()
                     raise ASGIMessageError("file size does not match the response Content-Length")
                 self._remaining = remaining - n
             loop = asyncio.get_running_loop()
@@ -250,7 +300,7 @@ class H2Stream:
                     None, os.pread, fd, min(_FILE_CHUNK, end - offset), offset
                 )
                 if not chunk:
-                    self._proto.reset(self.stream_id)
+                    self._reset()
                     raise ASGIMessageError("file shrank while it was being sent")
                 offset += len(chunk)
                 self._check_open()
@@ -280,8 +330,33 @@ class H2Stream:
             self.ended = True
         # else: window_opened sends them after the pending data.
 
+    def send_push(self, path: str, headers: Iterable[Any]) -> None:
+        """Promise ``GET path`` (RFC 9113 §8.4) and answer it like a request, if the client allows.
+
+        The promised request carries this request's scheme and authority
+        (extensions spec: the same ``:authority``) and the app's headers; the
+        app then runs for it as for any request. Dropped silently when the
+        client disabled push or this stream can no longer carry a promise.
+        """
+        if self.ended or self._proto.flow.closed:
+            return
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", self.cycle.scope["scheme"].encode("ascii")),
+            (b":authority", self.authority),
+            (b":path", quote(path, safe=_PATH_SAFE).encode("ascii")),
+        ]
+        fields += trailer_fields(headers)  # the same rules: lowercase tokens, no CR/LF/NUL
+        self._proto.push(self.stream_id, fields)
+
     def response_complete(self, cycle: HTTPCycle) -> None:
         self._proto.response_complete(self)
+
+    def _reset(self) -> None:
+        """Our framing promise broke (Content-Length, a shrinking file): RST_STREAM."""
+        self.ended = True
+        self._pending = b""
+        self._proto.reset(self.stream_id)
 
     def _check_open(self) -> None:
         if self.ended or self._proto.flow.closed:

@@ -14,10 +14,12 @@ and handed to ``make_protocol_factory``. It owns:
   connections, so that no connection starts a new request afterwards;
 * ``requests``: how many request heads were accepted; with ``request_limit``
   set (``--limit-max-requests``), the tick calls ``on_request_limit`` once
-  the count reaches it (the hot path pays one increment, no comparison).
+  the count reaches it (the hot path pays one increment, no comparison);
+* ``h2_websockets``: how many WebSockets opened over HTTP/2 streams (RFC 8441
+  extended CONNECT; ``http2/websocket.py``), to tell them from upgrades.
 
 The same timer (``tick``) also enforces per-connection deadlines (keep-alive
-idle and request-header timeouts): a connection stores an absolute
+idle, request-header and request-body timeouts): a connection stores an absolute
 ``deadline`` and the tick closes the late ones. That costs one float store per
 request instead of a timer handle per request.
 
@@ -123,6 +125,7 @@ class ServerState:
         self.lifespan_state: dict[str, Any] = lifespan_state if lifespan_state is not None else {}
         self.shutting_down = False
         self.requests = 0
+        self.h2_websockets = 0
         self.request_limit: int | None = None
         self.on_request_limit: Callable[[], None] | None = None
         self.extra_headers = _default_headers(config)
@@ -160,6 +163,7 @@ class ServerState:
             1.0,
             cfg.keep_alive_timeout_s,
             cfg.request_headers_timeout_s,
+            cfg.request_body_timeout_s,
             cfg.ws_ping_interval_s,
             cfg.ws_ping_timeout_s,
         )

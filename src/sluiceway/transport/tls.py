@@ -24,7 +24,9 @@ from typing import Any
 from sluiceway.config import Config
 from sluiceway.errors import ConfigError
 
-ALPN_PROTOCOLS = ["http/1.1"]
+# RFC 9113 §3.2: "h2" first, so a client that speaks both gets HTTP/2.
+ALPN_PROTOCOLS = ["h2", "http/1.1"]
+ALPN_HTTP1_ONLY = ["http/1.1"]
 
 # specs/tls.rst: tls_version is the TLS wire version number.
 _TLS_VERSIONS = {
@@ -82,7 +84,7 @@ def create_ssl_context(config: Config) -> ssl.SSLContext:
             raise ConfigError(
                 f"--ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows"
             ) from None
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context.set_alpn_protocols(ALPN_PROTOCOLS if config.http2 else ALPN_HTTP1_ONLY)
     return context
 
 

@@ -1,10 +1,20 @@
-"""The WebSocket opening handshake over HTTP/1.1 (RFC 6455 §4.2).
+"""The WebSocket opening handshake (RFC 6455 §4.2; over HTTP/2, RFC 8441 §5).
 
-``validate_request`` checks an upgrade request and returns either a
+``validate_request`` checks an HTTP/1.1 upgrade request and returns either a
 ``Handshake`` (what the client asked for: key, subprotocols, the agreed
 permessage-deflate parameters) or a ``Rejection`` (status, headers, body) for
 the HTTP layer to send. ``build_accept_response`` turns a ``Handshake`` and
 the app's ``websocket.accept`` choices into the 101 response head.
+
+The parts that do not depend on the HTTP version are public on their own,
+for the HTTP/2 carrier (``http2/websocket.py``): ``validate_fields`` checks
+the fields an extended CONNECT shares with an upgrade (RFC 8441 §5:
+Sec-WebSocket-Version, -Protocol and -Extensions as in RFC 6455; there is no
+Sec-WebSocket-Key, so its ``Handshake`` has an empty key and accept), and
+``accept_fields`` validates the app's accept (subprotocol, extra headers)
+into the fields any answer carries. The HTTP/1.1 functions run the same
+checks in the same order as before the split: their output is byte for byte
+what it was.
 
 Imports only the standard library and the sibling ``deflate`` module.
 
@@ -33,9 +43,11 @@ from sluiceway.websocket.deflate import (
 __all__ = [
     "Handshake",
     "Rejection",
+    "accept_fields",
     "accept_key",
     "build_accept_response",
     "parse_extensions",
+    "validate_fields",
     "validate_request",
 ]
 
@@ -106,14 +118,14 @@ class Handshake:
     """A valid opening handshake request.
 
     Attributes:
-        key: the Sec-WebSocket-Key as sent.
-        accept: the Sec-WebSocket-Accept value that answers it.
+        key: the Sec-WebSocket-Key as sent; empty over HTTP/2 (RFC 8441 §5).
+        accept: the Sec-WebSocket-Accept value that answers it; empty over HTTP/2.
         subprotocols: Sec-WebSocket-Protocol tokens in the client's order.
         deflate: the agreed permessage-deflate parameters, or None.
     """
 
-    key: bytes
-    accept: bytes
+    key: bytes = b""
+    accept: bytes = b""
     subprotocols: tuple[str, ...] = ()
     deflate: DeflateParams | None = None
 
@@ -211,7 +223,7 @@ def validate_request(
     Args:
         method: the request method.
         http_version: the request's version; only "1.1" upgrades (RFC 8441,
-            WebSocket over HTTP/2, uses CONNECT and another path).
+            WebSocket over HTTP/2, is an extended CONNECT: ``validate_fields``).
         headers: ``(name, value)`` pairs as received.
         deflate: the server's permessage-deflate settings, or None to never
             agree to compression.
@@ -228,9 +240,7 @@ def validate_request(
         # MUST be at least 1.1."
         return _bad_request("WebSocket handshake requires HTTP/1.1")
 
-    by_name: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
+    by_name = _by_name(headers)
 
     if not by_name.get(b"host"):
         return _bad_request("missing Host header")
@@ -246,15 +256,9 @@ def validate_request(
     ):
         return _bad_request("WebSocket handshake must not carry a request body")
 
-    # §4.4: an unsupported version gets 426 and the versions we speak.
-    versions = by_name.get(b"sec-websocket-version", [])
-    if len(versions) != 1 or versions[0].strip(b" \t") != b"13":
-        return Rejection(
-            426,
-            "unsupported Sec-WebSocket-Version",
-            ((b"sec-websocket-version", b"13"), (b"upgrade", b"websocket")),
-            b"unsupported Sec-WebSocket-Version, this server speaks 13\n",
-        )
+    rejection = _check_version(by_name)
+    if rejection is not None:
+        return rejection
 
     keys = by_name.get(b"sec-websocket-key", [])
     if len(keys) != 1:
@@ -268,6 +272,64 @@ def validate_request(
     if len(decoded) != 16:
         return _bad_request("invalid Sec-WebSocket-Key")
 
+    offer = _offer(by_name, deflate)
+    if isinstance(offer, Rejection):
+        return offer
+    return Handshake(key=key, accept=accept_key(key), subprotocols=offer[0], deflate=offer[1])
+
+
+def validate_fields(
+    headers: HeaderPairs,
+    *,
+    deflate: DeflateSettings | None = DEFAULT_DEFLATE_SETTINGS,
+) -> Handshake | Rejection:
+    """Check the WebSocket fields of a handshake whatever its HTTP version.
+
+    RFC 8441 §5: an extended CONNECT uses Sec-WebSocket-Version, -Protocol
+    and -Extensions as RFC 6455 §4.2.1 does, and no Sec-WebSocket-Key; the
+    method, ``:protocol`` and the other pseudo-headers are the HTTP/2
+    layer's to check. ``validate_request`` runs these same checks.
+
+    Returns:
+        A ``Handshake`` with an empty key and accept, or a ``Rejection``: 426
+        with ``Sec-WebSocket-Version: 13`` (and ``Upgrade: websocket``, which
+        an HTTP/2 answer drops as connection-specific) for an unsupported
+        version, 400 for a malformed Sec-WebSocket-Protocol.
+    """
+    by_name = _by_name(headers)
+    rejection = _check_version(by_name)
+    if rejection is not None:
+        return rejection
+    offer = _offer(by_name, deflate)
+    if isinstance(offer, Rejection):
+        return offer
+    return Handshake(subprotocols=offer[0], deflate=offer[1])
+
+
+def _by_name(headers: HeaderPairs) -> dict[bytes, list[bytes]]:
+    by_name: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
+    return by_name
+
+
+def _check_version(by_name: dict[bytes, list[bytes]]) -> Rejection | None:
+    # §4.4: an unsupported version gets 426 and the versions we speak.
+    versions = by_name.get(b"sec-websocket-version", [])
+    if len(versions) != 1 or versions[0].strip(b" \t") != b"13":
+        return Rejection(
+            426,
+            "unsupported Sec-WebSocket-Version",
+            ((b"sec-websocket-version", b"13"), (b"upgrade", b"websocket")),
+            b"unsupported Sec-WebSocket-Version, this server speaks 13\n",
+        )
+    return None
+
+
+def _offer(
+    by_name: dict[bytes, list[bytes]], deflate: DeflateSettings | None
+) -> tuple[tuple[str, ...], DeflateParams | None] | Rejection:
+    """The offered subprotocols and the agreed permessage-deflate (§4.2.1 items 8, 9)."""
     subprotocols: list[str] = []
     for value in by_name.get(b"sec-websocket-protocol", []):
         for item in _split_list(value.decode("latin-1")):
@@ -284,10 +346,7 @@ def validate_request(
         offers = [params for name, params in extensions if name == EXTENSION_NAME]
         if offers:
             agreed = negotiate(offers, deflate)
-
-    return Handshake(
-        key=key, accept=accept_key(key), subprotocols=tuple(subprotocols), deflate=agreed
-    )
+    return tuple(subprotocols), agreed
 
 
 def build_accept_response(
@@ -306,21 +365,47 @@ def build_accept_response(
     Returns:
         The response head bytes, ending with the blank line, or a 500
         ``Rejection`` when the app's subprotocol or headers are invalid
-        (a token is required; CR, LF and NUL are refused; handshake headers
-        and HTTP/2 pseudo headers are the server's to write).
+        (see ``accept_fields``).
     """
+    fields = accept_fields(handshake, subprotocol, headers)
+    if isinstance(fields, Rejection):
+        return fields
     lines = [
         b"HTTP/1.1 101 Switching Protocols",
         b"upgrade: websocket",
         b"connection: Upgrade",
         b"sec-websocket-accept: " + handshake.accept,
     ]
+    lines.extend(name + b": " + value for name, value in fields)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def accept_fields(
+    handshake: Handshake,
+    subprotocol: str | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> list[tuple[bytes, bytes]] | Rejection:
+    """The fields every accepting answer carries, whatever its HTTP version.
+
+    Sec-WebSocket-Protocol for ``subprotocol``, Sec-WebSocket-Extensions for
+    the agreed permessage-deflate, then the app's ``headers``, in that order.
+    The 101 of HTTP/1.1 adds them after its own lines; the 200 of HTTP/2
+    (RFC 8441 §5) after ``:status``.
+
+    Returns:
+        The ``(name, value)`` pairs, names as the app gave them, or a 500
+        ``Rejection`` when the app's subprotocol or headers are invalid (a
+        token is required; CR, LF and NUL are refused; handshake headers and
+        HTTP/2 pseudo headers are the server's to write).
+    """
+    fields: list[tuple[bytes, bytes]] = []
     if subprotocol is not None:
         if not isinstance(subprotocol, str) or not _TOKEN.fullmatch(subprotocol):
             return _app_error(f"invalid subprotocol {subprotocol!r}")
-        lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii"))
+        fields.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
     if handshake.deflate is not None:
-        lines.append(b"sec-websocket-extensions: " + handshake.deflate.response_value().encode())
+        fields.append((b"sec-websocket-extensions", handshake.deflate.response_value().encode()))
     for pair in headers:
         try:
             name, value = pair
@@ -332,9 +417,8 @@ def build_accept_response(
             return _app_error(f"invalid header {name!r}")
         if name.lower() in _RESERVED_RESPONSE_HEADERS:
             return _app_error(f"header {name!r} is set by the server")
-        lines.append(name + b": " + value)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        fields.append((name, value))
+    return fields
 
 
 def _app_error(reason: str) -> Rejection:
