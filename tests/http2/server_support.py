@@ -45,20 +45,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def h2spec_binary() -> Path:
-    """Where h2spec is: ``$H2SPEC``, else ``shared/h2spec/h2spec`` beside the checkout.
+    """Where h2spec is: ``$H2SPEC``, else the copy in ``tests/tools/h2spec/``.
 
-    CI runs in a fresh clone with a copy of ``shared/`` beside it, so the
-    path is found from the repository, not from this machine's layout. No
-    registry CI reaches has h2spec (Debian has no package; building it needs
-    its source from GitHub), so a missing binary fails the test: a skip
-    would let CI pass without the conformance run.
+    No registry CI reaches has h2spec (Debian has no package; building it
+    needs its source from GitHub), so the repository carries the binary
+    (README there). A missing one fails the test: a skip would let CI pass
+    without the conformance run.
     """
     named = os.environ.get("H2SPEC")
-    path = Path(named) if named else REPO.parent / "shared" / "h2spec" / "h2spec"
+    path = Path(named) if named else REPO / "tests" / "tools" / "h2spec" / "h2spec"
     if not os.access(path, os.X_OK):
         pytest.fail(
-            f"h2spec not found at {path}: the conformance tests need it (shared/h2spec/ beside"
-            " the checkout, README there; or set H2SPEC to another build)",
+            f"h2spec not found at {path}: the conformance tests need it"
+            " (tests/tools/h2spec/README.md; or set H2SPEC to another build)",
             pytrace=False,
         )
     return path

@@ -3,7 +3,7 @@
 ``conformance_server`` wraps ``H2Connection`` in a bare asyncio protocol
 (no ASGI, no HTTP/1.1), so a failure here is the engine's. Strict mode: all
 147 cases (146 plus the GOAWAY-before-close check of 5.4.1/2). The binary is
-the project's build (``shared/h2spec/`` beside the checkout, README there);
+the copy in ``tests/tools/h2spec/`` (README there);
 ``H2SPEC`` names another. ``test_server_h2spec.py`` runs it against the real
 server.
 """
