@@ -31,6 +31,22 @@ HOT_PATH = [
     "src/sluiceway/asgi/http.py",
     "src/sluiceway/http1/wire.py",
     "src/sluiceway/http1/protocol.py",
+    # HTTP/2: the engine (frames, HPACK, streams, flow control), then the adapter.
+    "src/sluiceway/http2/frames.py",
+    "src/sluiceway/http2/huffman.py",
+    "src/sluiceway/http2/hpack.py",
+    "src/sluiceway/http2/config.py",
+    "src/sluiceway/http2/events.py",
+    "src/sluiceway/http2/settings.py",
+    "src/sluiceway/http2/flow.py",
+    "src/sluiceway/http2/limits.py",
+    "src/sluiceway/http2/streams.py",
+    "src/sluiceway/http2/validation.py",
+    "src/sluiceway/http2/streamset.py",
+    "src/sluiceway/http2/connection.py",
+    "src/sluiceway/http2/headers.py",
+    "src/sluiceway/http2/stream.py",
+    "src/sluiceway/http2/protocol.py",
 ]
 
 
