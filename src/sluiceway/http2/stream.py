@@ -270,6 +270,16 @@ class H2Stream:
         """Leave the connection once the response is complete and all of it is out."""
         if self.ended and self.cycle.response_state >= _S_DONE:
             self._proto.forget(self)
+            self._detach()
+
+    def _detach(self) -> None:
+        """Break the stream <-> cycle reference cycle once the stream is over.
+
+        Left in place, every request's pair waits for the cyclic GC: with 32
+        streams a read, collections took a sixth of the server's time (perf,
+        h2load -m32). A done or aborted cycle no longer writes to its sink.
+        """
+        self.cycle.sink = GONE
 
     def _wake(self) -> None:
         waiter = self._drain_waiter
@@ -371,3 +381,57 @@ class H2Stream:
         self._trailers = None
         self.cycle.feed_disconnect()
         self._wake()
+        self._detach()
+
+
+class _Gone:
+    """The sink of a cycle whose stream is over: nothing more reaches the wire."""
+
+    write_paused = False
+
+    async def drain(self) -> None:
+        raise ClientDisconnected("the stream is closed")
+
+    def send_continue(self) -> None:
+        pass
+
+    def send_early_hint(self, links: Iterable[Any]) -> None:
+        pass
+
+    def send_head(
+        self,
+        status: int,
+        headers: Iterable[Any],
+        body: bytes,
+        more_body: bool,
+        trailers: bool,
+        file_bytes: int = -1,
+    ) -> None:
+        raise ClientDisconnected("the stream is closed")
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        raise ClientDisconnected("the stream is closed")
+
+    def open_file(self, file: Any, offset: int | None, count: int | None) -> FileSlice:
+        raise ClientDisconnected("the stream is closed")
+
+    async def send_file(self, part: FileSlice, more_body: bool) -> None:
+        raise ClientDisconnected("the stream is closed")
+
+    def send_trailers(self, headers: Iterable[Any], more_trailers: bool) -> None:
+        raise ClientDisconnected("the stream is closed")
+
+    def send_push(self, path: str, headers: Iterable[Any]) -> None:
+        pass
+
+    def response_complete(self, cycle: HTTPCycle) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+
+GONE: Final = _Gone()
