@@ -97,6 +97,8 @@ from sluiceway.http2.streamset import StreamClosedError, StreamSet
 
 __all__ = ["ConnectionState", "H2Config", "H2Connection", "StreamClosedError"]
 
+_NOTHING: Final[list[bytes | memoryview]] = []
+
 
 class ConnectionState(enum.Enum):
     """Where the connection is (RFC 9113 §3.4, §6.8)."""
@@ -143,7 +145,7 @@ class H2Connection:
             max_header_list_size=config.max_header_list_size,
         )
         self._encoder = Encoder()
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._buf = bytearray()  # a partial frame, carried to the next read
         self._need = 0  # bytes _buf must hold before it is worth parsing
         self._preface_left = PREFACE
@@ -444,6 +446,19 @@ class H2Connection:
         data = b"".join(out)
         out.clear()  # the list is shared with Flow and StreamSet
         return data
+
+    def parts_to_send(self) -> tuple[list[bytes | memoryview], int]:
+        """Everything queued since the last call, unjoined, and its size in bytes.
+
+        For a vectored write: a large body's DATA payloads are views of the
+        app's own bytes, which joining would copy once more.
+        """
+        out = self._out
+        if not out:
+            return _NOTHING, 0
+        parts = out.copy()
+        out.clear()  # the list is shared with Flow and StreamSet
+        return parts, sum(map(len, parts))
 
     def send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False

@@ -54,7 +54,9 @@ class Flow:
         "send_window",
     )
 
-    def __init__(self, out: list[bytes], connection_window: int, stream_window: int) -> None:
+    def __init__(
+        self, out: list[bytes | memoryview], connection_window: int, stream_window: int
+    ) -> None:
         self._out = out
         self.send_window = DEFAULT_WINDOW_SIZE
         self.recv_window = DEFAULT_WINDOW_SIZE

@@ -93,6 +93,8 @@ class StreamHandler(Protocol):
 _S_HEAD: Final = ResponseState.HEAD
 _S_DONE: Final = ResponseState.DONE
 _S_ABORTED: Final = ResponseState.ABORTED
+# Output below this is joined into one write; above, the parts go to a vectored write.
+_JOIN_MAX_BYTES: Final = 32 * 1024
 # After our GOAWAY or a close, how long the peer gets to read it and close.
 _CLOSE_TIMEOUT_S: Final = 5.0
 
@@ -458,9 +460,12 @@ class H2Protocol:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        data = self._conn.data_to_send()
-        if data and not self.flow.closed and not self._transport.is_closing():
-            self._transport.write(data)
+        parts, size = self._conn.parts_to_send()
+        if size and not self.flow.closed and not self._transport.is_closing():
+            if size < _JOIN_MAX_BYTES:
+                self._transport.write(b"".join(parts))  # small answers: one buffer
+            else:
+                self.flow.writelines(parts)  # large bodies: vectored, no copy here
         if self._going_away and not self.streams and not self._closing:
             self._close()
 

@@ -103,7 +103,7 @@ class StreamSet:
     def __init__(
         self,
         config: H2Config,
-        out: list[bytes],
+        out: list[bytes | memoryview],
         flow: Flow,
         peer: PeerSettings,
         encoder: Encoder,
@@ -444,7 +444,7 @@ class StreamSet:
             for pos in range(0, n, max_frame):
                 size = min(max_frame, n - pos)
                 out.append(frame_header(size, 0, flags if pos + size == n else 0, stream_id))
-                out.append(bytes(view[pos : pos + size]))
+                out.append(view[pos : pos + size])  # no copy: written by a vectored write
                 frames += 1
         if self.no_progress.used:
             self.no_progress.refund(frames * _ANSWERS_PER_DATA_FRAME)

@@ -45,7 +45,9 @@ _SELECTOR_SOCKET_TRANSPORT: type[Any] = getattr(
 )
 
 
-def writelines_for(transport: asyncio.WriteTransport) -> Callable[[Iterable[bytes]], None]:
+def writelines_for(
+    transport: asyncio.WriteTransport,
+) -> Callable[[Iterable[bytes | memoryview]], None]:
     """``transport.writelines``, made safe on the asyncio releases that need it (see above).
 
     Call once per connection and keep the result: everywhere but the affected
@@ -56,7 +58,7 @@ def writelines_for(transport: asyncio.WriteTransport) -> Callable[[Iterable[byte
     selector_transport: Any = transport
     pause = _WRITELINES_SKIPS_PAUSE
 
-    def writelines(parts: Iterable[bytes]) -> None:
+    def writelines(parts: Iterable[bytes | memoryview]) -> None:
         selector_transport.writelines([part for part in parts if part])
         if pause:
             # The one line CPython 3.12.9 and 3.13.2 added to writelines() (gh-127655).
