@@ -164,7 +164,9 @@ class Supervisor:
                             break
             name = signal.Signals(self.signals[0]).name
             logger.info("Received %s: stopping the workers.", name)
-            return self._stop_all(wakeup)
+            # Only the first signal asked to stop: one that came since (even
+            # before _stop_all looks) is the second, which forces the exit.
+            return self._stop_all(wakeup, signals_seen=1)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -261,7 +263,9 @@ class Supervisor:
             state.failures = 0
             self._start(slot)
 
-    def _stop_all(self, wakeup: socket.socket, quiet: bool = False) -> int:
+    def _stop_all(
+        self, wakeup: socket.socket, quiet: bool = False, signals_seen: int | None = None
+    ) -> int:
         """SIGTERM every worker and wait (bounded); returns the supervisor's exit code."""
         config = self.config
         workers = list(self.workers.values())
@@ -270,7 +274,9 @@ class Supervisor:
             state.restart_at = None
         # Stopping for a signal, the next one forces the workers out; stopping
         # for a reload, a first signal only means "do not start them again".
-        seen_signals = len(self.signals) + (1 if quiet else 0)
+        seen_signals = (
+            signals_seen if signals_seen is not None else len(self.signals) + (1 if quiet else 0)
+        )
         for worker in workers:
             _send(worker, signal.SIGTERM)
         started = time.monotonic()
