@@ -239,7 +239,7 @@ class Shared:
         # HTTP/2's settings, made once per server; None: HTTP/1.1 only.
         self.h2: H2Config | None = None
         if config.http2:
-            from sluiceway.http2.protocol import h2_config
+            from sluiceway.http2.config import h2_config
 
             self.h2 = h2_config(config)
         # The server's loop, taken by the first connection: asking for it per
@@ -314,6 +314,9 @@ class HTTP1Protocol:
         self._fresh = True
         # The start of an HTTP/2 preface cut across reads (see _sniff_h2).
         self._h2_head = b""
+        # The connection's first read, until a request head in it is read
+        # whole (see _reject: a first line of neither protocol).
+        self._first_data: bytes | None = None
         # Body bytes still owed by an Upgrade request llhttp skipped (_read_raw_body),
         # and, for h2c, the switch that waits for them.
         self._raw_body_left = 0
@@ -412,8 +415,11 @@ class HTTP1Protocol:
             phase = self._phase
         if phase is _IDLE:
             if self._fresh and not self._shared.tls:
+                # One compare per new connection on the hot path; the rest of
+                # the sniff only for what may be the HTTP/2 preface.
+                self._first_data = data
                 h2 = self._shared.h2
-                if h2 is not None:
+                if h2 is not None and (data[:1] == b"P" or self._h2_head):
                     data = self._sniff_h2(h2, data)
                     if not data:
                         return
@@ -514,45 +520,23 @@ class HTTP1Protocol:
                 return data[offset:]
 
     def _sniff_h2(self, h2: H2Config, data: bytes) -> bytes:
-        """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
+        """Bytes starting with "P" on a fresh cleartext connection: the HTTP/2 preface, or not.
 
         Returns what HTTP/1.1 should read, or ``b""`` when the bytes went to
-        HTTP/2, are held (a preface cut across reads), or ended the connection.
-        RFC 9113 §3.3: a client that knows the server speaks HTTP/2 starts with
-        the 24-byte preface; anything else here is HTTP/1.1. A first line that
-        is complete but does not end in an HTTP/1 version is neither protocol
-        (h2spec 3.5/2 sends "INVALID CONNECTION PREFACE"): an HTTP/1.1 400
-        would mean nothing to such a client, so the connection just closes
-        (RFC 9113 §3.4: an invalid preface is a connection error).
+        HTTP/2 or are held (a preface cut across reads). RFC 9113 §3.3: a
+        client that knows the server speaks HTTP/2 starts with the 24-byte
+        preface; anything else here is HTTP/1.1 (a first line that is neither
+        is refused in ``_reject``).
         """
         head = self._h2_head
         if head:
             data = head + data
             self._h2_head = b""
-        if data[:1] == b"P" and _H2_PREFACE.startswith(data[:24]):
+        if _H2_PREFACE.startswith(data[:24]):
             if len(data) < len(_H2_PREFACE):
                 self._h2_head = data  # a preface cut across reads: wait for the rest
                 return b""
             self._hand_to_h2(h2, data)
-            return b""
-        start = 0
-        while data.startswith(b"\r\n", start):
-            start += 2  # RFC 9112 §2.2: empty lines before a request line are ignored
-        end = data.find(b"\r\n", start, start + self._max_line)
-        # (end < 9 first: a negative slice start means something else, and
-        # mypyc's compiled slice refuses it.)
-        if (
-            end >= 0
-            and (end < 9 or data[end - 9 : end - 3] != b" HTTP/")
-            and _speaks_neither(data[start:end])
-        ):
-            accesslog.error_logger.info(
-                "Closed a connection from %s that spoke neither HTTP/1.1 nor HTTP/2",
-                accesslog.format_client(self.info.client),
-            )
-            self._phase = _CLOSED
-            self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
-            self._transport.close()
             return b""
         return data
 
@@ -695,6 +679,7 @@ class HTTP1Protocol:
     def _head_complete(self, method: str, version: str, keep_alive: bool) -> None:
         """The head is read and checked: build the scope and the cycle, and start or queue it."""
         shared = self._shared
+        self._first_data = None  # an HTTP/1 request came: _reject answers from now on
         url = self._url
         if url[:1] == b"/":  # origin-form, nearly every request: no authority to look for
             if 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
@@ -1351,6 +1336,21 @@ class HTTP1Protocol:
             # then refuses the bytes after it. RFC 9112 §9.6: nothing after
             # that request is processed, so there is nothing more to answer.
             return
+        first = self._first_data
+        if first is not None and self._shared.h2 is not None and _speaks_neither(first):
+            # The first bytes of the connection were neither an HTTP/1 request
+            # line nor the HTTP/2 preface (h2spec 3.5/2 sends "INVALID
+            # CONNECTION PREFACE"): an HTTP/1.1 400 would mean nothing to
+            # such a client, so the connection just closes (RFC 9113 §3.4:
+            # an invalid preface is a connection error).
+            accesslog.error_logger.info(
+                "Closed a connection from %s that spoke neither HTTP/1.1 nor HTTP/2",
+                accesslog.format_client(self.info.client),
+            )
+            self._phase = _CLOSED
+            self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
+            self._transport.close()
+            return
         status = wire.protocol_error_status(exc)
         logger = accesslog.error_logger
         if logger.isEnabledFor(logging.INFO):
@@ -1560,14 +1560,16 @@ class HTTP1Protocol:
         self._parser = _NO_PARSER
 
 
-def _speaks_neither(line: bytes) -> bool:
-    """A first line of three words whose last is no HTTP version: neither HTTP/1 nor HTTP/2.
+def _speaks_neither(data: bytes) -> bool:
+    """A complete first line of three words whose last is no HTTP version.
 
-    Anything else that llhttp refuses (a line of two words, HTTP/0.9 style,
-    or a bad version number) still gets its 400 or 505.
+    Neither HTTP/1 nor HTTP/2. Anything else that llhttp refuses (a line of
+    two words, HTTP/0.9 style, or a bad version number) still gets its 400
+    or 505. Empty lines before it are skipped (RFC 9112 §2.2).
     """
+    line, crlf, _ = data.lstrip(b"\r\n").partition(b"\r\n")
     words = line.split(b" ")
-    return len(words) == 3 and not words[2].startswith(b"HTTP/")
+    return bool(crlf) and len(words) == 3 and not words[2].startswith(b"HTTP/")
 
 
 def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:

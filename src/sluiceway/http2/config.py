@@ -9,6 +9,10 @@ Imports the standard library and the sibling ``frames``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sluiceway.config import Config
 
 from sluiceway.http2.frames import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -17,7 +21,7 @@ from sluiceway.http2.frames import (
     MAX_WINDOW_SIZE,
 )
 
-__all__ = ["H2Config"]
+__all__ = ["H2Config", "h2_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +86,20 @@ class H2Config:
                 raise ValueError(f"{name} must be positive")
         if self.header_table_size < 0:
             raise ValueError("header_table_size must not be negative")
+
+
+def h2_config(config: Config) -> H2Config:
+    """The connection settings from the server's ``Config``.
+
+    Here, not beside the adapter: building them must not import the engine
+    (HPACK's Huffman tables are 2 MB), which loads with the first HTTP/2
+    connection.
+    """
+    return H2Config(
+        max_concurrent_streams=config.h2_max_concurrent_streams,
+        initial_window_size=config.h2_initial_window_size,
+        max_frame_size=config.h2_max_inbound_frame_size,
+        max_header_list_size=config.h2_max_header_list_size,
+        # RFC 8441 §3: offer WebSockets over HTTP/2 only when they are on.
+        enable_connect_protocol=config.ws != "none",
+    )

@@ -57,7 +57,6 @@ from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
-    from sluiceway.config import Config
     from sluiceway.http1.protocol import Shared
     from sluiceway.server.state import ConnectionInfo
 
@@ -97,18 +96,6 @@ _S_ABORTED: Final = ResponseState.ABORTED
 _JOIN_MAX_BYTES: Final = 32 * 1024
 # After our GOAWAY or a close, how long the peer gets to read it and close.
 _CLOSE_TIMEOUT_S: Final = 5.0
-
-
-def h2_config(config: Config) -> H2Config:
-    """The connection settings from the server's ``Config``."""
-    return H2Config(
-        max_concurrent_streams=config.h2_max_concurrent_streams,
-        initial_window_size=config.h2_initial_window_size,
-        max_frame_size=config.h2_max_inbound_frame_size,
-        max_header_list_size=config.h2_max_header_list_size,
-        # RFC 8441 §3: offer WebSockets over HTTP/2 only when they are on.
-        enable_connect_protocol=config.ws != "none",
-    )
 
 
 class H2Protocol:
