@@ -163,6 +163,11 @@ class H2Protocol:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Only when a server is built for HTTP/2 alone (tests); start does the work."""
 
+    @property
+    def shared(self) -> Shared:
+        """The server's per-server facts (app, config, state), for what runs a stream."""
+        return self._shared
+
     # -- data_received ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:

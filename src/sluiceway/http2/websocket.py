@@ -75,7 +75,7 @@ def start_websocket(proto: H2Protocol, stream_id: int, request: Request, end_str
     """
     # The connection's server-wide facts; H2Protocol keeps them in the
     # Shared object the HTTP/1.1 protocol handed it.
-    shared = proto._shared
+    shared = proto.shared
     state = shared.state
     config = shared.config
     state.requests += 1
