@@ -57,7 +57,11 @@ async def test_10mb_upload_to_a_slow_app_stays_bounded_and_arrives_whole() -> No
         sender = asyncio.ensure_future(client.send_body(stream_id, payload))
         proto = await server_side(server)
         # The client's send blocks: its window on the stream is spent, and a
-        # round trip later the server still has not reopened it.
+        # round trip later the server still has not reopened it. (Waited for
+        # on the server's side first: the client's window is also 0 for a
+        # moment before each WINDOW_UPDATE arrives, and its sender refills it
+        # at once, so that alone is no sign the server stopped reading.)
+        await until(lambda: getattr(proto.streams.get(stream_id), "read_paused", False))
         await until(lambda: client.conn.local_flow_control_window(stream_id) == 0)
         await client.ping()
         assert client.conn.local_flow_control_window(stream_id) == 0
