@@ -19,6 +19,8 @@ Imports only the standard library.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 access_logger = logging.getLogger("sluiceway.access")
 error_logger = logging.getLogger("sluiceway.error")
@@ -68,4 +70,30 @@ def log_access(
         status,
         sent_bytes,
         duration_s * 1000.0,
+    )
+
+
+def log_exchange(
+    connection_text: str,
+    connection_client: tuple[str, int] | None,
+    scope: Mapping[str, Any],
+    target: bytes,
+    status: int,
+    sent_bytes: int,
+    duration_s: float,
+) -> None:
+    """The access line of one request/response, from its scope.
+
+    ``--proxy-headers`` may have put the real client in the scope: that one is
+    logged; otherwise ``connection_text``, formatted once per connection.
+    """
+    client = scope["client"]
+    log_access(
+        connection_text if client is connection_client else format_client(client),
+        scope["method"],
+        target,
+        scope["http_version"],
+        status,
+        sent_bytes,
+        duration_s,
     )

@@ -1260,16 +1260,11 @@ class HTTP1Protocol:
     def response_complete(self, cycle: HTTPCycle) -> None:
         cycle = cast(_H1Cycle, cycle)  # this sink only ever gets its own cycles
         if self._access:
-            # --proxy-headers may have put the real client in the scope: log that
-            # one; the text made once per connection serves every other request.
-            client = cycle.scope["client"]
-            accesslog.log_access(
-                self._client_text
-                if client is self.info.client
-                else accesslog.format_client(client),
-                cycle.scope["method"],
+            accesslog.log_exchange(
+                self._client_text,
+                self.info.client,
+                cycle.scope,
                 cycle.target,
-                cycle.scope["http_version"],
                 cycle.status,
                 self._sent,
                 self._loop.time() - cycle.started,

@@ -423,14 +423,11 @@ class H2Protocol:
     def response_complete(self, stream: H2Stream) -> None:
         cycle = stream.cycle
         if self._access:
-            client = cycle.scope["client"]
-            accesslog.log_access(
-                self._client_text
-                if client is self.info.client
-                else accesslog.format_client(client),
-                cycle.scope["method"],
+            accesslog.log_exchange(
+                self._client_text,
+                self.info.client,
+                cycle.scope,
                 stream.target,
-                "2",
                 cycle.status,
                 stream.sent,
                 self._loop.time() - stream.started,
