@@ -1,15 +1,13 @@
-"""Settings for the benchmark project: no database, Django's default middleware that needs none."""
+"""Settings for the benchmark project: no database, no middleware."""
 
 SECRET_KEY = "bench-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
+# No middleware: under an async view, Django runs each of its (sync-capable) default
+# middleware through sync_to_async, a thread hop per hook per request, the same cost on
+# every server; with them the view measures asgiref's thread pool, not the server.
+MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.apps.django_bench.urls"
 DATABASES: dict[str, object] = {}
 USE_TZ = True
