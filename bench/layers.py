@@ -2,6 +2,7 @@
 
     python bench/layers.py                       # 5 interleaved rounds, every scenario
     python bench/layers.py --rounds 3 --output bench/results/layers.md
+    python bench/layers.py --only pubsub --rounds 1 --messages 2 --trips 100   # a smoke run
 
 Scenarios (issue 6):
 
@@ -14,8 +15,16 @@ Scenarios (issue 6):
   channel (what workers use). Reported: round trips per second and the p99 latency.
 
 Both run for the Redis layers (sluiceway ``RedisChannelLayer`` and
-``channels_redis.core.RedisChannelLayer``, same Redis) and the in-memory layers
-(sluiceway ``InMemoryChannelLayer`` and ``channels.layers.InMemoryChannelLayer``).
+``channels_redis.core.RedisChannelLayer``, same Redis), the pub/sub layers (sluiceway
+``RedisPubSubChannelLayer`` and ``channels_redis.pubsub.RedisPubSubChannelLayer``, same
+Redis; a pub/sub round trip's receiver listens before the first send, as nothing is
+queued for a channel nobody receives) and the in-memory layers (sluiceway
+``InMemoryChannelLayer`` and ``channels.layers.InMemoryChannelLayer``).
+
+On Redis Cluster: sluiceway's ``RedisChannelLayer`` (``redis+cluster://``) on three
+primaries (cluster mode, pinned like the single server) beside channels_redis on the
+standalone server (it has no cluster mode, and sharded it loses process-local channels);
+the cluster's fan-out set against the single-Redis row gives its cost per member.
 
 Method: Redis (persistence off) is pinned to core 1, every measurement runs in a fresh
 child process pinned to core 0 (``taskset``), on the stdlib event loop. Each round runs
@@ -54,7 +63,13 @@ LAYER_CORE, REDIS_CORE = "0", "1"
 GROUP_SIZE = 1000
 IMPLS = {
     "redis": ("sluiceway-redis", "channels_redis"),
+    "pubsub": ("sluiceway-pubsub", "channels_redis-pubsub"),
     "memory": ("sluiceway-memory", "channels-memory"),
+    # Redis Cluster, three primaries. channels_redis has no cluster mode, and
+    # sharded over several servers it loses process-local channels (a sender
+    # and a receiver hash them differently, its issue #1492): its peer is
+    # channels_redis on one standalone server, as in the "redis" row.
+    "cluster": ("sluiceway-cluster", "channels_redis"),
 }
 
 
@@ -67,6 +82,21 @@ def make_layer(impl: str, redis_url: str) -> Any:
         from channels_redis.core import RedisChannelLayer as CR
 
         return CR(hosts=[redis_url], capacity=1000)
+    if impl == "sluiceway-cluster":
+        from sluiceway.layers import layer_config_from_url
+        from sluiceway.layers.redis import RedisChannelLayer
+
+        config = layer_config_from_url(redis_url)  # redis+cluster://h1,h2,h3
+        assert config is not None
+        return RedisChannelLayer(**config["CONFIG"], capacity=1000)
+    if impl == "sluiceway-pubsub":
+        from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
+
+        return RedisPubSubChannelLayer([redis_url], capacity=1000)
+    if impl == "channels_redis-pubsub":
+        from channels_redis.pubsub import RedisPubSubChannelLayer as CP
+
+        return CP(hosts=[redis_url])
     if impl == "sluiceway-memory":
         from sluiceway.layers.memory import InMemoryChannelLayer
 
@@ -108,10 +138,19 @@ async def fanout(layer: Any, messages: int) -> dict[str, float]:
     return {"delivered_per_s": received / elapsed, "delivered": received, "expected": expected}
 
 
-async def roundtrip(layer: Any, trips: int, local: bool) -> dict[str, float]:
+async def roundtrip(
+    layer: Any, trips: int, local: bool, listen_first: bool = False
+) -> dict[str, float]:
     channel = await layer.new_channel() if local else "bench.plain"
     latencies = []
     message = {"type": "bench.ping", "text": "x" * 64}
+    if listen_first:
+        # Pub/sub: a channel nobody receives drops what is sent to it; the
+        # first receive() subscribes, and both layers stay subscribed after it.
+        first = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.2)
+        await layer.send(channel, message)
+        await first
     for _ in range(50):  # warm-up: connections, scripts, the receive loop
         await layer.send(channel, message)
         await layer.receive(channel)
@@ -134,7 +173,12 @@ async def child_main(args: argparse.Namespace) -> None:
     if args.scenario == "fanout":
         result = await fanout(layer, args.messages)
     else:
-        result = await roundtrip(layer, args.trips, local=args.scenario == "roundtrip-local")
+        result = await roundtrip(
+            layer,
+            args.trips,
+            local=args.scenario == "roundtrip-local",
+            listen_first="pubsub" in args.impl,
+        )
     if hasattr(layer, "flush"):
         await layer.flush()
     close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
@@ -143,7 +187,10 @@ async def child_main(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_child(impl: str, scenario: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(
+    impl: str, scenario: str, urls: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    redis_url = urls.get(impl, urls[""])
     cmd = [
         "taskset",
         "-c",
@@ -175,7 +222,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
+def start_redis(*extra: str) -> tuple[subprocess.Popen[bytes], str, str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
@@ -197,6 +244,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
             "no",
             "--dir",
             workdir,
+            *(arg.replace("{dir}", workdir) for arg in extra),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -215,12 +263,51 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
     raise SystemExit("redis-server did not start")
 
 
+def start_cluster() -> tuple[list[subprocess.Popen[bytes]], str]:
+    """Three primaries (cluster mode, no replicas) on the Redis core; the layer URL."""
+    started = [
+        start_redis(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "{dir}/nodes.conf",
+            "--cluster-port",
+            str(free_port()),
+        )
+        for _ in range(3)
+    ]
+    addresses = [url.split("//")[1].rsplit("/", 1)[0] for _, url, _ in started]
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    host, port = addresses[0].split(":")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = subprocess.run(
+            ["redis-cli", "-h", host, "-p", port, "cluster", "info"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return [p for p, _, _ in started], "redis+cluster://" + ",".join(addresses)
+        time.sleep(0.05)
+    raise SystemExit("the Redis Cluster did not form")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=20, help="group_sends per fan-out run")
     parser.add_argument("--trips", type=int, default=3000, help="round trips per run")
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--only",
+        default=",".join(IMPLS),
+        help=f"comma-separated families to run (default: all of {','.join(IMPLS)})",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
@@ -230,21 +317,31 @@ def main() -> None:
         asyncio.run(child_main(args))
         return
 
+    chosen = [f for f in args.only.split(",") if f]
+    if not chosen or set(chosen) - set(IMPLS):
+        raise SystemExit(f"--only: choose among {', '.join(IMPLS)}")
+    families = {f: IMPLS[f] for f in chosen}
     redis_proc, redis_url, redis_version = start_redis()
+    procs = [redis_proc]
+    urls = {"": redis_url}
+    if "cluster" in families:
+        cluster_procs, urls["sluiceway-cluster"] = start_cluster()
+        procs += cluster_procs
     scenarios = ["fanout", "roundtrip-local", "roundtrip-plain"]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         for rnd in range(args.rounds):
             for scenario in scenarios:
-                for pair in IMPLS.values():
+                for pair in families.values():
                     order = pair if rnd % 2 == 0 else pair[::-1]
                     for impl in order:
-                        r = run_child(impl, scenario, redis_url, args)
+                        r = run_child(impl, scenario, urls, args)
                         results.setdefault((impl, scenario), []).append(r)
                         print(f"round {rnd + 1} {scenario:16} {impl:17} {r}", flush=True)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
 
     def med(impl: str, scenario: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(impl, scenario)])
@@ -262,7 +359,7 @@ def main() -> None:
         "| scenario | metric | sluiceway | peer | ratio |",
         "|---|---|---:|---:|---:|",
     ]
-    for family, (ours, peer) in IMPLS.items():
+    for family, (ours, peer) in families.items():
         rows = [
             ("fanout", "delivered_per_s", f"fan-out, group of {GROUP_SIZE}", "messages/s"),
             ("roundtrip-local", "trips_per_s", "round trip, process-local channel", "trips/s"),

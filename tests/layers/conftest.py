@@ -12,10 +12,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sluiceway.layers.base import BaseChannelLayer
+
+if TYPE_CHECKING:
+    from tests.layers.cluster_support import RedisCluster
+    from tests.layers.sentinel_support import SentinelSet
 
 
 def _free_port() -> int:
@@ -137,7 +142,45 @@ def fresh_redis() -> Iterator[RedisServer]:
 LayerFactory = Callable[..., BaseChannelLayer]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A primary, a replica and three sentinels, shared (tests that fail over make their own)."""
+    from tests.layers.sentinel_support import SentinelSet
+
+    sentinels = SentinelSet()
+    sentinels.start()
+    yield sentinels
+    sentinels.close()
+
+
+# Conformance tests that rely on a queue (a message sent before anyone
+# receives its channel, or ChannelFull seen by the sender): not applicable to
+# the pub/sub layer, which keeps no queue; tests/layers/test_pubsub.py holds
+# their pub/sub counterparts.
+PUBSUB_NOT_APPLICABLE = {
+    "test_send_receive_roundtrip": "sent before anyone receives the channel",
+    "test_sender_edits_after_send_are_not_seen": "sent before anyone receives the channel",
+    "test_order_is_kept_per_channel": "sent before anyone receives the channel",
+    "test_channel_full": "the sender cannot see a remote buffer: no ChannelFull",
+    "test_capacity_overrides_by_glob_and_regex": "no ChannelFull for the sender",
+    "test_group_send_skips_full_member_and_counts_it": "fullness is seen by the receiver",
+    "test_message_expires_in_the_queue": "sent before anyone receives the channel",
+    "test_group_membership_expires": "sent before anyone receives the channel",
+    "test_flush": "sent before anyone receives the channel",
+    "test_good_names_at_the_limit": "sent before anyone receives the channel",
+    "test_group_send_honours_capacity_overrides": "fullness is seen by the receiver",
+}
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A six-node Redis Cluster, shared (tests that kill or reshard make their own)."""
+    from tests.layers.cluster_support import running_cluster
+
+    yield from running_cluster()
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "pubsub", "cluster"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -147,10 +190,21 @@ async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncItera
     """Build layers of the parametrised backend; all are closed after the test."""
     made: list[BaseChannelLayer] = []
     hosts: list[str] = []
-    if backend == "redis":
+    if backend in ("redis", "pubsub"):
+        name = request.node.originalname
+        if backend == "pubsub" and name in PUBSUB_NOT_APPLICABLE:
+            pytest.skip(f"not applicable to pub/sub: {PUBSUB_NOT_APPLICABLE[name]}")
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flushall()
         hosts = [server.url]
+    elif backend == "sentinel":
+        sentinels: SentinelSet = request.getfixturevalue("sentinel_set")
+        sentinels.flushall()
+        hosts = [sentinels.url]
+    elif backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        hosts = cluster.seeds[:2]
 
     def factory(**options: object) -> BaseChannelLayer:
         layer: BaseChannelLayer
@@ -158,10 +212,17 @@ async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncItera
             from sluiceway.layers.memory import InMemoryChannelLayer
 
             layer = InMemoryChannelLayer(**options)  # type: ignore[arg-type]
+        elif backend == "pubsub":
+            from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
+
+            options.setdefault("hosts", hosts)
+            layer = RedisPubSubChannelLayer(**options)  # type: ignore[arg-type]
         else:
             from sluiceway.layers.redis import RedisChannelLayer
 
             options.setdefault("hosts", hosts)
+            if backend == "cluster":
+                options.setdefault("cluster", True)
             layer = RedisChannelLayer(**options)  # type: ignore[arg-type]
         made.append(layer)
         return layer

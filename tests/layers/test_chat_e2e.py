@@ -82,9 +82,34 @@ async def chat_servers(redis: RedisServer, count: int = 2) -> AsyncIterator[list
             server._drain.cancel()
 
 
-async def test_two_servers_share_a_room_through_redis(redis_server: RedisServer) -> None:
-    redis_server.flushall()
-    async with chat_servers(redis_server) as (one, two):
+class _LayerURL:
+    """What ``chat_servers`` needs of a server: the ``SLUICEWAY_CHANNEL_LAYER`` URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.fixture(params=["redis", "sentinel", "pubsub", "cluster"])
+def chat_layer(request: pytest.FixtureRequest) -> _LayerURL:
+    """The layer both chat servers use: the queue layer direct, over Sentinel or on a
+    Redis Cluster, or pub/sub."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return _LayerURL(cluster.url)
+    if request.param == "sentinel":
+        sentinels = request.getfixturevalue("sentinel_set")
+        sentinels.flushall()
+        return _LayerURL(sentinels.url)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.flushall()
+    if request.param == "pubsub":
+        return _LayerURL(server.url.replace("redis://", "redis+pubsub://", 1))
+    return _LayerURL(server.url)
+
+
+async def test_two_servers_share_a_room_through_redis(chat_layer: _LayerURL) -> None:
+    async with chat_servers(chat_layer) as (one, two):  # type: ignore[arg-type]
         async with (
             websockets.connect(one.ws + "/ws/chat/lobby/") as alice,
             websockets.connect(two.ws + "/ws/chat/lobby/") as bob,

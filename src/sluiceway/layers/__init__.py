@@ -12,7 +12,10 @@ or unknown. Where the configuration comes from, first match wins:
    configured (so a Channels project moves over unchanged);
 3. the ``SLUICEWAY_CHANNEL_LAYER`` environment variable: ``memory://``,
    ``redis://host:port/db`` (several hosts comma-separated, ``rediss://`` for
-   TLS) or ``none``;
+   TLS), ``redis+sentinel://h1:26379,h2:26379/SERVICE/db`` (a Sentinel-managed
+   primary), ``redis+pubsub://...`` (the pub/sub layer on the hosts that
+   follow, ``redis+pubsub+sentinel://`` over Sentinel),
+   ``redis+cluster://h1:7000,h2:7001`` (seed nodes of a Redis Cluster) or ``none``;
 4. otherwise the ``default`` alias is an in-memory layer: the embedded
    default for one process. Set ``SLUICEWAY_CHANNEL_LAYER=none`` to have no
    layer at all (``get_channel_layer()`` then returns ``None``; consumers
@@ -42,6 +45,7 @@ __all__ = [
     "InMemoryChannelLayer",
     "RedisChannelLayer",
     "channel_layers",
+    "check_configured_layers",
     "get_channel_layer",
     "layer_config_from_url",
 ]
@@ -51,6 +55,7 @@ ENV_VAR = "SLUICEWAY_CHANNEL_LAYER"
 
 _MEMORY = "sluiceway.layers.memory.InMemoryChannelLayer"
 _REDIS = "sluiceway.layers.redis.RedisChannelLayer"
+_PUBSUB = "sluiceway.layers.redis_pubsub.RedisPubSubChannelLayer"
 # Backend names accepted for BACKEND, Channels' own paths included so that a
 # Channels settings dict works as is.
 _BACKEND_ALIASES = {
@@ -61,17 +66,23 @@ _BACKEND_ALIASES = {
     "sluiceway.layers.RedisChannelLayer": _REDIS,
     "channels.layers.InMemoryChannelLayer": _MEMORY,
     "channels_redis.core.RedisChannelLayer": _REDIS,
-    "channels_redis.pubsub.RedisPubSubChannelLayer": _REDIS,
+    "redis_pubsub": _PUBSUB,
+    "sluiceway.layers.RedisPubSubChannelLayer": _PUBSUB,
+    "channels_redis.pubsub.RedisPubSubChannelLayer": _PUBSUB,
 }
 # Channels' CONFIG keys that are spelt with units here.
 _RENAMED_OPTIONS = {"expiry": "expiry_s", "group_expiry": "group_expiry_s"}
 _DISABLED = {"", "none", "off", "disabled", "false", "0"}
+# A missing top-level package, and the extra of ours that installs it.
+_EXTRAS = {"redis": "redis", "hiredis": "redis", "cryptography": "crypto"}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that "import sluiceway.layers" never imports redis.
     if name == "RedisChannelLayer":
         return importlib.import_module("sluiceway.layers.redis").RedisChannelLayer
+    if name == "RedisPubSubChannelLayer":
+        return importlib.import_module("sluiceway.layers.redis_pubsub").RedisPubSubChannelLayer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -86,6 +97,23 @@ def layer_config_from_url(url: str) -> dict[str, Any] | None:
         return None
     if url.startswith("memory://"):
         return {"BACKEND": _MEMORY, "CONFIG": {}}
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("redis+pubsub"):
+        # redis+pubsub://host:6379/0[,...] and redis+pubsub+sentinel://...: the
+        # same hosts as the queue layer's URLs, on the pub/sub layer.
+        inner = layer_config_from_url("redis" + url[len("redis+pubsub") :])
+        if inner is not None and inner["BACKEND"] == _REDIS:
+            return {"BACKEND": _PUBSUB, "CONFIG": inner["CONFIG"]}
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        # Seed nodes of one Redis Cluster: redis+cluster://h1:7000,h2:7001
+        seeds = [p.strip() for p in url.split("://", 1)[1].split(",") if p.strip()]
+        if not seeds:
+            raise ConfigError(f"{ENV_VAR}={url!r}: name at least one seed node")
+        hosts = [f"{scheme.partition('+')[0]}://{seed}" for seed in seeds]
+        return {"BACKEND": _REDIS, "CONFIG": {"hosts": hosts, "cluster": True}}
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        # One entry: the commas separate sentinels, not hosts.
+        return {"BACKEND": _REDIS, "CONFIG": {"hosts": [url]}}
     parts = [p.strip() for p in url.split(",") if p.strip()]
     if parts and parts[0].startswith(("redis://", "rediss://", "unix://")):
         scheme = parts[0].split("://", 1)[0]
@@ -93,7 +121,9 @@ def layer_config_from_url(url: str) -> dict[str, Any] | None:
         return {"BACKEND": _REDIS, "CONFIG": {"hosts": hosts}}
     raise ConfigError(
         f"{ENV_VAR}={url!r}: expected memory://, redis://host:port/db[,redis://...],"
-        " rediss://... or none"
+        " rediss://..., redis+sentinel://h1:26379,h2:26379/SERVICE/db, redis+pubsub://...,"
+        " redis+cluster://h1:7000,h2:7001"
+        " or none"
     )
 
 
@@ -120,6 +150,10 @@ class ChannelLayerManager:
             raise ConfigError("channel layer settings need a CHANNEL_LAYERS attribute or a dict")
         self._backends.clear()
 
+    def built(self) -> dict[str, ChannelLayer]:
+        """The layers built so far, by alias (the server's metrics read their ``stats()``)."""
+        return dict(self._backends)
+
     def drop_built(self) -> None:
         """Forget the layers built so far and keep the configuration source.
 
@@ -133,6 +167,18 @@ class ChannelLayerManager:
         """Forget the configuration and every built layer (tests use this)."""
         self._explicit = None
         self._backends.clear()
+
+    @property
+    def explicit(self) -> bool:
+        """True when some source configures the layers (``configure``, Django, ``ENV_VAR``).
+
+        False means only the implicit in-memory default, which cannot fail.
+        """
+        return (
+            self._explicit is not None
+            or _django_channel_layers() is not None
+            or ENV_VAR in os.environ
+        )
 
     @property
     def configs(self) -> dict[str, Any]:
@@ -182,9 +228,12 @@ class ChannelLayerManager:
         if not isinstance(backend, str):
             raise ConfigError(f"channel layer {alias!r}: no BACKEND given")
         config = {_RENAMED_OPTIONS.get(k, k): v for k, v in (entry.get("CONFIG") or {}).items()}
-        cls = _import_backend(alias, _BACKEND_ALIASES.get(backend, backend))
+        path = _BACKEND_ALIASES.get(backend, backend)
+        cls = _import_backend(alias, path)
         try:
             layer: ChannelLayer = cls(**config)
+        except ImportError as exc:  # an optional package the CONFIG needs (encryption)
+            raise ConfigError(_missing_package(alias, path, exc)) from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"channel layer {alias!r}: {exc}") from exc
         return layer
@@ -201,8 +250,22 @@ def _import_backend(alias: str, path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except ImportError as exc:
+        raise ConfigError(_missing_package(alias, path, exc)) from exc
+    except (AttributeError, ValueError) as exc:
         raise ConfigError(f"channel layer {alias!r}: cannot import BACKEND {path!r}") from exc
+
+
+def _missing_package(alias: str, path: str, exc: ImportError) -> str:
+    """One line for a layer that cannot load: what is missing, and what installs it."""
+    missing = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(missing)
+    if extra is not None:
+        return (
+            f"channel layer {alias!r} ({path}) needs the {missing!r} package:"
+            f" pip install 'sluiceway[{extra}]'"
+        )
+    return f"channel layer {alias!r}: cannot import BACKEND {path!r}: {type(exc).__name__}: {exc}"
 
 
 def _django_channel_layers() -> dict[str, Any] | None:
@@ -220,6 +283,33 @@ def _django_channel_layers() -> dict[str, Any] | None:
 
 
 channel_layers = ChannelLayerManager()
+
+
+def check_configured_layers() -> list[str]:
+    """Build every channel layer configured, so that one that cannot load fails now.
+
+    The server calls this before lifespan startup: a configured layer whose
+    package is missing (the Redis layer without ``redis``) or whose CONFIG is
+    wrong is then a one-line start-up error, not a 500 on every WebSocket.
+    Only the implicit in-memory default (nothing configured) is left alone.
+    The layers built stay cached for the app; no connection is opened.
+
+    Returns:
+        The aliases built.
+
+    Raises:
+        ConfigError: a layer cannot be built; the message names the alias
+            and, for a missing package, the ``pip install`` that fixes it.
+    """
+    if not channel_layers.explicit:
+        return []
+    built = []
+    for alias, entry in channel_layers.configs.items():
+        if entry is None or (isinstance(entry, str) and layer_config_from_url(entry) is None):
+            continue  # disabled
+        channel_layers[alias]
+        built.append(alias)
+    return built
 
 
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> ChannelLayer | None:

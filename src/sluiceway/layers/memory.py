@@ -88,6 +88,10 @@ class ChannelStore:
     def __len__(self) -> int:
         return len(self._queues)
 
+    def queued(self) -> int:
+        """Messages queued on every channel (expired ones included until purged)."""
+        return sum(len(q.items) for q in self._queues.values())
+
     def depth(self, channel: str) -> int:
         """Messages queued on ``channel`` (expired ones included until purged)."""
         q = self._queues.get(channel)
@@ -247,6 +251,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # group -> {channel: membership deadline (monotonic)}
         self._groups: dict[str, dict[str, float]] = {}
         self._client_id = secrets.token_hex(6)
+        # Sends refused with ChannelFull (the server's metrics read it).
+        self.send_full = 0
 
     def _copy(self, message: dict[str, Any]) -> dict[str, Any]:
         """An isolated copy, accepted only if the Redis layer would accept it too.
@@ -289,6 +295,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         require_valid_channel_name(channel)
         copy = self._copy(require_valid_message(message))
         if not self._store.put(channel, copy, time.monotonic() + self.expiry_s):
+            self.send_full += 1
             raise ChannelFull(f"channel {channel!r} is full")
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -354,6 +361,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
             logger.warning(
                 "group_send to %r skipped %d full channel(s) (capacity reached)", group, full
             )
+
+    def stats(self) -> dict[str, int]:
+        """Numbers for the server's metrics (``--metrics-port``), computed when asked.
+
+        ``queued_messages``: messages waiting on every channel;
+        ``send_full``: sends refused with ``ChannelFull``;
+        ``group_send_full``: group members ``group_send`` skipped as full.
+        """
+        return {
+            "queued_messages": self._store.queued(),
+            "send_full": self.send_full,
+            "group_send_full": self.group_send_full_skips,
+        }
 
     async def flush(self) -> None:
         """Drop every message and group."""

@@ -46,7 +46,10 @@ loops. A ``receive()`` of a ``!`` channel is refused unless this layer made
 the channel in this loop (another process's messages are not ours to take).
 
 What is bound to one event loop lives in ``redis_loop.py``; the scripts and
-the entry format in ``redis_scripts.py``.
+the entry format in ``redis_scripts.py``. On a Redis Cluster (``cluster=True``)
+every key carries a bucket's hash tag after the prefix (``P:{tag}:c:...``),
+the ring is not used, and a group send is one call per primary
+(``redis_cluster.py``).
 
 Imports redis (through ``redis_loop``), msgpack via serializers, and
 ``sluiceway.layers.base``/``sharding``; never the server.
@@ -55,12 +58,13 @@ Imports redis (through ``redis_loop``), msgpack via serializers, and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sluiceway.errors import ChannelFull, ConfigError, InvalidChannelName, InvalidMessage
 from sluiceway.layers.base import (
@@ -72,9 +76,12 @@ from sluiceway.layers.base import (
     require_valid_message,
 )
 from sluiceway.layers.redis_loop import LoopState, Shard
+
+if TYPE_CHECKING:
+    from sluiceway.layers.redis_cluster import ClusterShard
 from sluiceway.layers.redis_scripts import encode_entry, host_spec, parse_entry, public_id
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
-from sluiceway.layers.sharding import HashRing
+from sluiceway.layers.sharding import HashRing, bucket_for
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +113,9 @@ class RedisChannelLayer(BaseChannelLayer):
         max_connections: the size of the pool of commands, per host and
             event loop; blocking pops use dedicated connections besides it
             (see ``redis_conn.py``).
+        cluster: ``hosts`` are seed nodes of one Redis Cluster (Redis 7+),
+            not independent servers: keys are placed by hash tags, the
+            hash ring is not used (see ``redis_cluster.py``).
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class RedisChannelLayer(BaseChannelLayer):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         receive_timeout_s: float = 2.0,
         max_connections: int = 8,
+        cluster: bool = False,
     ) -> None:
         super().__init__(
             expiry_s=expiry_s,
@@ -141,7 +152,17 @@ class RedisChannelLayer(BaseChannelLayer):
         self.prefix = prefix
         self._key = prefix + ":"
         self.receive_timeout_s = receive_timeout_s
-        self._ring = HashRing([public_id(url) for url, _ in self._hosts])
+        self.cluster = bool(cluster)
+        self._ring: HashRing | None = None
+        if self.cluster:
+            from sluiceway.layers.redis_cluster import BUCKETS, heads
+
+            self._buckets = BUCKETS
+            # Per bucket: the start of its keys, with its hash tag.
+            self._heads = heads(self._key)
+        else:
+            self._ring = HashRing([public_id(url) for url, _ in self._hosts])
+            self._heads = [self._key] * len(self._hosts)
         self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
         # Messages that reached this process's local buffer when it was full
@@ -150,6 +171,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self.receive_buffer_overflows = 0
         # Messages found expired when received (never delivered).
         self.expired_on_receive = 0
+        # Sends refused with ChannelFull (the server's metrics read it).
+        self.send_full = 0
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -172,8 +195,29 @@ class RedisChannelLayer(BaseChannelLayer):
             state.reopen()
         return state
 
+    def _route(self, name: str) -> int:
+        """The shard of ``name`` (a non-local name): a host's, or on a cluster a bucket's."""
+        if self._ring is None:
+            return bucket_for(name, self._buckets)
+        return self._ring.index_for(name)
+
     def _shard(self, state: LoopState, channel: str) -> Shard:
-        return state.shards[self._ring.index_for(non_local_name(channel))]
+        shard: Shard = state.shards[self._route(non_local_name(channel))]
+        return shard
+
+    async def _refusable(
+        self, shard: Shard | ClusterShard, call: Callable[[], Awaitable[None]]
+    ) -> None:
+        """``await call()``; on a cluster, again while refused (``redis_cluster.retry_refused``).
+
+        Only for calls that, once refused, ran nowhere (a MULTI/EXEC whose
+        command was refused is aborted whole) or may run twice harmlessly.
+        """
+        if not self.cluster:
+            return await call()
+        from sluiceway.layers.redis_cluster import retry_refused
+
+        return await retry_refused(shard.client, call)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -192,7 +236,9 @@ class RedisChannelLayer(BaseChannelLayer):
         shard = self._shard(state, channel)
         now_ms = int(time.time() * 1000)
         local = non_local_name(channel)
-        counts = self._key + "n:" + local if local != channel else ""
+        keys = [shard.head + "c:" + local]
+        if local != channel:
+            keys.append(shard.head + "n:" + local)
         entry = encode_entry(now_ms + int(self.expiry_s * 1000), channel, payload)
         args: list[bytes | str | int] = [
             now_ms,
@@ -201,7 +247,8 @@ class RedisChannelLayer(BaseChannelLayer):
             self._ttl_ms,
             channel,
         ]
-        if not await shard.send(keys=[self._key + "c:" + local, counts], args=args):
+        if not await shard.send(keys=keys, args=args):
+            self.send_full += 1
             raise ChannelFull(f"channel {channel!r} is full")
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -228,8 +275,9 @@ class RedisChannelLayer(BaseChannelLayer):
                 )
             state.inbox(local)
             return await state.store.get(channel)
-        mux = state.mux(self._ring.index_for(channel))
-        key = self._key + "c:" + channel
+        index = self._route(channel)
+        mux = state.mux(index)
+        key = self._heads[index] + "c:" + channel
         while True:
             message = self._open(await mux.get(key))
             if message is not None:
@@ -247,26 +295,34 @@ class RedisChannelLayer(BaseChannelLayer):
         state = self._state()
         shard = self._shard(state, channel)
         group_ms = int(self.group_expiry_s * 1000)
-        gkey = self._key + "g:" + group
-        async with shard.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(gkey, {channel: int(time.time() * 1000) + group_ms})
-            pipe.pexpire(gkey, group_ms)
-            capacity = self.get_capacity(channel)
-            if capacity != self.capacity:
-                ckey = self._key + "gc:" + group
-                pipe.hset(ckey, channel, capacity)
-                pipe.pexpire(ckey, group_ms)
-            await pipe.execute()
+        gkey = shard.head + "g:" + group
+        capacity = self.get_capacity(channel)
+
+        async def add() -> None:
+            async with shard.client.pipeline(transaction=True) as pipe:
+                pipe.zadd(gkey, {channel: int(time.time() * 1000) + group_ms})
+                pipe.pexpire(gkey, group_ms)
+                if capacity != self.capacity:
+                    ckey = shard.head + "gc:" + group
+                    pipe.hset(ckey, channel, capacity)
+                    pipe.pexpire(ckey, group_ms)
+                await pipe.execute()
+
+        await self._refusable(shard, add)
 
     async def group_discard(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         state = self._state()
         shard = self._shard(state, channel)
-        async with shard.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(self._key + "g:" + group, channel)
-            pipe.hdel(self._key + "gc:" + group, channel)
-            await pipe.execute()
+
+        async def discard() -> None:
+            async with shard.client.pipeline(transaction=True) as pipe:
+                pipe.zrem(shard.head + "g:" + group, channel)
+                pipe.hdel(shard.head + "gc:" + group, channel)
+                await pipe.execute()
+
+        await self._refusable(shard, discard)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every member of ``group``: one round trip per host.
@@ -286,12 +342,22 @@ class RedisChannelLayer(BaseChannelLayer):
             payload,
             self._ttl_ms,
             self.capacity,
-            self._key,
         ]
-        results = await asyncio.gather(
-            *(self._group_send_host(shard, group, args) for shard in state.shards)
-        )
-        full = sum(results)
+        if self.cluster:
+            from sluiceway.layers.redis_cluster import cluster_group_send
+
+            full = await cluster_group_send(
+                state.shards,
+                group,
+                args,
+                GROUP_BUDGET,
+                lambda shard: self._group_send_host(shard, group, args),
+            )
+        else:
+            results = await asyncio.gather(
+                *(self._group_send_host(shard, group, args) for shard in state.shards)
+            )
+            full = sum(results)
         if full:
             self.group_send_full_skips += full
             logger.warning(
@@ -299,16 +365,17 @@ class RedisChannelLayer(BaseChannelLayer):
             )
 
     async def _group_send_host(
-        self, shard: Shard, group: str, args: list[bytes | str | int]
+        self, shard: Shard | ClusterShard, group: str, args: list[bytes | str | int]
     ) -> int:
-        """Serve the members of ``group`` on one host; the number skipped as full."""
+        """Serve ``group``'s members on one host (a cluster: one bucket); how many were full."""
+        head = shard.head
         keys = [
-            self._key + "g:" + group,
-            self._key + "gc:" + group,
+            head + "g:" + group,
+            head + "gc:" + group,
             # A fresh name per call: concurrent sends to one group never share a walk.
-            self._key + "gs:" + secrets.token_hex(8),
+            head + "gs:" + secrets.token_hex(8),
         ]
-        reply = await shard.group_send(keys=keys, args=[*args, GROUP_BUDGET, "", 0, ""])
+        reply = await shard.group_send(keys=keys, args=[*args, head, GROUP_BUDGET, "", 0, ""])
         full = len(reply) - 4
         while not reply[0]:
             # One call per round trip, not pipelined: Redis runs every command
@@ -316,15 +383,33 @@ class RedisChannelLayer(BaseChannelLayer):
             # clients would wait for all the parts; between round trips they
             # get their turn.
             cursor = reply[1:4]
-            reply = await shard.group_send(keys=keys, args=[*args, GROUP_BUDGET, *cursor])
+            reply = await shard.group_send(keys=keys, args=[*args, head, GROUP_BUDGET, *cursor])
             full += len(reply) - 4
         return full
+
+    def stats(self) -> dict[str, int]:
+        """Numbers for the server's metrics (``--metrics-port``), known in this process.
+
+        ``queued_messages``: messages fetched into this process's local
+        receive buffers and not yet received by the app (what waits in Redis
+        is not counted: that would cost a round trip per scrape);
+        ``send_full``: this process's sends refused with ``ChannelFull``;
+        ``group_send_full``: group members its ``group_send`` skipped as full;
+        ``receive_buffer_overflows``: see ``__init__``.
+        """
+        return {
+            "queued_messages": sum(state.store.queued() for state in list(self._loops.values())),
+            "send_full": self.send_full,
+            "group_send_full": self.group_send_full_skips,
+            "receive_buffer_overflows": self.receive_buffer_overflows,
+        }
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (SCAN + UNLINK, never KEYS)."""
         state = self._state()
         pattern = self._key + "*"
-        for shard in state.shards:
+
+        async def flush_host(shard: Shard | ClusterShard) -> None:
             batch: list[bytes] = []
             async for key in shard.client.scan_iter(match=pattern, count=500):
                 batch.append(key)
@@ -333,6 +418,12 @@ class RedisChannelLayer(BaseChannelLayer):
                     batch.clear()
             if batch:
                 await shard.client.unlink(*batch)
+
+        # On a cluster every bucket shares one client, whose SCAN visits every
+        # primary and whose UNLINK splits its keys by slot: once is enough,
+        # and all of it again if refused (deleting twice is harmless).
+        for shard in state.shards[:1] if self.cluster else state.shards:
+            await self._refusable(shard, functools.partial(flush_host, shard))
         state.store.clear()
         state.forget_counts()
 

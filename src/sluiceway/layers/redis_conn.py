@@ -17,6 +17,15 @@ Blocking pops never take a pooled connection, so receivers cannot starve
 senders, and a dedicated connection reports each (re)connection: the inbox
 rebuilds its capacity counts after one (Redis may have restarted empty).
 
+Every connection is made from a pool built by ``_pool``: a plain URL gets
+redis-py's pools, a Sentinel entry (``redis+sentinel://``,
+``redis_sentinel.py``) gets ``SentinelConnectionPool``s, whose connections ask
+the sentinels for the primary at each (re)connection. So all three kinds of
+connection follow the primary through a failover with no code of their own:
+the loops' retries (``Backoff``) reconnect, and the reconnection finds the
+promoted replica; the inbox's rebuild after it covers the writes the failover
+lost.
+
 Imports redis; never the server.
 """
 
@@ -25,20 +34,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sluiceway.layers.redis_sentinel import is_sentinel_url, parse_sentinel_url
+
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
 
-    from sluiceway.layers.redis import RedisChannelLayer
-
 _T = TypeVar("_T")
+
+
+class LayerOptions(Protocol):
+    """What the connections need of a layer (the queue layer or the pub/sub one)."""
+
+    max_connections: int
+    receive_timeout_s: float
+
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_FIRST_S = 0.05
@@ -105,7 +128,7 @@ def as_bytes(value: object) -> bytes:
     return value
 
 
-def _options(layer: RedisChannelLayer, options: dict[str, Any]) -> dict[str, Any]:
+def _options(layer: LayerOptions, options: dict[str, Any]) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         # redis-py retries by default: that can deliver a send twice and
         # stall a caller for a minute. The layer retries itself, where
@@ -118,17 +141,64 @@ def _options(layer: RedisChannelLayer, options: dict[str, Any]) -> dict[str, Any
     return {**defaults, **options}
 
 
-def command_client(layer: RedisChannelLayer, url: str, options: dict[str, Any]) -> aioredis.Redis:
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel addressing, with ``BlockingConnectionPool``'s wait for a free connection."""
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """Asks the sentinels for the primary however it is first used.
+
+    redis-py's own class does so only when its pool connects it; a connection
+    driven directly (``blocking_connection``: ``send_packed_command``) would
+    connect to its default address, localhost.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        await super().send_packed_command(command, check_health)
+
+
+class _SentinelSSLConnection(_SentinelConnection, SentinelManagedSSLConnection):
+    pass
+
+
+def _pool(url: str, kwargs: dict[str, Any], blocking: bool = False) -> aioredis.ConnectionPool:
+    """The pool of ``url`` (a plain or a Sentinel URL); ``blocking``: callers wait for a slot."""
+    if not is_sentinel_url(url):
+        cls = aioredis.BlockingConnectionPool if blocking else aioredis.ConnectionPool
+        return cls.from_url(url, **kwargs)
+    sentinels, service, url_options = parse_sentinel_url(url)
+    kwargs = {**url_options, **kwargs}
+    kwargs["connection_class"] = (
+        _SentinelSSLConnection if kwargs.pop("ssl", False) else _SentinelConnection
+    )
+    sentinel_kwargs = kwargs.pop("sentinel_kwargs", None)
+    if sentinel_kwargs is None:
+        # A dead sentinel must cost a discovery 1 s, not the primary's long
+        # read timeout: the next sentinel is asked after it.
+        sentinel_kwargs = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
+    # One Sentinel per pool: its clients are bound to the pool's event loop.
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+    # redis-py leaves SentinelConnectionPool.__init__ untyped.
+    sentinel_pool: Any = _BlockingSentinelPool if blocking else SentinelConnectionPool
+    pool: aioredis.ConnectionPool = sentinel_pool(service, manager, **kwargs)
+    # The pool gives its connections a weak proxy of itself; a connection
+    # made outside the pool (blocking_connection) must keep it alive.
+    pool.connection_kwargs["connection_pool"] = pool
+    return pool
+
+
+def command_client(layer: LayerOptions, url: str, options: dict[str, Any]) -> aioredis.Redis:
     """The bounded pool of one host for every command that does not block."""
     kwargs = {"max_connections": layer.max_connections, **_options(layer, options)}
     # timeout=None: wait for a free connection as long as it takes; each one
     # is held for one command at most, which socket_timeout bounds.
-    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=None, **kwargs)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis(connection_pool=_pool(url, {"timeout": None, **kwargs}, blocking=True))
 
 
 def blocking_client(
-    layer: RedisChannelLayer,
+    layer: LayerOptions,
     url: str,
     options: dict[str, Any],
     on_connect: Callable[[], None] | None = None,
@@ -145,15 +215,15 @@ def blocking_client(
             on_connect()
 
     kwargs = {**_options(layer, options), "max_connections": 1, "redis_connect_func": connected}
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(url, **kwargs))
+    return aioredis.Redis(connection_pool=_pool(url, kwargs))
 
 
 def blocking_connection(
-    layer: RedisChannelLayer, url: str, options: dict[str, Any]
+    layer: LayerOptions, url: str, options: dict[str, Any]
 ) -> AbstractConnection:
     """One connection of its own, driven command by command (``redis_mux.py``)."""
     # The pool only parses the URL and options; the connection is not pooled.
-    pool = aioredis.ConnectionPool.from_url(url, **_options(layer, options))
+    pool = _pool(url, _options(layer, options))
     connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
     return connection
 

@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from sluiceway.errors import InvalidMessage
-from sluiceway.layers.redis_conn import RETRYABLE, Backoff, as_bytes, blocking_client, shielded
+from sluiceway.layers.redis_conn import (
+    RETRYABLE,
+    Backoff,
+    as_bytes,
+    blocking_client,
+    close_client,
+    shielded,
+)
+from sluiceway.layers.redis_mux import REDIRECTED
 from sluiceway.layers.redis_scripts import LUA_RELEASE, LUA_RESYNC, parse_entry
 
 if TYPE_CHECKING:
@@ -60,13 +68,14 @@ class Inbox:
     """One inbox (``prefix.id!``) of one event loop: its task, counts and releases."""
 
     def __init__(self, state: LoopState, name: str) -> None:
-        key = state.layer._key
         self.state = state
         self.name = name
+        self.index = state.layer._route(name)
+        # Same host; on a cluster, same hash tag: the pops name both keys.
+        key = state.layer._heads[self.index]
         self.key = key + "c:" + name
         self.counts_key = key + "n:" + name
         self.wake_key = key + "w:" + name
-        self.index = state.layer._ring.index_for(name)
         # The token of the counts this inbox built; '' while it holds nothing
         # (then the hash has no epoch, and is built again once it does).
         self.epoch = ""
@@ -132,13 +141,24 @@ class Inbox:
         if (self.task is None or self.task.done()) and not self.state.closing:
             self.task = asyncio.get_running_loop().create_task(self.run())
 
-    def _client(self) -> aioredis.Redis:
+    async def _client(self) -> aioredis.Redis:
         if self.client is None:
             shard = self.state.shards[self.index]
             self.client = blocking_client(
-                self.state.layer, shard.url, shard.options, self._reconnected
+                self.state.layer, await shard.locate(), shard.options, self._reconnected
             )
         return self.client
+
+    async def _relocate(self) -> None:
+        """On a cluster, after an error: reconnect to whichever node serves the inbox now."""
+        if self.state.layer.cluster:
+            # The node it finds may be a promoted replica that missed the
+            # last writes: check the counts there before popping.
+            self.resync = True
+            client, self.client = self.client, None
+            if client is not None:
+                await close_client(client)
+            await self.state.shards[self.index].relocate()
 
     def _reconnected(self) -> None:
         # A new connection may be to a Redis that restarted empty.
@@ -159,7 +179,13 @@ class Inbox:
                     continue
                 # OOM, a wrong key type, a replica: nothing we can fix, but the
                 # loop must outlive it, or every receiver of this process starves.
-                logger.error("redis inbox %r: %s; retrying", self.name, exc)
+                if isinstance(exc, REDIRECTED):
+                    # A MOVED, ASK, TRYAGAIN or CLUSTERDOWN on a cluster: the
+                    # slot moved or is moving, a failover is under way.
+                    logger.info("redis inbox %r redirected (%s); retrying", self.name, exc)
+                else:
+                    logger.error("redis inbox %r: %s; retrying", self.name, exc)
+                await self._relocate()
                 await backoff.sleep()
                 continue
             except RETRYABLE as exc:
@@ -168,6 +194,7 @@ class Inbox:
                 self.resync = True
                 if not state.closing:
                     logger.warning("redis inbox %r unreachable (%s); retrying", self.name, exc)
+                    await self._relocate()
                     await backoff.sleep()
                 continue
             except Exception:
@@ -180,7 +207,7 @@ class Inbox:
 
     async def _rebuild(self) -> list[Any]:
         """Check the counts, and rebuild them from the buffer and the list if lost."""
-        client = self._client()
+        client = await self._client()
         layer = self.state.layer
         old, new = self.epoch, secrets.token_hex(8)
         # Everything owed now is for messages that left the buffer already:
@@ -228,7 +255,7 @@ class Inbox:
         return []
 
     async def _pop(self) -> list[Any]:
-        client = self._client()
+        client = await self._client()
         timeout = self.state.layer.receive_timeout_s
         keys = [self.key, self.wake_key]
         epoch = self.epoch

@@ -53,17 +53,38 @@ _CLOSE_WAIT_S = 1.0
 
 
 class Shard:
-    """One Redis host as one event loop sees it: its command pool and scripts."""
+    """One Redis host as one event loop sees it: its command pool and scripts.
 
-    __slots__ = ("client", "group_send", "options", "release", "send", "url")
+    On a cluster, a ``redis_cluster.ClusterShard`` per bucket stands in for it,
+    with the same attributes.
+    """
+
+    __slots__ = ("client", "group_send", "head", "options", "release", "send", "url")
 
     def __init__(self, layer: RedisChannelLayer, url: str, options: dict[str, Any]) -> None:
         self.url = url
         self.options = options
+        self.head = layer._key  # the start of every key (see redis_cluster.py)
         self.client = command_client(layer, url, options)
         self.send = self.client.register_script(LUA_SEND)
         self.group_send = self.client.register_script(LUA_GROUP_SEND)
         self.release = self.client.register_script(LUA_RELEASE)
+
+    async def locate(self) -> str:
+        """The URL for a blocking connection to this host."""
+        return self.url
+
+    async def relocate(self) -> None:
+        """After a blocking connection failed: nothing to learn, the host is fixed."""
+
+
+def make_shards(layer: RedisChannelLayer) -> list[Any]:
+    """A ``Shard`` per host, or on a cluster a ``ClusterShard`` per bucket."""
+    if layer.cluster:
+        from sluiceway.layers.redis_cluster import cluster_shards
+
+        return cluster_shards(layer)
+    return [Shard(layer, url, options) for url, options in layer._hosts]
 
 
 class LoopState:
@@ -74,7 +95,7 @@ class LoopState:
         self.client_id = secrets.token_hex(6)
         # What ends the non-local part of every channel new_channel() makes here.
         self.local_suffix = f".{self.client_id}!"
-        self.shards = [Shard(layer, url, options) for url, options in layer._hosts]
+        self.shards = make_shards(layer)
         self.muxes: dict[int, PlainReceiver] = {}
         self.inboxes: dict[str, Inbox] = {}
         self.store = ChannelStore(self._buffer_capacity, self.on_remove)
@@ -249,13 +270,17 @@ class LoopState:
                 inbox.client = None
         for mux in self.muxes.values():
             await mux.close()
-        for shard in self.shards:
-            await close_client(shard.client)
+        for client in {id(shard.client): shard.client for shard in self.shards}.values():
+            # On a cluster every bucket shares one client: closed once.
+            if self.layer.cluster:
+                await client.aclose()
+            else:
+                await close_client(client)
         self.closed = True
 
     def reopen(self) -> None:
         """Connect again after ``close()``, and resume what was running."""
-        self.shards = [Shard(self.layer, url, options) for url, options in self.layer._hosts]
+        self.shards = make_shards(self.layer)
         self.closing = self.closed = False
         self.stopping = asyncio.Event()
         for inbox in self.inboxes.values():

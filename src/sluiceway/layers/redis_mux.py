@@ -1,7 +1,9 @@
 """Multiplexed receiving of normal channels: one blocking connection per host.
 
 Every ``receive()`` of a normal channel in one event loop registers a waiter
-here, on the host of its channel; one task per host pops for all of them
+here, on the host of its channel (on a Redis Cluster, its bucket: one
+``BLPOP`` may only name keys of one slot, so it is one connection per bucket
+in use, to the node serving it, see ``redis_cluster.py``); one task per host pops for all of them
 with a single ``BLPOP key1 key2 ... wake timeout`` on a dedicated connection.
 So 5,000 waiting receivers cost one connection, not 5,000, and they never
 take a connection that a sender needs (``redis_conn.py``).
@@ -45,7 +47,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 
 from sluiceway.layers.redis_conn import (
     RETRYABLE,
@@ -62,6 +64,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sluiceway.layers.redis")
 
+# Errors of a Redis Cluster that say where to pop, not what is wrong with the
+# keys (AskError covers MOVED).
+REDIRECTED = (AskError, TryAgainError, ClusterDownError)
+
 # What a wake-up pushes: any value ends the pop; nobody reads it.
 WAKE = b"w"
 
@@ -77,7 +83,9 @@ class PlainReceiver:
     def __init__(self, state: LoopState, index: int) -> None:
         self.state = state
         self.index = index
-        self.wake_key = state.layer._key + "w:" + state.client_id
+        # With the host's (on a cluster, the bucket's) key head: one pop names
+        # it with the channels' keys, so it must share their slot.
+        self.wake_key = state.layer._heads[index] + "w:" + state.client_id
         self._wake_arg = _encode(self.wake_key.encode("ascii"))
         # key -> its waiting receivers, in the order the next pop names the keys.
         self.waiters: dict[str, deque[asyncio.Future[bytes]]] = {}
@@ -165,6 +173,7 @@ class PlainReceiver:
                     logger.warning("redis: could not return popped messages (%s)", exc)
                     if state.closing:
                         return
+                    await self._relocate()
                     await backoff.sleep()
                     continue
             if state.closing:
@@ -176,6 +185,13 @@ class PlainReceiver:
                 continue
             try:
                 got = await shielded(self._pop())
+            except REDIRECTED as exc:
+                # A cluster's slot moved, is moving, or is failing over: not
+                # the waiters' fault. Taken nothing; pop again where it is now.
+                logger.info("redis receive redirected (%s); retrying", exc)
+                await self._relocate()
+                await backoff.sleep()
+                continue
             except ResponseError as exc:
                 await self._refused(exc)
                 await backoff.sleep()
@@ -183,6 +199,7 @@ class PlainReceiver:
             except RETRYABLE as exc:
                 if not state.closing:
                     logger.warning("redis receive failed (%s); retrying", exc)
+                    await self._relocate()
                     await backoff.sleep()
                 continue
             except Exception:
@@ -213,15 +230,22 @@ class PlainReceiver:
                 self._drop(key)
         self.emptied.clear()
 
-    def _connection(self) -> AbstractConnection:
+    async def _connection(self) -> AbstractConnection:
         if self.client is None:
             shard = self.state.shards[self.index]
-            self.client = blocking_connection(self.state.layer, shard.url, shard.options)
+            url = await shard.locate()
+            self.client = blocking_connection(self.state.layer, url, shard.options)
         return self.client
+
+    async def _relocate(self) -> None:
+        """On a cluster, after an error: reconnect to whichever node serves the bucket now."""
+        if self.state.layer.cluster:
+            await self.close()
+            await self.state.shards[self.index].relocate()
 
     async def _call(self, packed: list[bytes], replies: int = 1) -> Any:
         """Send a packed command (or several) on the dedicated connection; the last reply."""
-        connection = self._connection()
+        connection = await self._connection()
         # A failed send or read disconnects it (redis-py does); the next call reconnects.
         await connection.send_packed_command(packed, check_health=False)
         reply: Any = None
@@ -276,7 +300,7 @@ class PlainReceiver:
                 # On this connection, so it lands before our next pop. The pop
                 # that took them may have emptied, and so deleted, the list: it
                 # needs its TTL again, or it would outlive every user.
-                packed = self._connection().pack_commands(
+                packed = (await self._connection()).pack_commands(
                     [
                         ("MULTI",),
                         ("LPUSH", key, *reversed(entries)),

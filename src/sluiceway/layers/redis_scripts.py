@@ -22,6 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sluiceway.errors import ConfigError
+from sluiceway.layers.redis_sentinel import (
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_host_spec,
+    sentinel_public_id,
+)
 
 # Shared Lua: drop expired entries at the head of a list, releasing their
 # capacity count when the list is an inbox.
@@ -53,7 +59,8 @@ local function admit(key, counts, ch, cap)
 end
 """
 
-# KEYS: list, counts ('' for a normal channel)
+# KEYS: list, counts (absent, or '', for a normal channel: on a cluster an
+# extra key would have to share the list's slot)
 # ARGV: now ms, capacity, entry, ttl ms, channel
 LUA_SEND = (
     LUA_TRIM
@@ -74,12 +81,14 @@ return 1
 # entry; the members living in one process's inbox share one entry naming them
 # all, so a group of 1,000 consumers in one process costs one copy of the
 # payload, not 1,000 (one per call for a group walked in several).
-# ARGV (both scripts): now ms, deadline (13 digits), payload, ttl ms, default
-# capacity, key prefix 'P:'.
+# ARGV (every group script): now ms, deadline (13 digits), payload, ttl ms,
+# default capacity. ``head`` is the start of the members' keys: the key prefix
+# 'P:', or on a cluster the prefix and the hash tag of the members' bucket
+# 'P:{tag}:' (``redis_cluster.py``).
 LUA_SERVE = (
     LUA_TRIM
     + """
-local function serve(members, capkey)
+local function serve(members, capkey, head)
   local now = tonumber(ARGV[1])
   local ttl = ARGV[4]
   local full = {}
@@ -98,15 +107,15 @@ local function serve(members, capkey)
         names = {}
         inboxes[inbox] = names
         order[#order + 1] = inbox
-        trim(ARGV[6] .. 'c:' .. inbox, ARGV[6] .. 'n:' .. inbox, now)
+        trim(head .. 'c:' .. inbox, head .. 'n:' .. inbox, now)
       end
-      if admit(nil, ARGV[6] .. 'n:' .. inbox, ch, cap) then
+      if admit(nil, head .. 'n:' .. inbox, ch, cap) then
         names[#names + 1] = ch
       else
         full[#full + 1] = ch
       end
     else
-      local key = ARGV[6] .. 'c:' .. ch
+      local key = head .. 'c:' .. ch
       trim(key, nil, now)
       if admit(key, nil, ch, cap) then
         redis.call('RPUSH', key, ARGV[2] .. ch .. '\\n' .. ARGV[3])
@@ -119,10 +128,10 @@ local function serve(members, capkey)
   for _, inbox in ipairs(order) do
     local names = inboxes[inbox]
     if #names > 0 then
-      local key = ARGV[6] .. 'c:' .. inbox
+      local key = head .. 'c:' .. inbox
       redis.call('RPUSH', key, ARGV[2] .. table.concat(names, ',') .. '\\n' .. ARGV[3])
       redis.call('PEXPIRE', key, ttl)
-      redis.call('PEXPIRE', ARGV[6] .. 'n:' .. inbox, ttl)
+      redis.call('PEXPIRE', head .. 'n:' .. inbox, ttl)
     end
   end
   return full
@@ -138,10 +147,14 @@ end
 # in a process inbox costs 1 (a counter increment; its process's members
 # share one pushed entry), a normal channel 3 (a push to its own list, about
 # three times the time). A group whose every member would fit is served whole.
-# KEYS: group zset, group capacity hash, served set (a fresh name per group_send)
-# ARGV: as LUA_SERVE, then the budget, then the cursor the previous call
-# returned ('', 0, '' on the first): a score, how many members of that score
-# were walked, and the top score of the group when the walk began.
+# KEYS: group zset, group capacity hash, served set (a fresh name per group_send),
+# and on a cluster the bucket's probe key (see LUA_GROUP_SEND_NODE), never read:
+# declared, it makes Redis refuse the call (TRYAGAIN or ASK) while the slot
+# migrates, before anything runs, so no call serves half its members.
+# ARGV: as LUA_SERVE, then the key head (see LUA_SERVE), then the budget,
+# then the cursor the previous call returned ('', 0, '' on the first): a
+# score, how many members of that score were walked, and the top score of the
+# group when the walk began.
 # Returns {1 if done else 0, cursor score, cursor count, top score, skipped member, ...}.
 #
 # The walk is exact while the group changes under it. A member that renews
@@ -161,7 +174,7 @@ if score == '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]))
   if redis.call('ZCARD', KEYS[1]) * 3 <= budget then
     local result = {1, '', 0, ''}
-    for _, ch in ipairs(serve(redis.call('ZRANGE', KEYS[1], 0, -1), KEYS[2])) do
+    for _, ch in ipairs(serve(redis.call('ZRANGE', KEYS[1], 0, -1), KEYS[2], ARGV[6])) do
       result[#result + 1] = ch
     end
     return result
@@ -197,7 +210,67 @@ elseif #fresh > 0 then
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 local result = {done and 1 or 0, last, run, top}
-for _, ch in ipairs(serve(fresh, KEYS[2])) do result[#result + 1] = ch end
+for _, ch in ipairs(serve(fresh, KEYS[2], ARGV[6])) do result[#result + 1] = ch end
+return result
+"""
+)
+
+# A group_send on one node of a Redis Cluster: every bucket of the group that
+# node holds, in one call (``redis_cluster.py``). Declared keys must share one
+# slot even with ``allow-cross-slot-keys``: the flag only lets the script touch
+# keys of other slots on the same node. So the script declares none, and is
+# given its keys as arguments; a member's list shares the slot of its bucket's
+# membership, so every key it builds is on the node too.
+# ARGV: as LUA_SERVE, then the budget, then per bucket on the node its group
+# zset, its group capacity hash and its key head.
+# First it reads each bucket's probe key, ``head .. 'probe'``, which never
+# exists (no write yet): Redis refuses that read when the bucket's slot is not
+# on this node any more, or is migrating (an absent key of a migrating slot is
+# "elsewhere"). Then the script returns {-1} having done nothing, and the
+# caller sends per bucket instead; otherwise every key the script touches is
+# safely here, and it runs to the end.
+# Else it returns {n, the n bucket numbers (1-based) too large for the budget
+# left, to be walked one by one with LUA_GROUP_SEND, skipped member, ...}.
+LUA_GROUP_SEND_NODE = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    + LUA_SERVE
+    + """
+local now = tonumber(ARGV[1])
+local budget = tonumber(ARGV[6])
+local buckets = (#ARGV - 6) / 3
+for i = 1, buckets do
+  if type(redis.pcall('EXISTS', ARGV[6 + 3 * i] .. 'probe')) == 'table' then return {-1} end
+end
+local walk = {}
+local full = {}
+for i = 1, buckets do
+  local g, capkey, head = ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i]
+  redis.call('ZREMRANGEBYSCORE', g, '-inf', now)
+  local n = redis.call('ZCARD', g)
+  if n > 0 then
+    local members = nil
+    if n * 3 > budget and n <= budget then
+      -- Maybe it fits at its real cost: 1 a member in an inbox, 3 otherwise.
+      members = redis.call('ZRANGE', g, 0, -1)
+      n = 0
+      for _, ch in ipairs(members) do
+        n = n + (string.find(ch, '!', 1, true) and 1 or 3)
+      end
+    else
+      n = n * 3
+    end
+    if n <= budget then
+      budget = budget - n
+      members = members or redis.call('ZRANGE', g, 0, -1)
+      for _, ch in ipairs(serve(members, capkey, head)) do full[#full + 1] = ch end
+    else
+      walk[#walk + 1] = i
+    end
+  end
+end
+local result = {#walk}
+for _, i in ipairs(walk) do result[#result + 1] = i end
+for _, ch in ipairs(full) do result[#result + 1] = ch end
 return result
 """
 )
@@ -262,10 +335,15 @@ def host_spec(host: object) -> tuple[str, dict[str, Any]]:
     """Normalise one ``hosts`` item: a URL, ``(host, port)`` or ``{"address": ..., **kw}``."""
     if isinstance(host, str):
         url = host if "://" in host else f"redis://{host}"
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # a bad Sentinel URL fails here, not at first use
         return url, {}
     if isinstance(host, (tuple, list)) and len(host) == 2:
         return f"redis://{host[0]}:{int(host[1])}/0", {}
     if isinstance(host, Mapping):
+        sentinel = sentinel_host_spec(host)  # channels_redis's Sentinel dict, or ours
+        if sentinel is not None:
+            return sentinel
         options = dict(host)
         address = options.pop("address", None)
         if address is None:
@@ -277,6 +355,8 @@ def host_spec(host: object) -> tuple[str, dict[str, Any]]:
 
 def public_id(url: str) -> str:
     """The URL without its password: a host's identity on the hash ring."""
+    if is_sentinel_url(url):
+        return sentinel_public_id(url)
     parts = urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:

@@ -10,6 +10,9 @@ part (``prefix.id!``) on both the sending and the receiving side, so a
 process's inbox is one key on one host (channels_redis hashes the sender's
 and the receiver's view differently: its issue #1492).
 
+On a Redis Cluster the ring is not used: Redis places keys by slot, and
+``bucket_for`` picks the hash tag a name's keys carry (``redis_cluster.py``).
+
 Imports only the standard library.
 """
 
@@ -51,3 +54,12 @@ class HashRing:
             return 0
         i = bisect.bisect_left(self._keys, _hash(name.encode()))
         return self._owners[i if i < len(self._keys) else 0]
+
+
+def bucket_for(name: str, buckets: int) -> int:
+    """The bucket of ``name`` among ``buckets``: how a Redis Cluster places it.
+
+    The same hash as the ring, so a name's placement never depends on the
+    process that computes it (``redis_cluster.py``).
+    """
+    return _hash(name.encode()) % buckets

@@ -1,0 +1,240 @@
+"""The pub/sub layer's state in one event loop: connections, local buffer, delivery.
+
+``RedisPubSubChannelLayer`` (``redis_pubsub.py``) keeps one ``PubSubLoop``
+per event loop it is used in. It holds the loop's publishers and
+subscribers (one of each per host), the local buffer (``ChannelStore``),
+the group members and normal channels received here, and turns each
+published entry into deliveries (``on_message``, called from the
+subscriber's socket callback).
+
+Delivery: a message for a channel whose ``receive()`` already waits (so
+nothing is buffered for it) is handed to that receiver's future at once;
+otherwise it goes into the store, where capacity and expiry apply. A
+receiver cancelled after the hand-over and before it resumed gives the
+message back (``withdraw``): to the next waiting receiver, else kept in
+``returned``, taken before anything in the store (it is older).
+
+Invariants: a receiver waits on a future in ``waiting`` only while the
+store and ``returned`` hold nothing for its channel; each message goes to
+exactly one receiver of this loop, or is buffered, or is dropped and counted
+(full, expired).
+
+Imports ``sluiceway.layers.*``; never the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from sluiceway.errors import InvalidMessage
+from sluiceway.layers.base import non_local_name
+from sluiceway.layers.memory import ChannelStore
+from sluiceway.layers.redis_pubsub_pub import Publisher
+from sluiceway.layers.redis_pubsub_sub import Subscriber
+from sluiceway.layers.redis_scripts import parse_entry
+
+if TYPE_CHECKING:
+    from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
+
+logger = logging.getLogger("sluiceway.layers.redis_pubsub")
+
+# A message on its way to a receiver: (deadline on time.monotonic(), message).
+Delivery = tuple[float, dict[str, Any]]
+
+
+class PubSubLoop:
+    """What the layer binds to one event loop: connections, buffer, members, topics."""
+
+    def __init__(self, layer: RedisPubSubChannelLayer) -> None:
+        self.layer = layer
+        self.loop = asyncio.get_running_loop()
+        self.client_id = secrets.token_hex(6)
+        self.local_suffix = f".{self.client_id}!"
+        self.publishers = [Publisher(layer, url, opts) for url, opts in layer._hosts]
+        self.subscribers = [
+            Subscriber(layer, url, opts, self.on_message) for url, opts in layer._hosts
+        ]
+        self.store = ChannelStore(layer.get_capacity)
+        # Receivers waiting with nothing buffered: a message for one of them
+        # is handed to its future (``receive``); the store holds the rest.
+        self.waiting: dict[str, list[asyncio.Future[Delivery]]] = {}
+        # Messages handed to a receiver that was cancelled before it took
+        # them: older than anything in the store, so taken first.
+        self.returned: dict[str, deque[Delivery]] = {}
+        self.groups: dict[str, dict[str, float]] = {}  # group -> {member: monotonic deadline}
+        self.receivers: dict[str, int] = {}  # normal channel -> receive() calls waiting
+        self.last_used: dict[str, float] = {}  # normal channel -> when a receive() last ended
+        # Non-local name -> (its subscriber, its topic), made once: per
+        # process-local prefix of this loop, and per normal channel until the
+        # sweeper unsubscribes it (so bounded by what is received here).
+        self.routes: dict[str, tuple[Subscriber, bytes]] = {}
+        self.sweeper: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+        self.closed = False
+
+    def on_message(self, topic: bytes, data: bytes) -> None:
+        """One published entry, from a subscriber's socket callback: to its receivers here."""
+        layer = self.layer
+        try:
+            deadline, channel, payload = parse_entry(data)
+            name = topic.decode("ascii")[len(layer._key) :]
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("dropped a malformed pub/sub entry on %r: %s", topic, exc)
+            return
+        if name.startswith("g:"):
+            now = time.monotonic()
+            members = self.groups.get(name[2:], {})
+            targets = [m for m, until in members.items() if until > now]
+        elif name.startswith("c:") and non_local_name(channel) == name[2:]:
+            targets = [channel]
+        else:
+            return  # a topic we no longer want (its unsubscribe is in flight)
+        if not targets:
+            return
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            layer.expired_on_receive += len(targets)
+            return
+        try:
+            message = layer._serializer.loads(payload)
+        except InvalidMessage as exc:
+            logger.error("dropped an unreadable layer message on %r: %s", topic, exc)
+            return
+        mono_deadline = time.monotonic() + remaining
+        shared = len(targets) > 1
+        waiting = self.waiting
+        put = self.store.put
+        for target in targets:
+            copy = dict(message) if shared else message
+            futures = waiting.get(target)
+            if futures is not None:
+                # Most often one receiver waits: hand it over without a call.
+                first = futures[0]
+                if len(futures) == 1 and not first.done():
+                    del waiting[target]
+                    first.set_result((mono_deadline, copy))
+                    continue
+                if self._hand_over(target, futures, (mono_deadline, copy)):
+                    continue
+            if not put(target, copy, mono_deadline):
+                layer._overflowed(target)
+
+    def _hand_over(
+        self, channel: str, futures: list[asyncio.Future[Delivery]], delivery: Delivery
+    ) -> bool:
+        """Give ``delivery`` to the first receiver still waiting on ``channel``, if any."""
+        handed = False
+        while futures:
+            future = futures.pop(0)
+            if not future.done():
+                future.set_result(delivery)
+                handed = True
+                break
+        if not futures:
+            del self.waiting[channel]
+        return handed
+
+    def waiter(self, channel: str) -> asyncio.Future[Delivery]:
+        """A future for the next message of ``channel`` (nothing is buffered for it)."""
+        future: asyncio.Future[Delivery] = self.loop.create_future()
+        futures = self.waiting.get(channel)
+        if futures is None:
+            self.waiting[channel] = [future]
+        else:
+            futures.append(future)
+        return future
+
+    def withdraw(self, channel: str, future: asyncio.Future[Delivery]) -> None:
+        """A receiver gave up: its message, if it had been handed one, goes to the next."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            futures = self.waiting.get(channel)
+            if futures is None or not self._hand_over(channel, futures, future.result()):
+                self.returned.setdefault(channel, deque()).append(future.result())
+            return
+        future.cancel()
+        futures = self.waiting.get(channel)
+        if futures is not None and future in futures:
+            futures.remove(future)
+            if not futures:
+                del self.waiting[channel]
+
+    async def take_buffered(self, channel: str) -> dict[str, Any]:
+        """The next message of ``channel`` already here: given back ones first, then the store."""
+        returned = self.returned.get(channel)
+        if returned is not None:
+            now = time.monotonic()
+            while returned:
+                deadline, message = returned.popleft()
+                if deadline > now:
+                    if not returned:
+                        del self.returned[channel]
+                    return message
+                self.layer.expired_on_receive += 1
+            del self.returned[channel]
+        # Waits only if everything buffered had expired; a message arriving
+        # then goes to the store (no waiter here), which wakes us.
+        return await self.store.get(channel)
+
+    def subscriber(self, name: str) -> Subscriber:
+        return self.subscribers[self.layer._ring.index_for(name)]
+
+    def route(self, name: str) -> tuple[Subscriber, bytes]:
+        """The subscriber and topic of ``name`` (a non-local name)."""
+        route = self.routes.get(name)
+        if route is None:
+            route = self.routes[name] = (self.subscriber(name), self.layer._topic(name))
+        return route
+
+    def start_sweeper(self) -> None:
+        if self.sweeper is None or self.sweeper.done():
+            self.sweeper = asyncio.get_running_loop().create_task(self.sweep())
+
+    async def sweep(self) -> None:
+        """Unsubscribe what nobody here listens to any more: idle channels, empty groups."""
+        while not self.stopping.is_set():
+            expiry = self.layer.expiry_s
+            try:
+                await asyncio.wait_for(self.stopping.wait(), min(max(expiry / 2, 0.1), 30.0))
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            idle = [
+                c
+                for c, used in self.last_used.items()
+                if not self.receivers.get(c) and now - used >= expiry
+            ]
+            for channel in idle:
+                del self.last_used[channel]
+                self.routes.pop(channel, None)
+                await self.subscriber(channel).unsubscribe([self.layer._topic(channel)])
+            for group, members in list(self.groups.items()):
+                for member in [m for m, until in members.items() if until <= now]:
+                    del members[member]
+                if not members:
+                    del self.groups[group]
+                    await self.subscriber(group).unsubscribe([self.layer._group_topic(group)])
+
+    async def close(self) -> None:
+        self.stopping.set()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        for subscriber in self.subscribers:
+            await subscriber.close()
+        for publisher in self.publishers:
+            await publisher.close()
+        self.closed = True
+
+    def reopen(self) -> None:
+        """Connect again after ``close()``; every topic still wanted is subscribed again."""
+        self.stopping = asyncio.Event()
+        self.closed = False
+        for subscriber in self.subscribers:
+            subscriber.restart()
+        if self.last_used or self.groups:
+            self.start_sweeper()
