@@ -4,6 +4,17 @@ One access line per response on logger ``sluiceway.access``::
 
     127.0.0.1:53122 - "GET /a?b=1 HTTP/1.1" 200 13 0.4ms
 
+and for a WebSocket (``log_websocket``) one when the handshake is answered
+and, if it was accepted, one when the session ends::
+
+    127.0.0.1:53124 - "WebSocket /chat" [accepted]
+    127.0.0.1:53124 - "WebSocket /chat" [closed 1000] 5012.7ms
+    127.0.0.1:53126 - "WebSocket /admin" 403 0.6ms
+
+Each record also carries ``client_addr``, ``request_line`` and
+``status_code`` as attributes, the fields uvicorn's ``AccessFormatter``
+format strings use (``logconfig_uvicorn.UvicornAccessFormatter`` formats them).
+
 Application and protocol errors go to ``sluiceway.error``. Everything that
 came from the client (the request target, header-derived text) passes
 through ``escape`` first: control characters, ANSI escape sequences and
@@ -61,16 +72,41 @@ def log_access(
     sent_bytes: int,
     duration_s: float,
 ) -> None:
+    request_line = f"{escape(method)} {escape(target.decode('latin-1'))} HTTP/{http_version}"
     access_logger.info(
-        '%s - "%s %s HTTP/%s" %d %d %.1fms',
+        '%s - "%s" %d %d %.1fms',
         client,
-        escape(method),
-        escape(target.decode("latin-1")),
-        http_version,
+        request_line,
         status,
         sent_bytes,
         duration_s * 1000.0,
+        extra={"client_addr": client, "request_line": request_line, "status_code": status},
     )
+
+
+def websocket_line(scope: Mapping[str, Any]) -> str:
+    """``WebSocket /path?query``, escaped: the request line of a WebSocket's access lines."""
+    target = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query = scope.get("query_string")
+    if query:
+        target = target + b"?" + query
+    return "WebSocket " + escape(target.decode("latin-1"))
+
+
+def log_websocket(client: str, request_line: str, outcome: str, duration_s: float | None) -> None:
+    """One access line of a WebSocket: its handshake's outcome, or its end.
+
+    ``outcome`` is ``[accepted]`` (no duration, as uvicorn's line), a refusal's
+    status (``403``), or ``[closed CODE]``; see docs/websocket.md.
+    """
+    status: int | str = int(outcome) if outcome.isdigit() else outcome
+    extra = {"client_addr": client, "request_line": request_line, "status_code": status}
+    if duration_s is None:
+        access_logger.info('%s - "%s" %s', client, request_line, outcome, extra=extra)
+    else:
+        access_logger.info(
+            '%s - "%s" %s %.1fms', client, request_line, outcome, duration_s * 1000.0, extra=extra
+        )
 
 
 def log_exchange(

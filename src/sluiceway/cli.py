@@ -1,6 +1,6 @@
 """The command line: ``sluiceway run module:app [options]`` and ``sluiceway worker ...``.
 
-argv -> ``Config`` (through ``sluiceway.options``: defaults < ``SLUICEWAY_*``
+argv -> ``Config`` (through ``sluiceway.option_sources``: defaults < ``SLUICEWAY_*``
 < argv, after ``--env-file`` was loaded) -> ``serve_config``.
 
 Exit codes: 0 after a graceful shutdown; 2 for anything the user can fix
@@ -9,7 +9,8 @@ import, an unreadable TLS file, a port in use), always as one line on stderr
 and never a traceback; 1 when the app's lifespan startup fails; 130 when a
 second signal forced the exit.
 
-Imports ``sluiceway.config``, ``sluiceway.options``, ``sluiceway.envfile`` and
+Imports ``sluiceway.config``, ``sluiceway.options``, ``sluiceway.option_sources``,
+``sluiceway.envfile`` and
 ``sluiceway.errors`` at module level; the server, logging and the worker only
 when a command runs.
 """
@@ -17,6 +18,7 @@ when a command runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -27,7 +29,8 @@ from sluiceway import __version__
 from sluiceway.config import Config
 from sluiceway.envfile import load_env_file
 from sluiceway.errors import ConfigError, LifespanFailed
-from sluiceway.options import ENV_PREFIX, OPTIONS, Option, config_from_sources
+from sluiceway.option_sources import Note, config_from_sources, nearest
+from sluiceway.options import ENV_PREFIX, OPTIONS, UVICORN_ENV_PREFIX, Option
 
 PROG = "sluiceway"
 EXIT_USAGE = 2
@@ -39,7 +42,22 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see '{self.prog} --help')")
+        fail(f"{message}{_suggestion(message)} (see '{self.prog} --help')")
+
+
+def _suggestion(message: str) -> str:
+    """`` (did you mean '--x'?)`` for the first unknown flag in argparse's message."""
+    if not message.startswith("unrecognized arguments: "):
+        return ""
+    known = ["--help", "--version"]
+    for option in OPTIONS:
+        known += [option.flag, *option.aliases]
+        if option.kind == "switch":
+            known.append("--no-" + option.flag[2:])
+    for word in message.split()[2:]:
+        if word.startswith("--"):
+            return nearest(word.partition("=")[0], known)
+    return ""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -49,15 +67,39 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def version_text() -> str:
-    parts = [f"{platform.python_implementation()} {platform.python_version()}"]
-    for name in ("uvloop", "httptools"):
-        try:
-            from importlib.metadata import version
+    """What ``--version`` prints: sluiceway's, Python's and the native parts' versions.
 
-            parts.append(f"{name} {version(name)}")
-        except Exception:  # not installed: say nothing about it
-            continue
-    return f"{PROG} {__version__} ({', '.join(parts)} on {platform.system()})"
+    One fact per line, so a bug report pastes it whole: the event loop and the
+    parser are the two dependencies whose versions change behaviour, and the
+    last line says whether setup.py's mypyc step built the hot path (an install
+    without a C compiler runs the same code about a fifth slower).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sluiceway.server.hosting import hot_path_build
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    lines = [f"{PROG} {__version__} ({python} on {platform.system()})"]
+    for name, missing in (("uvloop", "asyncio's own loop"), ("httptools", "no HTTP/1.1 parser")):
+        try:
+            lines.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            lines.append(f"{name} not installed ({missing})")
+    lines.append(f"hot path: {hot_path_build()}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed only when asked: the hot-path check imports the server."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show versions and exit"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
 
 
 def _default_text(option: Option) -> str:
@@ -80,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="sluiceway: an ASGI server (HTTP/1.1, WebSocket, lifespan).",
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -97,12 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="APP",
         help=f'the application, as "module:attribute" (env {ENV_PREFIX}APP)',
     )
-    run.add_argument("--version", action="version", version=version_text())
+    run.add_argument("--version", action=_VersionAction)
     for option in OPTIONS:
         help_text = f"{option.help} [{_default_text(option)}]"
         common: dict[str, Any] = {"dest": option.field, "default": argparse.SUPPRESS}
         if option.kind == "flag":
-            run.add_argument(option.flag, action="store_true", help=help_text, **common)
+            run.add_argument(
+                option.flag, *option.aliases, action="store_true", help=help_text, **common
+            )
         elif option.kind == "switch":
             run.add_argument(
                 option.flag, action=argparse.BooleanOptionalAction, help=help_text, **common
@@ -112,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
             if option.choices is not None:
                 metavar = "{" + ",".join(option.choices) + "}"
             action = "append" if option.kind == "append" else "store"
-            run.add_argument(option.flag, action=action, metavar=metavar, help=help_text, **common)
+            flags = (option.flag, *option.aliases)
+            run.add_argument(*flags, action=action, metavar=metavar, help=help_text, **common)
 
     worker = commands.add_parser(
         "worker",
@@ -136,16 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(parsed: dict[str, Any]) -> int:
-    from sluiceway.logconfig import configure_logging
-    from sluiceway.server.runner import serve_config
+    from sluiceway.server.hosting import configure_logging_from
+    from sluiceway.server.process import serve_config
 
     given = {k: v for k, v in parsed.items() if k not in ("command", "app")}
-    env_file = given.get("env_file") or os.environ.get(ENV_PREFIX + "ENV_FILE")
+    env_file = (
+        given.get("env_file")
+        or os.environ.get(ENV_PREFIX + "ENV_FILE")
+        or os.environ.get(UVICORN_ENV_PREFIX + "ENV_FILE")
+    )
+    notes: list[Note] = []  # about UVICORN_* variables, logged once logging is set up
     try:
         if env_file:
             # Before anything reads the environment: the file may hold SLUICEWAY_* too.
             load_env_file(env_file)
-        config = config_from_sources(given, os.environ)
+        config = config_from_sources(given, os.environ, notes)
     except ConfigError as exc:
         fail(str(exc))
     app = parsed.get("app") or os.environ.get(ENV_PREFIX + "APP")
@@ -154,7 +204,9 @@ def run_command(parsed: dict[str, Any]) -> int:
     try:
         # Before the app is imported, so its import-time logging goes where
         # the user's --log-config says; with --workers, each worker does the same.
-        configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+        configure_logging_from(config)
+        for level, text in notes:
+            logging.getLogger("sluiceway.error").log(level, "%s.", text)
         serve_config(config, app)
     except ConfigError as exc:
         fail(str(exc))

@@ -1,18 +1,22 @@
 """The server's configuration: one frozen dataclass, validated on creation.
 
-``Config`` is built by ``cli.py`` from argv and ``SLUICEWAY_*`` environment
-variables (``sluiceway.options`` parses the text) or by
-``sluiceway.run(app, **options)`` (``config_from_options``). Names carry
-their units. Every field has an immutable default, so ``Config()`` is a
-working server on 127.0.0.1:8000. Validation raises ``ConfigError`` with a
+``Config`` is built by ``cli.py`` from argv and ``SLUICEWAY_*`` (or
+uvicorn's ``UVICORN_*``) environment variables (``sluiceway.option_sources``
+reads them), by ``sluiceway.run(app, **options)`` (``config_from_options``), or
+by the user as uvicorn's is, ``Config(app, host=..., port=...)``, with field
+names or uvicorn's keyword names (mapped by ``sluiceway.options.OPTIONS``,
+imported only when a keyword is given). Names carry their units. Every
+field has an immutable default, so ``Config()`` is a working server on
+127.0.0.1:8000. Validation raises ``ConfigError`` with a
 one-line message; the CLI prints it and exits with code 2.
 
 A bad value of one field raises ``InvalidField``, which names the field as
 ``run()`` takes it (``limit_concurrency must be positive, got 0``) and keeps
-the problem apart, so ``sluiceway.options`` can say it again with the flag or
+the problem apart, so ``sluiceway.option_sources`` can say it again with the flag or
 variable the user typed (``--limit-concurrency must be positive, got 0``).
 
-Imports only the standard library and ``sluiceway.errors``.
+Imports only the standard library and ``sluiceway.errors`` at module level;
+``sluiceway.option_sources`` (which imports this module) inside ``Config()``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,22 @@ from typing import Any, Literal, TypeAlias
 from sluiceway.errors import ConfigError
 
 LifespanMode = Literal["auto", "on", "off"]
-WSMode = Literal["auto", "none"]
-LoopName = Literal["auto", "asyncio", "uvloop"]
-HTTPImpl = Literal["auto", "httptools"]
+# uvicorn's engine names are taken and mean sluiceway's own engine (said once
+# at start, sluiceway.option_sources.engine_notes); loop "none" is uvicorn's "the
+# asyncio default", which is what sluiceway's asyncio choice is.
+WSMode = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
+WS_MODES: tuple[str, ...] = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+LoopName = Literal["auto", "asyncio", "uvloop", "none"]
+LOOP_NAMES: tuple[str, ...] = ("auto", "asyncio", "uvloop", "none")
+HTTPImpl = Literal["auto", "httptools", "h11", "zttp"]
+HTTP_IMPLS: tuple[str, ...] = ("auto", "httptools", "h11", "zttp")
+# --ssl-version: auto negotiates TLS 1.2 or 1.3; the others pin one version.
+SSLVersion = Literal["auto", "TLSv1.2", "TLSv1.3"]
+SSL_VERSIONS: tuple[str, ...] = ("auto", "TLSv1.2", "TLSv1.3")
 Interface = Literal["auto", "asgi3", "asgi2", "wsgi"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+ReloadBackend = Literal["auto", "watchfiles", "poll"]
+RELOAD_BACKENDS: tuple[str, ...] = ("auto", "watchfiles", "poll")
 
 # A logging config file (.json, .yaml/.yml, else fileConfig's .ini format) or,
 # from Python (run(log_config=...)), a dictConfig dict; logconfig.py applies it.
@@ -50,7 +65,7 @@ class InvalidField(ConfigError):
     """A bad value of one ``Config`` field.
 
     ``str()`` names the field (``limit_concurrency must be positive, got 0``),
-    which is what a ``run()`` caller typed; ``sluiceway.options`` rebuilds the
+    which is what a ``run()`` caller typed; ``sluiceway.option_sources`` rebuilds the
     message from ``problem`` with the flag or variable a CLI user typed.
     """
 
@@ -63,8 +78,28 @@ class InvalidField(ConfigError):
         return (InvalidField, (self.field_name, self.problem))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Config:
+    """The server's settings: ``Config(app, host=..., port=..., **options)``, as uvicorn's.
+
+    Options take the field names below or uvicorn's keyword names
+    (``timeout_keep_alive=5`` is ``keep_alive_timeout_s=5.0``): the
+    ``sluiceway.options.OPTIONS`` rows say which name is which, and convert
+    uvicorn's Python values (a list, a path, ``None`` for "the default").
+
+    Args:
+        app: the ASGI app or a ``"module:attribute"`` string, for
+            ``Server(config)``; the CLI and ``run()`` pass it apart and leave
+            this None.
+        options: field names or uvicorn's keyword names.
+
+    Raises:
+        ConfigError: an unknown name (with the nearest known one) or a bad value.
+    """
+
+    # The app, as uvicorn's Config takes it; not part of equality.
+    app: Any = field(default=None, compare=False, repr=False)
+
     # Where to listen: TCP host/port, a Unix socket path, or an inherited fd.
     host: str = "127.0.0.1"
     port: int = 8000
@@ -81,6 +116,10 @@ class Config:
     # How to call the app: auto detects ASGI 3 or 2; wsgi wraps a WSGI app
     # in sluiceway.wsgi.WsgiToAsgi (as uvicorn's --interface does).
     interface: Interface = "auto"
+    # Run each request and WebSocket session in a new, empty contextvars
+    # context (uvicorn's --reset-contextvars): nothing the program set before
+    # the server started (instrumentation) is seen by a request.
+    reset_contextvars: bool = False
 
     # Event loop: uvloop when it imports, else asyncio's (said once at start).
     loop: LoopName = "auto"
@@ -101,11 +140,13 @@ class Config:
     lifespan_startup_timeout_s: float = 60.0
     lifespan_shutdown_timeout_s: float = 30.0
 
-    # Limits. Header block default after nginx/Node (large header buffers
-    # of 8-16 KiB per line, 64 KiB in all is what the issue asks).
+    # Limits: bounds on a peer's memory that real clients never reach. The
+    # request target may be as long as the whole header block (64 KiB, as an
+    # AWS ALB passes; nginx stops at 8 KiB, Node at 16 KiB), because OAuth,
+    # SAML and analytics URLs pass 8 KiB; docs/usage.md "Limits" compares peers.
     max_request_body_bytes: int | None = None
     max_request_headers_bytes: int = 64 * 1024
-    max_request_line_bytes: int = 8 * 1024
+    max_request_line_bytes: int = 64 * 1024
     limit_concurrency: int | None = None
     # A worker (or the single server process) stops gracefully after serving
     # this many requests, plus a random 0..jitter so workers do not all stop
@@ -122,6 +163,8 @@ class Config:
     # An OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not set by it);
     # None keeps OpenSSL's default list.
     ssl_ciphers: str | None = None
+    # Pin the TLS version (uvicorn's --ssl-version); auto: 1.2 or 1.3.
+    ssl_version: SSLVersion = "auto"
 
     # Response headers.
     server_header: bool = True
@@ -149,12 +192,14 @@ class Config:
     # port. Names follow hypercorn's h2_* settings where they exist. Defaults
     # are for the open internet: 100 streams (RFC 9113 §6.5.2's floor for
     # what a server should allow, and what nginx, Go and hypercorn offer),
-    # the protocol's own 64 KiB window and 16 KiB frames, 64 KiB of headers.
+    # the protocol's own 64 KiB window and 16 KiB frames, and a header list
+    # of 128 KiB: in HTTP/2 the target is a field (:path), so this is the
+    # HTTP/1.1 line limit plus its fields limit (docs/usage.md "Limits").
     http2: bool = True
     h2_max_concurrent_streams: int = 100
     h2_initial_window_size: int = 65535
     h2_max_inbound_frame_size: int = 16384
-    h2_max_header_list_size: int = 65536
+    h2_max_header_list_size: int = 128 * 1024
 
     # Processes (server/supervisor.py): worker processes sharing the
     # listening sockets, or one worker restarted when a watched file changes.
@@ -165,18 +210,53 @@ class Config:
     reload_excludes: tuple[str, ...] = ()
     # Seconds between two looks at the watched files' modification times.
     reload_delay_s: float = 1.0
+    # How --reload sees changes (server/reload.py): watchfiles (inotify) when
+    # it is installed, as uvicorn does, else polling; either can be forced.
+    reload_backend: ReloadBackend = "auto"
+    # uvicorn's --timeout-worker-healthcheck (and default): each serving
+    # worker's event loop must answer the supervisor's ping within this.
+    timeout_worker_healthcheck_s: float = 5.0
 
     # Proxies (server/proxy_headers.py): uvicorn's defaults, on and trusting
     # only a proxy on the same host.
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
 
+    # Metrics (server/metrics.py): GET /metrics in Prometheus text format on a
+    # listener of its own; None: no metrics, and the hot path pays nothing.
+    # Loopback by default, as the numbers are for the operator's scraper.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
     # Extra knobs a later issue may need go here, never as mutable defaults.
     extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __init__(self, app: Any = None, /, **options: Any) -> None:
+        if "app" in options:  # uvicorn's Config(app=...), and dataclasses.replace()
+            if app is not None:
+                raise ConfigError("the app is given twice")
+            app = options.pop("app")
+        if options:
+            # Imported here: sluiceway.option_sources imports this module. Its rows
+            # map uvicorn's names and values; field names pass through.
+            from sluiceway.option_sources import keyword_values
+
+            options = keyword_values(options)
+        object.__setattr__(self, "app", app)
+        for item in _SETTINGS:
+            object.__setattr__(self, item.name, options.get(item.name, item.default))
+        try:
+            self.__post_init__()
+        except TypeError as exc:  # e.g. comparing a str port with an int
+            raise ConfigError(f"invalid option value: {exc}") from exc
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InvalidField("port", f"must be between 0 and 65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InvalidField(
+                "metrics_port", f"must be between 0 and 65535, got {self.metrics_port}"
+            )
         if self.uds is not None and self.fd is not None:
             raise ConfigError("--uds and --fd cannot be used together")
         if self.fd is not None and self.fd < 0:
@@ -184,10 +264,12 @@ class Config:
         if self.backlog <= 0:
             raise InvalidField("backlog", f"must be positive, got {self.backlog}")
         _check_choice("lifespan", self.lifespan, ("auto", "on", "off"))
-        _check_choice("loop", self.loop, ("auto", "asyncio", "uvloop"))
-        _check_choice("http", self.http, ("auto", "httptools"))
+        _check_choice("loop", self.loop, LOOP_NAMES)
+        _check_choice("http", self.http, HTTP_IMPLS)
+        _check_choice("ssl_version", self.ssl_version, SSL_VERSIONS)
         _check_choice("interface", self.interface, ("auto", "asgi3", "asgi2", "wsgi"))
-        _check_choice("ws", self.ws, ("auto", "none"))
+        _check_choice("ws", self.ws, WS_MODES)
+        _check_choice("reload_backend", self.reload_backend, RELOAD_BACKENDS)
         if self.log_level is not None:
             _check_choice("log_level", self.log_level, LOG_LEVELS)
         if self.log_config is not None and not isinstance(
@@ -264,6 +346,11 @@ class Config:
             check_header(name, value)
         if self.reload_delay_s <= 0:
             raise InvalidField("reload_delay_s", f"must be positive, got {self.reload_delay_s}")
+        if self.timeout_worker_healthcheck_s <= 0:
+            raise InvalidField(
+                "timeout_worker_healthcheck_s",
+                f"must be positive, got {self.timeout_worker_healthcheck_s}",
+            )
         if self.workers < 1:
             raise InvalidField("workers", f"must be at least 1, got {self.workers}")
         if self.reload and self.workers > 1:
@@ -279,6 +366,10 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+# Every field but the app, with its default (no field has a default factory).
+_SETTINGS = tuple(item for item in dataclasses.fields(Config) if item.name != "app")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -308,16 +399,9 @@ def check_trusted_address(entry: str) -> None:
 
 
 def config_from_options(**options: Any) -> Config:
-    """Build a ``Config`` from field-name keyword arguments (``sluiceway.run``).
+    """Build a ``Config`` from keyword arguments (``sluiceway.run``): field or uvicorn names.
 
     Raises:
         ConfigError: an unknown option name or an invalid value.
     """
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
-    try:
-        return Config(**options)
-    except TypeError as exc:  # e.g. comparing a str port with an int
-        raise ConfigError(f"invalid option value: {exc}") from exc
+    return Config(**options)

@@ -13,6 +13,12 @@ Mode ``auto`` serves an app that raises on the lifespan scope (or returns
 without answering) as the spec asks, with one log line; mode ``on`` refuses
 to start. ``lifespan.startup.failed`` stops the server in every mode.
 
+A configuration error raised during startup (``is_config_error``: a
+``ConfigError``, an ``ImportError``, Django's ``ImproperlyConfigured``) is
+never taken for "no lifespan support": in every mode it stops the server as
+a ``ConfigError`` (the CLI's one line and exit code 2), since serving on
+would only fail on every request instead.
+
 The ``state`` dict handed in becomes ``scope["state"]``; the server copies it
 (shallowly) into every request scope, so it must be the one in ``ServerState``.
 
@@ -29,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sluiceway.asgi.types import ASGIApp, Message
-from sluiceway.errors import ASGIMessageError, LifespanFailed
+from sluiceway.errors import ASGIMessageError, ConfigError, LifespanFailed
 
 logger = logging.getLogger("sluiceway.error")
 
@@ -72,6 +78,8 @@ class LifespanMachine:
         self.message = ""
         self.app_exited = False
         self.app_error: BaseException | None = None
+        # Startup ended with a configuration error (see is_config_error).
+        self.config_error = False
 
     def start(self) -> Message:
         """Begin startup; returns the event for the app's ``receive``."""
@@ -116,7 +124,11 @@ class LifespanMachine:
         self.app_exited = True
         self.app_error = exc
         if self.phase is P.STARTING:
-            if self.mode == "auto":
+            if exc is not None and is_config_error(exc):
+                self.phase = P.STARTUP_FAILED
+                self.config_error = True
+                self.message = " ".join(f"{type(exc).__name__}: {exc}".split())
+            elif self.mode == "auto":
                 self.phase = P.UNSUPPORTED
             else:
                 self.phase = P.STARTUP_FAILED
@@ -137,6 +149,18 @@ class LifespanMachine:
     def _expect(self, phase: LifespanPhase) -> None:
         if self.phase is not phase:
             raise RuntimeError(f"lifespan is {self.phase.value!r}, expected {phase.value!r}")
+
+
+def is_config_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by the app's lifespan startup, is a configuration error.
+
+    By class: ``ConfigError`` (a channel layer that cannot load, say),
+    ``ImportError`` (a missing package), and Django's ``ImproperlyConfigured``
+    (matched by name: this module does not import Django).
+    """
+    if isinstance(exc, (ConfigError, ImportError)):
+        return True
+    return any(cls.__name__ == "ImproperlyConfigured" for cls in type(exc).__mro__)
 
 
 class Lifespan:
@@ -169,6 +193,7 @@ class Lifespan:
         Raises:
             LifespanFailed: the app sent ``lifespan.startup.failed``, raised
                 under mode ``on``, or did not answer in time.
+            ConfigError: the app raised a configuration error (``is_config_error``).
         """
         event = self.machine.start()
         if self.machine.phase is P.DISABLED:
@@ -195,6 +220,8 @@ class Lifespan:
         elif phase is P.STARTUP_FAILED:
             # Give the app a moment to finish (Starlette re-raises after .failed).
             await self._finish(min(self.shutdown_timeout_s, 1.0))
+            if self.machine.config_error:
+                raise ConfigError(f"application startup: {self.machine.message}")
             raise LifespanFailed(self.machine.message or "application startup failed")
 
     async def shutdown(self) -> None:
@@ -232,7 +259,10 @@ class Lifespan:
             self._settled.set()
         if error is None:
             return
-        if phase_before is P.STARTING and self.machine.phase is P.UNSUPPORTED:
+        if self.machine.config_error:
+            # startup() raises it as one line; the traceback is for debugging.
+            logger.debug("Lifespan startup raised a configuration error", exc_info=error)
+        elif phase_before is P.STARTING and self.machine.phase is P.UNSUPPORTED:
             # auto mode: the usual way an app says it has no lifespan support.
             logger.debug("Lifespan scope raised %r; serving without lifespan.", error)
         elif phase_before in (P.STARTUP_FAILED, P.SHUT_DOWN, P.SHUTDOWN_FAILED):

@@ -37,15 +37,24 @@ and ``access_log=False`` keeps the access log off whatever the file says.
 A file that is missing, unreadable or rejected by ``logging`` is a
 one-line ``ConfigError``.
 
-Imports only the standard library and ``sluiceway.errors``.
+A file written for uvicorn works as written (``sluiceway.logconfig_uvicorn``):
+each of uvicorn's loggers it configures configures the sluiceway logger that
+plays its part the same way, and uvicorn's formatter classes are replaced by
+ours (uvicorn need not be installed). ``configure_logging`` says once which
+names it mapped.
+
+Imports only the standard library and ``sluiceway.errors``; ``sluiceway.logconfig_uvicorn``
+when a config file is applied.
 """
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import json
 import logging
 import logging.config
+import multiprocessing
 import os
 import re
 import sys
@@ -102,7 +111,7 @@ def continuation_lines(text: str) -> str:
     return "\n".join(CONTINUATION + line if line else line for line in text.split("\n"))
 
 
-_LEVEL_COLOURS = {
+LEVEL_COLOURS = {
     TRACE: "\x1b[34m",  # blue
     logging.DEBUG: "\x1b[36m",  # cyan
     logging.INFO: "\x1b[32m",  # green
@@ -110,7 +119,7 @@ _LEVEL_COLOURS = {
     logging.ERROR: "\x1b[31m",  # red
     logging.CRITICAL: "\x1b[1;31m",  # bold red
 }
-_RESET = "\x1b[0m"
+RESET = "\x1b[0m"
 
 
 class SafeFormatter(logging.Formatter):
@@ -128,8 +137,9 @@ class SafeFormatter(logging.Formatter):
         validate: bool = True,
         *,
         use_colors: bool = False,
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(fmt, datefmt, style, validate)
+        super().__init__(fmt, datefmt, style, validate, defaults=defaults)
         self.use_colors = use_colors
 
     def format(self, record: logging.LogRecord) -> str:
@@ -142,10 +152,10 @@ class SafeFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)
-        colour = _LEVEL_COLOURS.get(record.levelno) if self.use_colors else None
+        colour = LEVEL_COLOURS.get(record.levelno) if self.use_colors else None
         if colour is not None:
             record = copy(record)  # other handlers format the same record
-            record.levelname = colour + record.levelname + _RESET
+            record.levelname = colour + record.levelname + RESET
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
@@ -258,7 +268,7 @@ def configure_logging(
     logging.config.dictConfig(logging_dict(log_level or "info", access_log, use_colors))
     if log_config is None:
         return
-    apply_log_config(log_config)
+    mapped = apply_log_config(log_config)
     if log_level is not None:
         level = LEVELS[log_level]
         logging.getLogger("sluiceway").setLevel(level)
@@ -267,17 +277,32 @@ def configure_logging(
             logging.getLogger("sluiceway.access").setLevel(level)
     if not access_log:
         logging.getLogger("sluiceway.access").setLevel(_OFF)
+    if mapped and multiprocessing.parent_process() is None:
+        from sluiceway.logconfig_uvicorn import UVICORN_LOGGERS
+
+        # Once per server, not once per worker: the supervisor (the CLI
+        # process) has said it before any worker starts.
+        logging.getLogger("sluiceway.error").info(
+            "--log-config: applied the settings of uvicorn's loggers to sluiceway's: %s",
+            ", ".join(f"{name} -> {UVICORN_LOGGERS[name]}" for name in mapped),
+        )
 
 
-def apply_log_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+def apply_log_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[str]:
     """Apply a logging config file or ``dictConfig`` dict (see the module docstring).
+
+    Returns:
+        The uvicorn logger names the file configured, each applied to its
+        sluiceway logger too (``UVICORN_LOGGERS``); empty for a file
+        written for sluiceway.
 
     Raises:
         ConfigError: as ``configure_logging``.
     """
+    from sluiceway.logconfig_uvicorn import uvicorn_ini
+
     if isinstance(source, Mapping):
-        _dict_config(source, "the log_config dict")
-        return
+        return _dict_config(source, "the log_config dict")
     path = os.fspath(source)
     where = f"--log-config {path!r}"
     try:
@@ -291,14 +316,17 @@ def apply_log_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> None
             data = json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"{where}: not valid JSON: {_one_line(str(exc))}") from None
-        _dict_config(data, where)
-    elif suffix in (".yaml", ".yml"):
-        _dict_config(_load_yaml(text, where), where)
-    else:
-        try:
-            logging.config.fileConfig(path, disable_existing_loggers=False, encoding="utf-8")
-        except Exception as exc:  # configparser, KeyError, ImportError...: all the file's fault
-            raise ConfigError(f"{where}: rejected by logging: {_reason(exc)}") from None
+        return _dict_config(data, where)
+    if suffix in (".yaml", ".yml"):
+        return _dict_config(_load_yaml(text, where), where)
+    try:
+        parser = configparser.ConfigParser()
+        parser.read_string(text, path)
+        mapped = uvicorn_ini(parser)
+        logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except Exception as exc:  # configparser, KeyError, ImportError...: all the file's fault
+        raise ConfigError(f"{where}: rejected by logging: {_reason(exc)}") from None
+    return mapped
 
 
 def _load_yaml(text: str, where: str) -> Any:
@@ -313,18 +341,20 @@ def _load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {_one_line(str(exc))}") from None
 
 
-def _dict_config(data: object, where: str) -> None:
+def _dict_config(data: object, where: str) -> list[str]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: must hold a dictConfig mapping, not {type(data).__name__}")
+    from sluiceway.logconfig_uvicorn import uvicorn_compatible
+
+    config, mapped = uvicorn_compatible(data)
     # The defaults made the sluiceway loggers already: a file that does not
     # name them must not silence them (dictConfig's own default would).
-    config = {"disable_existing_loggers": False, **data}
+    config.setdefault("disable_existing_loggers", False)
     try:
         logging.config.dictConfig(config)
-    except (
-        Exception
-    ) as exc:  # dictConfig wraps most in ValueError; a "()" factory may raise anything
+    except Exception as exc:  # dictConfig wraps most in ValueError; a "()" may raise anything
         raise ConfigError(f"{where}: rejected by logging: {_reason(exc)}") from None
+    return mapped
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,129 +2,55 @@
 
 ``OPTIONS`` is the single table of options: each row names its flag, its
 ``SLUICEWAY_*`` variable, the ``Config`` field it sets and how its text is
-parsed, so the CLI, the environment and docs/usage.md cannot drift apart.
-Precedence: defaults < environment < argv. A value that does not parse, or
-that ``Config`` rejects, gives a ``ConfigError`` naming the flag or the
-variable it came from, never the dataclass field.
+parsed, so the CLI, the environment, the Python keywords and docs/usage.md
+cannot drift apart. Precedence: defaults < environment < argv. A value that
+does not parse, or that ``Config`` rejects, gives a ``ConfigError`` naming
+the flag or the variable it came from, never the dataclass field.
 
-Imports only the standard library, ``sluiceway.config`` and ``sluiceway.errors``.
+uvicorn's names come from the same rows: a row's uvicorn name is its flag's
+(``--timeout-keep-alive``: ``timeout_keep_alive``), or its field's for a
+repeatable option (``--reload-dir``: ``reload_dirs``), as uvicorn's click
+parameters are named. That name is a Python keyword of ``Config()`` and
+``run()`` (``keyword_values``) and, upper-cased after ``UVICORN_``, a variable
+read where the ``SLUICEWAY_*`` one is not set (click's ``auto_envvar_prefix``).
+``UVICORN_ONLY`` holds uvicorn's names that have no row, each with the
+reason it is ignored or refused.
+
+Reading a row's text is ``sluiceway.option_values``; putting the sources
+together (argv, ``SLUICEWAY_*`` and ``UVICORN_*`` variables, Python keywords)
+is ``sluiceway.option_sources``.
+
+Imports only the standard library, ``sluiceway.config`` and ``sluiceway.option_values``.
 """
 
 from __future__ import annotations
 
-import re
-import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sluiceway.config import (
-    LOG_LEVELS,
-    Config,
-    InvalidField,
-    check_header,
-    check_trusted_address,
-    config_from_options,
+from sluiceway.config import HTTP_IMPLS, LOG_LEVELS, LOOP_NAMES, RELOAD_BACKENDS, WS_MODES
+from sluiceway.option_values import (
+    addresses_value,
+    as_given,
+    as_text,
+    choice,
+    log_level_value,
+    parse_address_list,
+    parse_bool,
+    parse_cert_reqs,
+    parse_float,
+    parse_header,
+    parse_int,
+    parse_loop,
+    parse_size,
+    parse_ssl_version,
+    ping_value,
+    ssl_version_value,
 )
-from sluiceway.errors import ConfigError
 
 ENV_PREFIX = "SLUICEWAY_"
-
-# --- Parsing option text (argv and environment) --------------------------------------------
-
-
-def parse_int(text: str) -> int:
-    try:
-        return int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an integer") from None
-
-
-def parse_float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{text!r} is not a finite number")
-    return value
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{text!r} is not true or false")
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """Bytes, with an optional binary suffix: ``65536``, ``64k``, ``10MiB``, ``1g``."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a size in bytes (e.g. 65536, 64k, 10m)")
-    unit = match.group(2)
-    return int(match.group(1)) * (_SIZE_UNITS[unit[0].lower()] if unit else 1)
-
-
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-
-
-def parse_cert_reqs(text: str) -> int:
-    """uvicorn's integers (0, 1, 2) or the names none/optional/required."""
-    lowered = text.strip().lower()
-    if lowered in _CERT_REQS:
-        return int(_CERT_REQS[lowered])
-    if lowered in ("0", "1", "2"):
-        return int(lowered)
-    raise ValueError(f"{text!r} is not one of none, optional, required (or 0, 1, 2)")
-
-
-def parse_header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep:
-        raise ValueError(f"{text!r} is not NAME:VALUE")
-    name, value = name.strip(), value.strip()
-    try:
-        check_header(name, value)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-    return name, value
-
-
-def parse_address_list(text: str) -> tuple[str, ...]:
-    """A comma-separated list of addresses, networks or ``*`` (``--forwarded-allow-ips``)."""
-    entries = tuple(entry.strip() for entry in text.split(",") if entry.strip())
-    for entry in entries:
-        try:
-            check_trusted_address(entry)
-        except ConfigError as exc:
-            raise ValueError(str(exc).partition(": ")[2]) from None
-    return entries
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        lowered = text.strip().lower()
-        if lowered not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
-        return lowered
-
-    return parse
-
-
-def _text(text: str) -> str:
-    return text
-
+UVICORN_ENV_PREFIX = "UVICORN_"
 
 OptionKind = Literal["value", "flag", "switch", "append"]
 
@@ -148,31 +74,47 @@ class Option:
     # uvicorn's unprefixed variable (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS),
     # read when ours is not set, so a uvicorn deployment keeps working.
     fallback_env: str | None = None
+    # More flags for the same field (a uvicorn flag whose meaning is this one).
+    aliases: tuple[str, ...] = ()
+    # A Python value (a Config() or run() keyword) -> the field's value, where
+    # uvicorn's differ from ours; None: see python_value().
+    from_python: Callable[[Any], Any] | None = None
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
 
+    @property
+    def uvicorn_names(self) -> tuple[str, ...]:
+        """uvicorn's click parameter names: its keyword arguments and ``UVICORN_*`` variables."""
+        if self.kind == "append":
+            return (self.field,)
+        return tuple(flag[2:].replace("-", "_") for flag in (self.flag, *self.aliases))
+
+    @property
+    def uvicorn_envs(self) -> tuple[str, ...]:
+        return tuple(UVICORN_ENV_PREFIX + name.upper() for name in self.uvicorn_names)
+
 
 _SIZE_HELP = " (bytes; k/m/g suffixes allowed)"
 
 OPTIONS: tuple[Option, ...] = (
-    Option("--host", "host", _text, "Bind to this address.", metavar="ADDRESS"),
+    Option("--host", "host", as_text, "Bind to this address.", metavar="ADDRESS"),
     Option("--port", "port", parse_int, "TCP port (0: any free port).", metavar="PORT"),
-    Option("--uds", "uds", _text, "Bind to this Unix domain socket path.", metavar="PATH"),
+    Option("--uds", "uds", as_text, "Bind to this Unix domain socket path.", metavar="PATH"),
     Option("--fd", "fd", parse_int, "Serve on this inherited listening socket.", metavar="FD"),
     Option("--backlog", "backlog", parse_int, "Listen backlog (pending connections).", metavar="N"),
     Option(
         "--root-path",
         "root_path",
-        _text,
+        as_text,
         "ASGI root_path when mounted below a prefix.",
         metavar="PATH",
     ),
     Option(
         "--lifespan",
         "lifespan",
-        _choice("auto", "on", "off"),
+        choice("auto", "on", "off"),
         "Lifespan protocol: auto tolerates apps without it.",
         choices=("auto", "on", "off"),
     ),
@@ -180,37 +122,44 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--app-dir",
         "app_dir",
-        _text,
+        as_text,
         "Look for the app module in this directory first.",
         metavar="DIR",
     ),
     Option(
         "--env-file",
         "env_file",
-        _text,
+        as_text,
         "Load KEY=VALUE lines into the environment first.",
         metavar="PATH",
     ),
     Option(
         "--loop",
         "loop",
-        _choice("auto", "asyncio", "uvloop"),
-        "Event loop: auto uses uvloop when installed.",
-        choices=("auto", "asyncio", "uvloop"),
+        parse_loop,
+        "Event loop: auto uses uvloop when installed (none: asyncio, as uvicorn's).",
+        choices=LOOP_NAMES,
     ),
     Option(
         "--http",
         "http",
-        _choice("auto", "httptools"),
-        "HTTP/1.1 parser: httptools (llhttp), the only one; auto is the same.",
-        choices=("auto", "httptools"),
+        choice(*HTTP_IMPLS),
+        "HTTP/1.1 engine: sluiceway's own (httptools); uvicorn's names mean it too.",
+        choices=HTTP_IMPLS,
     ),
     Option(
         "--interface",
         "interface",
-        _choice("auto", "asgi3", "asgi2", "wsgi"),
+        choice("auto", "asgi3", "asgi2", "wsgi"),
         "How to call APP: auto detects ASGI 3 or 2; wsgi serves a WSGI app.",
         choices=("auto", "asgi3", "asgi2", "wsgi"),
+    ),
+    Option(
+        "--reset-contextvars",
+        "reset_contextvars",
+        parse_bool,
+        "Run each request in a new, empty contextvars context.",
+        "flag",
     ),
     Option(
         "--timeout-keep-alive",
@@ -267,6 +216,8 @@ OPTIONS: tuple[Option, ...] = (
         parse_size,
         "Answer 431 to request heads larger than this" + _SIZE_HELP + ".",
         metavar="BYTES",
+        # h11's bound on a head still arriving is this one.
+        aliases=("--h11-max-incomplete-event-size",),
     ),
     Option(
         "--limit-request-line",
@@ -296,19 +247,19 @@ OPTIONS: tuple[Option, ...] = (
         "Add a random 0..N to --limit-max-requests, so workers do not stop together.",
         metavar="N",
     ),
-    Option("--ssl-certfile", "ssl_certfile", _text, "TLS certificate (PEM).", metavar="PATH"),
-    Option("--ssl-keyfile", "ssl_keyfile", _text, "TLS private key (PEM).", metavar="PATH"),
+    Option("--ssl-certfile", "ssl_certfile", as_text, "TLS certificate (PEM).", metavar="PATH"),
+    Option("--ssl-keyfile", "ssl_keyfile", as_text, "TLS private key (PEM).", metavar="PATH"),
     Option(
         "--ssl-keyfile-password",
         "ssl_keyfile_password",
-        _text,
+        as_text,
         "Password of the TLS private key.",
         metavar="PASSWORD",
     ),
     Option(
         "--ssl-ca-certs",
         "ssl_ca_certs",
-        _text,
+        as_text,
         "CA bundle that client certificates are verified against.",
         metavar="PATH",
     ),
@@ -322,27 +273,51 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--ssl-ciphers",
         "ssl_ciphers",
-        _text,
+        as_text,
         "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's).",
         metavar="CIPHERS",
     ),
     Option(
+        "--ssl-version",
+        "ssl_version",
+        parse_ssl_version,
+        "TLS version: auto (1.2 or 1.3), TLSv1.2 or TLSv1.3 (uvicorn's 2, 5, 17 too).",
+        metavar="VERSION",
+        from_python=ssl_version_value,
+    ),
+    Option(
         "--log-level",
         "log_level",
-        _choice(*LOG_LEVELS),
+        choice(*LOG_LEVELS),
         "Log level of the sluiceway loggers (default info; with --log-config, the "
         "file's levels unless this is given).",
         choices=LOG_LEVELS,
+        from_python=log_level_value,
     ),
     Option(
         "--log-config",
         "log_config",
-        _text,
+        as_text,
         "Logging config applied over the defaults: .json or .yaml/.yml (dictConfig; "
         "YAML needs PyYAML), else .ini (fileConfig).",
         metavar="FILE",
+        from_python=as_given,  # a path object or a dictConfig dict, as it is
     ),
     Option("--access-log", "access_log", parse_bool, "Log one line per response.", "switch"),
+    Option(
+        "--metrics-port",
+        "metrics_port",
+        parse_int,
+        "Serve GET /metrics (Prometheus text format) on this port (0: any free port).",
+        metavar="PORT",
+    ),
+    Option(
+        "--metrics-host",
+        "metrics_host",
+        as_text,
+        "Address of the --metrics-port listener.",
+        metavar="ADDRESS",
+    ),
     Option(
         "--use-colors",
         "use_colors",
@@ -374,7 +349,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--reload-dir",
         "reload_dirs",
-        _text,
+        as_text,
         "Watch this directory with --reload (repeatable; default: the current one).",
         "append",
         metavar="DIR",
@@ -382,7 +357,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--reload-include",
         "reload_includes",
-        _text,
+        as_text,
         "Also watch files matching this glob with --reload (repeatable).",
         "append",
         metavar="GLOB",
@@ -390,7 +365,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--reload-exclude",
         "reload_excludes",
-        _text,
+        as_text,
         "Ignore files matching this glob with --reload (repeatable).",
         "append",
         metavar="GLOB",
@@ -400,6 +375,20 @@ OPTIONS: tuple[Option, ...] = (
         "reload_delay_s",
         parse_float,
         "Seconds between two checks of the watched files with --reload.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "--reload-backend",
+        "reload_backend",
+        choice(*RELOAD_BACKENDS),
+        "How --reload sees changes: watchfiles (inotify) when installed, or polling.",
+        choices=RELOAD_BACKENDS,
+    ),
+    Option(
+        "--timeout-worker-healthcheck",
+        "timeout_worker_healthcheck_s",
+        parse_float,
+        "Replace a worker whose event loop does not answer a health check within this.",
         metavar="SECONDS",
     ),
     Option(
@@ -416,13 +405,15 @@ OPTIONS: tuple[Option, ...] = (
         "Comma-separated proxy addresses or networks to trust ('*': all).",
         metavar="LIST",
         fallback_env="FORWARDED_ALLOW_IPS",
+        from_python=addresses_value,
     ),
     Option(
         "--ws",
         "ws",
-        _choice("auto", "none"),
-        "WebSocket support: auto, or none to refuse upgrades.",
-        choices=("auto", "none"),
+        choice(*WS_MODES),
+        "WebSocket support: none refuses upgrades; auto and uvicorn's engine names "
+        "mean sluiceway's own.",
+        choices=WS_MODES,
     ),
     Option(
         "--ws-max-size",
@@ -444,6 +435,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_float,
         "Send a WebSocket ping every this many seconds, traffic or not (0: never).",
         metavar="SECONDS",
+        from_python=ping_value,
     ),
     Option(
         "--ws-ping-timeout",
@@ -451,6 +443,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_float,
         "Close a WebSocket whose pong takes longer than this (0: do not wait).",
         metavar="SECONDS",
+        from_python=ping_value,
     ),
     Option(
         "--ws-per-message-deflate",
@@ -501,75 +494,24 @@ OPTIONS: tuple[Option, ...] = (
 
 BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
 
+# Python keyword -> its row: the field's name and uvicorn's names.
+BY_KEYWORD: dict[str, Option] = {
+    name: option for option in OPTIONS for name in (option.field, *option.uvicorn_names)
+}
 
-def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Field values from ``SLUICEWAY_*`` variables (empty ones are ignored).
-
-    Raises:
-        ConfigError: naming the variable whose value does not parse.
-    """
-    return _from_env(environ)[0]
-
-
-def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Field values, and for each field the variable it was read from."""
-    values: dict[str, Any] = {}
-    names: dict[str, str] = {}
-    for option in OPTIONS:
-        raw = environ.get(option.env)
-        name = option.env
-        if (raw is None or not raw.strip()) and option.fallback_env is not None:
-            raw, name = environ.get(option.fallback_env), option.fallback_env
-        if raw is None or not raw.strip():
-            continue
-        try:
-            if option.kind == "append":
-                lines = [line for line in raw.splitlines() if line.strip()]
-                values[option.field] = tuple(option.parse(line) for line in lines)
-            else:
-                values[option.field] = option.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"invalid value for {name}: {exc}") from None
-        names[option.field] = name
-    return values, names
-
-
-def options_from_args(given: Mapping[str, Any]) -> dict[str, Any]:
-    """Field values from parsed argv: ``given`` maps a field to its raw text(s).
-
-    Switches and flags arrive as booleans already; text goes through the
-    option's parser, and an error names the flag.
-    """
-    values: dict[str, Any] = {}
-    for name, raw in given.items():
-        option = BY_FIELD[name]
-        try:
-            if option.kind == "append":
-                values[name] = tuple(option.parse(item) for item in raw)
-            elif isinstance(raw, bool):
-                values[name] = raw
-            else:
-                values[name] = option.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"invalid value for {option.flag}: {exc}") from None
-    return values
-
-
-def config_from_sources(args: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
-    """Defaults, overridden by the environment, overridden by argv.
-
-    Raises:
-        ConfigError: a value that does not parse or that ``Config`` rejects,
-            named as the user gave it: the flag, or the variable.
-    """
-    values, names = _from_env(environ)
-    from_args = options_from_args(args)
-    values.update(from_args)
-    try:
-        return config_from_options(**values)
-    except InvalidField as exc:
-        option = BY_FIELD.get(exc.field_name)
-        if option is None:  # a field with no option (none today): keep its name
-            raise
-        source = option.flag if exc.field_name in from_args else names.get(exc.field_name)
-        raise ConfigError(f"{source or option.flag} {exc.problem}") from None
+# uvicorn's Config()/run() keywords with no row here: (refused, why). An
+# ignored one is a WARNING; a refused one a ConfigError, since what it asks
+# for (a TLS context of the user's making) would silently not happen.
+UVICORN_ONLY: dict[str, tuple[bool, str]] = {
+    "callback_notify": (
+        False,
+        "uvicorn's hook for its old gunicorn worker's heartbeat; sluiceway.workers "
+        "reports to gunicorn itself",
+    ),
+    "timeout_notify": (False, "it only paces callback_notify, which has no use here"),
+    "ssl_context_factory": (
+        True,
+        "sluiceway builds the TLS context from the ssl_* options (ssl_version, "
+        "ssl_ciphers, ssl_cert_reqs, ...)",
+    ),
+}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sluiceway.errors import ConfigError
-from sluiceway.options import config_from_sources
+from sluiceway.option_sources import config_from_sources
 from tests.http1.apps import echo, read_body
 from tests.support import TIMEOUT_S, accepted, raw_connection, read_by, serve
 

@@ -17,19 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 
 from sluiceway.config import Config
 from sluiceway.http2.protocol import H2Protocol
 from sluiceway.http2.ws_carrier import HIGH_WATER, H2Carrier
 from sluiceway.transport.tls import create_ssl_context
+from tests.browser import chromium, wait_for
 from tests.http2.ws_h2_client import (
     BINARY,
     PING,
@@ -41,7 +39,6 @@ from tests.http2.ws_h2_client import (
     h2_client,
     inflate_message,
 )
-from tests.layers.test_chat_e2e import DevTools, _discard, _start, wait_for
 from tests.support import TIMEOUT_S, Served, local_tls, serve
 
 Scope = dict[str, Any]
@@ -597,56 +594,22 @@ async def browser_app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 async def test_chromium_opens_its_websocket_over_http2(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        # .ci/run installs Debian's chromium: in CI a missing browser is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
     tls = local_tls(tmp_path)
     # The server's own TLS context: ALPN offers h2 (transport/tls.py).
     options: dict[str, Any] = dict(tls.options)
     context = create_ssl_context(Config(**options))
-    profile = tempfile.mkdtemp(prefix="sluiceway-chromium-")
-    browser = None
-    try:
-        async with serve(browser_app, ssl_context=context, **options) as srv:
-            browser, match = await _start(
-                dict(os.environ),
-                [
-                    chromium,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-dev-shm-usage",
-                    "--ignore-certificate-errors",
-                    f"--user-data-dir={profile}",
-                    "--remote-debugging-port=0",
-                    "about:blank",
-                ],
-                r"DevTools listening on (ws://\S+)",
-            )
-            drain = asyncio.ensure_future(_discard(browser.stderr))
-            async with websockets.connect(match.group(1), max_size=None) as ws:
-                devtools = DevTools(ws)
-                tab = await devtools.open_tab(f"https://127.0.0.1:{srv.port}/")
-                title = await devtools.evaluate(
-                    tab, wait_for("document.title.startsWith('echo') && document.title")
-                )
-                assert title == "echo: hello from the browser"
-                protocol = await devtools.evaluate(
-                    tab, "performance.getEntriesByType('navigation')[0].nextHopProtocol"
-                )
-                assert protocol == "h2"  # the page itself came over HTTP/2
-                devtools.reader.cancel()
-                await asyncio.gather(devtools.reader, return_exceptions=True)
-            drain.cancel()
-            # The server's own count: the WebSocket was an RFC 8441 stream, not an upgrade.
-            assert srv.state.h2_websockets == 1
-    finally:
-        if browser is not None and browser.returncode is None:
-            browser.kill()
-            await browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+    async with (
+        serve(browser_app, ssl_context=context, **options) as srv,
+        chromium(["--ignore-certificate-errors"]) as devtools,
+    ):
+        tab = await devtools.open_tab(f"https://127.0.0.1:{srv.port}/")
+        title = await devtools.evaluate(
+            tab, wait_for("document.title.startsWith('echo') && document.title")
+        )
+        assert title == "echo: hello from the browser"
+        protocol = await devtools.evaluate(
+            tab, "performance.getEntriesByType('navigation')[0].nextHopProtocol"
+        )
+        assert protocol == "h2"  # the page itself came over HTTP/2
+    # The server's own count: the WebSocket was an RFC 8441 stream, not an upgrade.
+    assert srv.state.h2_websockets == 1

@@ -122,15 +122,14 @@ async def cli_server(
     env: dict[str, str] | None = None,
     wait_listening: bool = True,
     pass_fds: Sequence[int] = (),
+    python_args: Sequence[str] = ("-m", "sluiceway", "run"),
 ) -> AsyncIterator[CLIProcess]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
     full_env.update(env or {})
     full_env["PYTHONUNBUFFERED"] = "1"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "sluiceway",
-        "run",
+        *python_args,  # or a shim that execs the server (systemd's tests)
         *args,
         cwd=cwd,
         env=full_env,

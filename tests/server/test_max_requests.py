@@ -26,7 +26,7 @@ READY = r"Worker (\d+) \(pid (\d+)\) ready"
 async def test_serve_returns_after_the_limit_and_every_request_was_answered() -> None:
     server = Server(Config(port=0, limit_max_requests=3), pid)
     serving = asyncio.ensure_future(server.serve())
-    await asyncio.wait_for(server.started.wait(), TIMEOUT_S)
+    await asyncio.wait_for(server.started_event.wait(), TIMEOUT_S)
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         url = f"http://127.0.0.1:{server.port}/"
         statuses = [(await client.get(url)).status_code for _ in range(3)]
@@ -39,7 +39,7 @@ async def test_serve_returns_after_the_limit_and_every_request_was_answered() ->
 async def test_below_the_limit_the_server_keeps_serving() -> None:
     server = Server(Config(port=0, limit_max_requests=5, keep_alive_timeout_s=0.2), pid)
     serving = asyncio.ensure_future(server.serve())
-    await asyncio.wait_for(server.started.wait(), TIMEOUT_S)
+    await asyncio.wait_for(server.started_event.wait(), TIMEOUT_S)
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         for _ in range(4):
             assert (await client.get(f"http://127.0.0.1:{server.port}/")).status_code == 200

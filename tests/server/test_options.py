@@ -11,12 +11,9 @@ import pytest
 from sluiceway.config import Config, config_from_options
 from sluiceway.envfile import load_env_file, parse_env_file
 from sluiceway.errors import ConfigError
-from sluiceway.options import (
-    OPTIONS,
-    config_from_sources,
-    options_from_env,
-    parse_size,
-)
+from sluiceway.option_sources import config_from_sources, options_from_env
+from sluiceway.option_values import parse_size
+from sluiceway.options import OPTIONS
 
 
 def test_every_option_has_a_field_and_an_env_name() -> None:
@@ -91,7 +88,7 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], needle: str) -> N
         ({"limit_max_requests_jitter": "-1"}, "--limit-max-requests-jitter must not be negative"),
         ({"limit_max_requests": "ten"}, "invalid value for --limit-max-requests"),
         ({"interface": "asgi4"}, "--interface: 'asgi4' is not one of auto, asgi3, asgi2, wsgi"),
-        ({"http": "h11"}, "--http: 'h11' is not one of auto, httptools"),
+        ({"http": "h3"}, "--http: 'h3' is not one of auto, httptools, h11, zttp"),
         ({"reload_delay_s": "0"}, "--reload-delay must be positive, got 0.0"),
     ],
 )

@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from sluiceway.errors import ConfigError
-from sluiceway.options import config_from_sources
+from sluiceway.option_sources import config_from_sources
 from tests.server.process_apps import echo_scope
 from tests.server.serving import TIMEOUT_S, cli_server, running
 

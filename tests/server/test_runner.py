@@ -182,7 +182,7 @@ async def test_forced_exit_skips_the_drain_and_lifespan_shutdown() -> None:
     app = LifespanApp()
     server = Server(Config(port=0), app, protocol_factory=line_factory(asyncio.Event()))
     serving = asyncio.ensure_future(server.serve())
-    await asyncio.wait_for(server.started.wait(), TIMEOUT)
+    await asyncio.wait_for(server.started_event.wait(), TIMEOUT)
     reader, writer = await talk(server.port)
     writer.write(b"slow\n")
     assert await line(reader) == b"started\n"

@@ -130,7 +130,7 @@ def test_loop_choice_falls_back_to_asyncio_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from sluiceway.errors import ConfigError
-    from sluiceway.server.runner import new_event_loop
+    from sluiceway.server.hosting import new_event_loop
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
     with caplog.at_level("WARNING", "sluiceway.error"):
@@ -148,7 +148,7 @@ def test_loop_choice_falls_back_to_asyncio_once(
 
 def test_loop_choice_uses_uvloop_when_installed() -> None:
     pytest.importorskip("uvloop")
-    from sluiceway.server.runner import new_event_loop
+    from sluiceway.server.hosting import new_event_loop
 
     loop = new_event_loop("auto")
     try:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from sluiceway.logconfig import SafeFormatter, logging_dict
-from sluiceway.options import config_from_sources
+from sluiceway.option_sources import config_from_sources
 from tests.server.process_apps import wsgi_app
 from tests.server.serving import TIMEOUT_S, cli_server, running
 

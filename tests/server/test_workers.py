@@ -163,7 +163,7 @@ async def test_unix_socket_is_shared_and_removed_at_exit(tmp_path: Path) -> None
 def test_run_with_an_app_object_and_workers_is_refused() -> None:
     from sluiceway.config import Config
     from sluiceway.errors import ConfigError
-    from sluiceway.server.runner import serve_config
+    from sluiceway.server.process import serve_config
     from tests.server.process_apps import pid
 
     with pytest.raises(ConfigError, match="need the app as an import string"):
@@ -179,7 +179,7 @@ async def test_sigterm_while_workers_are_still_starting_exits_0() -> None:
 
 def test_workers_option_and_uvicorns_variable() -> None:
     from sluiceway.errors import ConfigError
-    from sluiceway.options import config_from_sources
+    from sluiceway.option_sources import config_from_sources
 
     assert config_from_sources({}, {"WEB_CONCURRENCY": "3"}).workers == 3
     assert config_from_sources({}, {"WEB_CONCURRENCY": "3", "SLUICEWAY_WORKERS": "2"}).workers == 2

@@ -9,7 +9,8 @@ import pytest
 
 from sluiceway.config import InvalidField, config_from_options
 from sluiceway.errors import ConfigError
-from sluiceway.options import BY_FIELD, config_from_sources
+from sluiceway.option_sources import config_from_sources
+from sluiceway.options import BY_FIELD
 
 # One bad value for every field that Config checks on its own.
 BAD: dict[str, Any] = {

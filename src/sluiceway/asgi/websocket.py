@@ -144,6 +144,12 @@ class WebSocketCycle:
         self._response_headers: HeaderList = []
         self._response_started = False
 
+    @property
+    def close_code(self) -> int | None:
+        """The code of the ``websocket.disconnect`` the app hears, once the connection is over."""
+        disconnect = self._disconnect
+        return None if disconnect is None else int(disconnect["code"])
+
     # -- running the app ---------------------------------------------------
 
     async def run(self, app: ASGIApp) -> None:

@@ -23,7 +23,8 @@ from django.apps import apps
 from django.conf import settings
 
 from sluiceway.config import config_from_options
-from sluiceway.server.runner import Server, new_event_loop
+from sluiceway.server.hosting import new_event_loop
+from sluiceway.server.runner import Server
 
 __all__ = ["ServerThread", "project_application"]
 

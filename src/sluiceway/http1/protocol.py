@@ -133,6 +133,10 @@ _METHODS: Final = {
 # the write high-water mark, since send() waits above it) or to finish the
 # TLS close handshake, before it is aborted.
 _CLOSE_TIMEOUT_S: Final = 10.0
+# How long a graceful shutdown leaves an idle keep-alive connection open for a
+# request already on its way (shutdown()): a client loop's next request is
+# microseconds behind its last response; one idle longer was not about to send.
+_IDLE_CLOSE_GRACE_S: Final = 1.0
 _SWITCHING_TO_H2C: Final = (
     b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 )
@@ -202,6 +206,7 @@ class Shared:
         "max_framing",
         "max_head",
         "max_line",
+        "metrics",
         "root_path",
         "state",
         "tls",
@@ -225,6 +230,8 @@ class Shared:
         self.tls = tls or tls_info is not None
         self.tls_info = tls_info
         self.access_log = config.access_log
+        # server/metrics.py's registry with --metrics-port, else None.
+        self.metrics = state.metrics
         self.keep_alive_s = config.keep_alive_timeout_s
         self.headers_timeout_s = config.request_headers_timeout_s
         # 0 turns the body timeout off: a deadline that never comes.
@@ -330,6 +337,9 @@ class HTTP1Protocol:
         # without keep-alive): any byte after it is a protocol error.
         self._peer_closing = False
         self._access = False
+        self._metrics = shared.metrics
+        # Exchanges are timed: for the access log, the metrics, or both.
+        self._timed = False
         self._client_text = "-"
         # Request being parsed.
         self._url = b""
@@ -388,6 +398,7 @@ class HTTP1Protocol:
         self._access = self._shared.access_log and accesslog.access_enabled()
         if self._access:
             self._client_text = accesslog.format_client(self.info.client)
+        self._timed = self._access or self._metrics is not None
         # Accepted as shutdown began: the client is about to send its request.
         self._last_request = state.shutting_down
         state.start_clock(self._loop)  # idempotent; covers servers started without it
@@ -725,7 +736,7 @@ class HTTP1Protocol:
         cycle.is_head = method == "HEAD"
         cycle.http10 = version == "1.0"
         cycle.te_trailers = self._te_trailers
-        if self._access:
+        if self._timed:
             cycle.started = self._loop.time()
             cycle.target = url
         self._state.requests += 1
@@ -755,6 +766,9 @@ class HTTP1Protocol:
     def on_body(self, body: bytes) -> None:
         size = self._body_bytes + len(body)
         self._body_bytes = size
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.request_body_bytes += len(body)
         limit = self._shared.max_body
         if limit is not None and size > limit:
             raise BodyTooLarge("request body over the limit")
@@ -968,6 +982,8 @@ class HTTP1Protocol:
         if state is _S_ABORTED or (isinstance(exc, ClientDisconnected) and self._flow.closed):
             return  # the client left: www spec 2.4 says not to log it as an error
         accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
+        if self._metrics is not None:
+            self._metrics.app_exceptions += 1
         if state <= _S_HEAD:
             self._finish_with_error(cycle, 500)
         elif state < _S_DONE:
@@ -995,7 +1011,8 @@ class HTTP1Protocol:
             self._flush_held()
             self._transport.write(data)
         cycle.status = status
-        self._sent = 0
+        # Logged as any response's: the body bytes sent (none for HEAD).
+        self._sent = len(data) - data.index(b"\r\n\r\n") - 4
         cycle.response_state = _S_DONE
         cycle.feed_disconnect()  # wakes a receive() still waiting: the response is over
         self.response_complete(cycle)
@@ -1259,6 +1276,10 @@ class HTTP1Protocol:
 
     def response_complete(self, cycle: HTTPCycle) -> None:
         cycle = cast(_H1Cycle, cycle)  # this sink only ever gets its own cycles
+        metrics = self._metrics
+        if metrics is not None:
+            # --metrics-port: status, body size and time are all known here, once per exchange.
+            metrics.observe(cycle.status, self._sent, self._loop.time() - cycle.started)
         if self._access:
             accesslog.log_exchange(
                 self._client_text,
@@ -1380,6 +1401,8 @@ class HTTP1Protocol:
     def _write_error(self, status: int) -> None:
         if self._flow.closed:
             return
+        if self._metrics is not None:
+            self._metrics.count_status(status)
         self._last_write_then_fin()
         self._flush_held()
         self._transport.write(wire.error_response(status, self._state.default_headers))
@@ -1457,13 +1480,17 @@ class HTTP1Protocol:
     def shutdown(self) -> None:
         """Graceful: finish the in-flight response, or the request on its way, then close.
 
-        An idle connection closes at once, unless the client has already
-        started to use it: a new connection that has not sent its first request
-        yet (as Go's server does, it gets its header timeout to send it), a
-        head partly received, or request bytes waiting unread in the socket.
-        Closing those would lose a request the client has every reason to think
-        was accepted (the peers' "connection reset during worker restart"
-        reports); instead that one request is answered with Connection: close.
+        No connection the client may be using is closed under it: a new
+        connection that has not sent its first request yet (as Go's server
+        does, it gets its header timeout to send it), a head partly received,
+        or request bytes waiting unread in the socket. Closing those would lose
+        a request the client has every reason to think was accepted (the peers'
+        "connection reset during worker restart" reports); instead that one
+        request is answered with Connection: close. An idle keep-alive
+        connection gets ``_IDLE_CLOSE_GRACE_S`` (at most its keep-alive timeout)
+        for a request already on its way to arrive, the same way: closed at
+        once, it would cross a busy client's next request, which then gets no
+        response (RFC 9112 §9.3.1), on every SIGHUP restart.
         """
         self._pipeline.clear()
         self._pending_error = 0
@@ -1475,8 +1502,8 @@ class HTTP1Protocol:
             if self._phase is _IDLE and not self._fresh:
                 self.deadline = self._loop.time() + self._headers_timeout_s
         else:
-            self._flow.pause_reading()
-            self._close()
+            self._last_request = True
+            self.deadline = self._loop.time() + min(_IDLE_CLOSE_GRACE_S, self._shared.keep_alive_s)
 
     def abort(self) -> None:
         """Drop the connection at once (after the graceful timeout)."""

@@ -48,6 +48,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sluiceway import accesslog
 from sluiceway.asgi.scope import websocket_scope
 from sluiceway.http1.ws_carrier import carry
 from sluiceway.transport.linger import LingeringClose
@@ -95,7 +96,12 @@ def try_upgrade(request: UpgradeRequest) -> bool:
     )
     transport = request.transport
     if isinstance(result, Rejection):
-        transport.write(result.to_bytes())
+        transport.write(result.to_bytes(state.default_headers))
+        if config.access_log and accesslog.access_enabled():
+            # Refused before the app saw it: the status alone, as uvicorn's line.
+            client = accesslog.format_client(scope["client"])
+            line = accesslog.websocket_line(scope)
+            accesslog.log_websocket(client, line, str(result.status), None)
         LingeringClose(state).start(transport)
         return True
     adapter = WebSocketAdapter(

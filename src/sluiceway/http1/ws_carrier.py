@@ -108,7 +108,17 @@ class HTTP1Carrier(asyncio.BaseProtocol):
         head = build_accept_response(self.handshake, subprotocol, headers)
         if isinstance(head, Rejection):
             raise ASGIMessageError(head.reason)
-        self.transport.write(head)
+        # Date and Server as on every other response, unless the app set its own.
+        overrides = 0
+        for name, _ in headers:
+            lower = name.lower()
+            if lower == b"date":
+                overrides |= 1 << wire.DATE
+            elif lower == b"server":
+                overrides |= 1 << wire.SERVER
+        defaults = wire.default_headers_without(self.state.default_headers, overrides)
+        # The head ends with its blank line: the defaults go in before it.
+        self.transport.write(head[:-2] + defaults + wire.CRLF)
 
     def deny(self, status: int, headers: HeaderList, body: bytes, more: bool) -> None:
         # Built whole before anything is written: a bad header raises with the

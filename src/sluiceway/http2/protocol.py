@@ -122,6 +122,9 @@ class H2Protocol:
         self._going_away = False
         self.deadline: float | None = None
         self._access = False
+        self._metrics = shared.metrics
+        # Exchanges are timed: for the access log, the metrics, or both.
+        self._timed = False
         self._client_text = "-"
         self._defaults_raw = b""
         self._defaults: list[tuple[bytes, bytes]] = []
@@ -148,6 +151,7 @@ class H2Protocol:
         self._access = self._shared.access_log and accesslog.access_enabled()
         if self._access:
             self._client_text = accesslog.format_client(info.client)
+        self._timed = self._access or self._metrics is not None
         self._conn.initiate(upgrade_settings=upgrade_settings)
         self._idle_deadline()
         if upgraded is not None:
@@ -226,7 +230,7 @@ class H2Protocol:
         stream.authority = request.authority or b""
         self.streams[stream_id] = stream
         self._progress()
-        if self._access:
+        if self._timed:
             stream.started = self._loop.time()
             stream.target = request.path
         self._state.requests += 1
@@ -278,6 +282,9 @@ class H2Protocol:
             self._conn.acknowledge_received_data(event.stream_id, event.flow_controlled_length)
             return
         if event.data:
+            metrics = self._metrics
+            if metrics is not None:
+                metrics.request_body_bytes += len(event.data)
             stream.receive_body(event.data, event.flow_controlled_length)
         elif event.flow_controlled_length:
             self.acknowledge(event.stream_id, event.flow_controlled_length)  # padding only
@@ -357,6 +364,8 @@ class H2Protocol:
         ):
             return  # the client reset the stream or left: www spec 2.4, not an error
         accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
+        if self._metrics is not None:
+            self._metrics.app_exceptions += 1
         self._abandon(stream)
 
     def _abandon(self, stream: H2Stream) -> None:
@@ -379,6 +388,7 @@ class H2Protocol:
             self.send_headers(stream.stream_id, fields, False)
             stream.ended = True
             self.send_data(stream.stream_id, body, True)
+            stream.sent = len(body)  # the access log's bytes, as for any response
             self._schedule_flush()
         cycle.status = status
         cycle.response_state = _S_DONE
@@ -422,6 +432,10 @@ class H2Protocol:
 
     def response_complete(self, stream: H2Stream) -> None:
         cycle = stream.cycle
+        metrics = self._metrics
+        if metrics is not None:
+            # --metrics-port: status, body size and time are all known here, once per exchange.
+            metrics.observe(cycle.status, stream.sent, self._loop.time() - stream.started)
         if self._access:
             accesslog.log_exchange(
                 self._client_text,

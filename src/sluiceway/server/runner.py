@@ -1,4 +1,4 @@
-"""Run a server: bind, lifespan, serve, signals, graceful drain; ``run()`` and ``Server``.
+"""``Server``: bind, lifespan, serve, signals, graceful drain (``run()`` is in ``process.py``).
 
 ``Server(config, app)`` is the async object (tests and embedding):
 ``await start()`` loads the app, binds the listening sockets (so a port in
@@ -22,16 +22,17 @@ With ``proxy_headers`` on, the connections see the app wrapped in
 ``ProxyHeadersMiddleware`` (lifespan sees the bare app). ``sockets=`` makes a
 ``Server`` serve sockets bound elsewhere: a worker under the supervisor.
 
-``run(app, **options)`` builds the ``Config``, sets up logging and the event
-loop (uvloop unless unavailable: said once) and serves until a signal; with
-``workers`` > 1 or ``reload`` it hands over to ``server/supervisor.py``. It
-owns the process's end: the loop's other tasks get a bounded wait too, a
-signal after ``serve()`` returned exits at once (130), and if anything was
-abandoned (a task, or at exit a thread) the process ends by ``os._exit``
-instead of waiting on it forever.
+uvicorn's API works as written: ``Server(Config(app, ...))`` takes the app
+from the config (and, as uvicorn's, sets up logging when it serves);
+``server.run()`` serves in a new loop in the calling thread; ``started`` is
+a bool other threads poll (``started_event`` is the ``asyncio.Event``);
+``should_exit``/``force_exit`` set from any thread wake the loop through
+``call_soon_threadsafe`` (nothing polls them). Signal handlers go in from
+the main thread only, through ``install_signal_handlers()``, which a
+subclass may override with a no-op.
 
 Start-up failures raise ``ConfigError`` (bad app path, unreadable TLS file,
-port in use: the CLI exits 2) or ``LifespanFailed`` (exit 1).
+port in use) or ``LifespanFailed``.
 
 Imports ``sluiceway.config``, ``sluiceway.server.*``, ``sluiceway.transport``,
 ``sluiceway.lifespan``, ``sluiceway.importer``; the toolkit only for
@@ -42,41 +43,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import random
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
-from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Any, cast
+from typing import Any
 
 from sluiceway import __version__
-from sluiceway.asgi.compat import double_to_single_callable, guarantee_single_callable
+from sluiceway.asgi.trace import MessageTrace, tracing
 from sluiceway.asgi.types import ASGIApp
-from sluiceway.config import Config, config_from_options
+from sluiceway.config import Config
 from sluiceway.errors import ConfigError
 from sluiceway.importer import load_app
 from sluiceway.lifespan import Lifespan
-from sluiceway.server.sockets import bind_sockets, describe_socket
+from sluiceway.server.app_adapters import FreshContext, adapt
+from sluiceway.server.hosting import (
+    configure_logging_from,
+    hot_path_build,
+    new_event_loop,
+    run_in_loop,
+    say_engine_notes,
+)
+from sluiceway.server.sockets import bind_sockets, describe_socket, removable_path
 from sluiceway.server.state import ServerState
 from sluiceway.server.stopping import (
-    EXIT_FORCED,
     FORCED_WAIT_S,
     awaited_tasks,
-    bound_interpreter_exit,
     cancel_wait_s,
-    exit_now_on_signal,
-    finish_loop,
-    hard_exit,
     report_abandoned,
     wait_bounded,
 )
 
 # bind_sockets is re-exported: tests and embedders import it from here.
-__all__ = ["Server", "bind_sockets", "describe_socket", "run", "serve_config"]
+__all__ = ["Server", "bind_sockets", "describe_socket"]
 
 logger = logging.getLogger("sluiceway.error")
 
@@ -86,29 +89,25 @@ ProtocolFactoryMaker = Callable[..., Callable[[], asyncio.Protocol]]
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def hot_path_build() -> str:
-    """``compiled`` if setup.py's mypyc step built the HTTP hot path, else ``pure Python``.
-
-    Said once at start, as the loop is: an install without a C compiler or
-    mypyc silently runs about a fifth slower per request.
-    """
-    from sluiceway.http1 import protocol
-
-    return "compiled" if protocol.__file__.endswith(tuple(EXTENSION_SUFFIXES)) else "pure Python"
-
-
 class Server:
     """One listening server on a running event loop; see the module docstring."""
 
     def __init__(
         self,
         config: Config,
-        app: Any,
+        app: Any = None,
         *,
         protocol_factory: ProtocolFactoryMaker | None = None,
         sockets: list[socket.socket] | None = None,
         on_started: Callable[[Server], None] | None = None,
     ) -> None:
+        # uvicorn's Server(config) takes the app from the config; such a
+        # server also sets up logging when it serves, as uvicorn's Config does.
+        self._uvicorn_form = app is None
+        if app is None:
+            app = config.app
+            if app is None:
+                raise ConfigError("Server(config) needs the app: Config(app, ...)")
         self.config = config
         self.app_source = app
         self.app: ASGIApp | None = None
@@ -117,7 +116,8 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.sockets: list[socket.socket] = []
         # Set once start() is serving: serve() as a task, then await this.
-        self.started = asyncio.Event()
+        # (``started`` is uvicorn's bool of the same fact, for other threads.)
+        self.started_event = asyncio.Event()
         self._protocol_factory = protocol_factory
         # Sockets bound by someone else (the supervisor, for a worker): served
         # and closed here, but a Unix socket's path is not ours to unlink.
@@ -126,6 +126,12 @@ class Server:
         # Made here, not in start(): a signal during lifespan startup must find them.
         self._exit = asyncio.Event()
         self._force = asyncio.Event()
+        # uvicorn's should_exit/force_exit, settable from any thread; serve()
+        # mirrors them into the events above on its loop (_wake).
+        self._should_exit = False
+        self._force_exit = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._installed_signals: list[signal.Signals] = []
         self._started = False
         self._stopped = False
         self._uds_path: str | None = None
@@ -134,6 +140,8 @@ class Server:
         # stuck awaiting them: the runner's last clean-up does not wait again.
         self.abandoned: set[asyncio.Future[Any]] = set()
         self._cancel_wait_s = cancel_wait_s(config.graceful_shutdown_timeout_s)
+        # The --metrics-port listener (or a worker's writer): server/metrics_listener.py.
+        self._metrics: Any = None
 
     # -- public API ----------------------------------------------------------------------
 
@@ -141,6 +149,31 @@ class Server:
     def forced(self) -> bool:
         """True once a second exit request (or ``force``) skipped the drain."""
         return self._force.is_set()
+
+    @property
+    def started(self) -> bool:
+        """True once serving (uvicorn's flag, polled from other threads); see ``started_event``."""
+        return self.started_event.is_set()
+
+    @property
+    def should_exit(self) -> bool:
+        """uvicorn's flag: set it True, from any thread, to shut down gracefully."""
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value:
+            self._set_exit(force=False)
+
+    @property
+    def force_exit(self) -> bool:
+        """uvicorn's flag: set it True, from any thread, to skip the drain."""
+        return self._force_exit
+
+    @force_exit.setter
+    def force_exit(self, value: bool) -> None:
+        if value:
+            self._set_exit(force=True)
 
     @property
     def port(self) -> int | None:
@@ -160,6 +193,14 @@ class Server:
         loop = asyncio.get_running_loop()
         config = self.config
         self.app = self._load_app()
+        if tracing():  # --log-level trace: wrapped only then, so the hot path pays nothing
+            self.app = MessageTrace(self.app)
+        # After the app's import (it may configure the layers), before binding
+        # and lifespan: a configured layer that cannot load is a one-line
+        # start-up error, not a 500 on every WebSocket later.
+        from sluiceway.layers import check_configured_layers
+
+        check_configured_layers()
         ssl_context = None
         if config.is_ssl:
             from sluiceway.transport.tls import create_ssl_context
@@ -169,12 +210,21 @@ class Server:
             self.sockets = list(self._given_sockets)
         else:
             self.sockets = bind_sockets(config)
-            self._uds_path = config.uds
+            self._uds_path = removable_path(config, self.sockets)
         # Read now: it stays answerable after shutdown closed the sockets.
         for sock in self.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 self._port = int(sock.getsockname()[1])
                 break
+        # The start-up lines in order: this banner, the app's startup, then "Listening on".
+        logger.info(
+            "sluiceway %s (pid %d, %s loop, Python %s, %s)",
+            __version__,
+            os.getpid(),
+            type(loop).__module__.split(".")[0],
+            sys.version.split()[0],
+            hot_path_build(),
+        )
         try:
             self.lifespan = Lifespan(
                 self.app,
@@ -192,6 +242,10 @@ class Server:
             factory = self._make_factory()(config, app, self.state, ssl_context)
             for sock in self.sockets:
                 self.servers.append(await _serve_on(loop, sock, factory, ssl_context, config))
+            if config.metrics_port is not None:
+                from sluiceway.server.metrics_listener import start_exporter
+
+                self._metrics = await start_exporter(self.state, config)
         except BaseException:
             # A failed or cancelled start cleans up after itself: serve() skips shutdown().
             if self.lifespan is not None:
@@ -204,30 +258,48 @@ class Server:
                 config.limit_max_requests, config.limit_max_requests_jitter
             )
             self.state.on_request_limit = self._on_request_limit
-        logger.info(
-            "sluiceway %s (pid %d, %s loop, Python %s, %s)",
-            __version__,
-            os.getpid(),
-            type(loop).__module__.split(".")[0],
-            sys.version.split()[0],
-            hot_path_build(),
-        )
         scheme = "https" if ssl_context is not None else "http"
         if self._given_sockets is None:  # else the supervisor said it once for all workers
             for sock in self.sockets:
                 logger.info("Listening on %s", describe_socket(sock, scheme, config))
-        self.started.set()
+        self.started_event.set()
 
-    async def serve(self) -> None:
-        """Start, wait for SIGINT/SIGTERM (or ``request_exit()``), shut down.
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's ``Server.run()``: ``serve()`` in a new event loop, in this thread.
+
+        Unlike ``sluiceway.run()`` it leaves the process alone (no worker
+        processes, no exit code, no ``os._exit``): it may run in a thread of
+        a bigger program, as in uvicorn's run-in-a-thread test pattern.
+
+        Raises:
+            ConfigError: as ``serve()``.
+            LifespanFailed: the app's lifespan startup failed.
+        """
+        if self.config.workers > 1 or self.config.reload:
+            logger.warning("Server.run() serves one process: run() does workers and reload.")
+        loop = new_event_loop(self.config.loop)
+        run_in_loop(loop, self, self.serve(sockets))
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start, wait for SIGINT/SIGTERM (or ``request_exit()``, ``should_exit``), shut down.
 
         The signal handlers go in before ``start()``: a signal during a slow
         lifespan startup cancels the startup (the app's task is cancelled,
         ``lifespan.shutdown`` is not sent since startup never completed) and
         ``serve()`` returns normally, instead of Python's default handling
-        killing the process with no cleanup.
+        killing the process with no cleanup. ``sockets``: serve these, bound
+        elsewhere, as uvicorn's ``serve(sockets=...)``.
         """
-        installed = self._install_signal_handlers()
+        if sockets is not None:
+            self._given_sockets = sockets
+        if self._uvicorn_form:
+            configure_logging_from(self.config)
+            say_engine_notes(self.config)
+        self._loop = asyncio.get_running_loop()
+        self._wake()  # should_exit set before serve() began
+        self._installed_signals = []
+        self.install_signal_handlers()
+        installed = self._installed_signals
         try:
             started = await self._start_unless_exit()
         except BaseException:
@@ -249,9 +321,34 @@ class Server:
 
     def request_exit(self, force: bool = False) -> None:
         """Ask ``serve()`` to shut down (a second request, or ``force``, skips the drain)."""
-        if self._exit.is_set() or force:
+        self._set_exit(force=force or self._should_exit)
+
+    def _set_exit(self, force: bool) -> None:
+        """Record an exit request and wake ``serve()``'s loop, from any thread."""
+        self._should_exit = True
+        self._force_exit = self._force_exit or force
+        loop = self._loop
+        if loop is None:
+            return  # serve() has not begun: it looks at the flags when it does
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._wake()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._should_exit:
+            self._exit.set()
+        if self._force_exit:
             self._force.set()
-        self._exit.set()
+
+    async def wait_exit_requested(self) -> None:
+        """Return once a signal or ``request_exit()`` asked the server to stop."""
+        await self._exit.wait()
 
     def _on_request_limit(self) -> None:
         logger.info(
@@ -278,6 +375,8 @@ class Server:
             await self._stop_lifespan(self.lifespan)
         closing = [asyncio.ensure_future(server.wait_closed()) for server in self.servers]
         await wait_bounded(closing, 1.0, self._force)
+        if self._metrics is not None:
+            await self._metrics.close()  # after the drain: the last counts are in
         self._close_sockets()
         logger.info("Server stopped.")
 
@@ -314,7 +413,8 @@ class Server:
                 source = source()
             except Exception as exc:
                 raise ConfigError(f"app factory raised {type(exc).__name__}: {exc}") from None
-        return _adapt(source, config.interface)
+        app = adapt(source, config.interface)
+        return FreshContext(app) if config.reset_contextvars else app
 
     def _make_factory(self) -> ProtocolFactoryMaker:
         if self._protocol_factory is not None:
@@ -383,17 +483,21 @@ class Server:
             # With the tasks it awaits (the lifespan task under a helper): reported once.
             self.abandoned.update(awaited_tasks(task))
 
-    def _install_signal_handlers(self) -> list[signal.Signals]:
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop ``serve()``; in the main thread only.
+
+        uvicorn's name: a subclass that overrides it with a no-op serves
+        without touching the process's signals.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals are delivered to the main thread alone
         loop = asyncio.get_running_loop()
-        installed = []
         for sig in HANDLED_SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (ValueError, RuntimeError, NotImplementedError):
-                # Not the main thread, or a loop without signal support.
-                continue
-            installed.append(sig)
-        return installed
+                continue  # a loop without signal support
+            self._installed_signals.append(sig)
 
     def _remove_signal_handlers(self, installed: list[signal.Signals]) -> None:
         loop = asyncio.get_running_loop()
@@ -403,7 +507,7 @@ class Server:
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._exit.is_set():
             logger.warning("Received %s again: forcing exit.", sig.name)
-        elif not self.started.is_set():
+        elif not self.started:
             # Nothing is in flight yet: promising a drain would mislead.
             logger.info("Received %s during application startup: stopping.", sig.name)
         else:
@@ -424,21 +528,6 @@ class Server:
             self._uds_path = None
 
 
-def _adapt(source: Any, interface: str) -> ASGIApp:
-    """The ASGI 3 callable that serves ``source`` under ``--interface``."""
-    if interface == "asgi3":
-        return cast(ASGIApp, source)
-    if interface == "asgi2":
-        return double_to_single_callable(source)
-    if interface == "wsgi":
-        # The toolkit's adapter, imported only when asked for: the server
-        # itself never depends on the toolkit.
-        from sluiceway.wsgi import WsgiToAsgi
-
-        return WsgiToAsgi(source)
-    return guarantee_single_callable(source)
-
-
 def request_limit(limit: int, jitter: int) -> int:
     """``--limit-max-requests`` plus a random 0..``jitter``, drawn once per process."""
     return limit + random.randint(0, jitter) if jitter else limit
@@ -456,122 +545,3 @@ async def _serve_on(
             factory, sock=sock, ssl=ssl_context, backlog=config.backlog
         )
     return await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=config.backlog)
-
-
-# --- run() --------------------------------------------------------------------------------
-
-
-def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
-    """uvloop for ``auto``/``uvloop`` when it imports; asyncio's loop otherwise."""
-    if name in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if name == "uvloop":
-                raise ConfigError("--loop uvloop: uvloop is not installed") from None
-            logger.warning("uvloop is not installed: using the asyncio event loop.")
-        else:
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-            return loop
-    return asyncio.new_event_loop()
-
-
-def run(app: Any, **options: Any) -> None:
-    """Serve ``app`` (an ASGI app or a ``"module:attribute"`` string) until a signal.
-
-    ``options`` are ``Config`` field names (``host``, ``port``, ``uds``,
-    ``lifespan``, ``keep_alive_timeout_s``, ...).
-
-    It ends the process, as the CLI does, rather than return, when the app
-    left a task that would not end (after logging it); once the server has
-    stopped, SIGINT/SIGTERM end the process at once with code 130.
-
-    Raises:
-        ConfigError: a bad option, app path, TLS file or address.
-        LifespanFailed: the app's lifespan startup failed.
-        KeyboardInterrupt: a second signal forced the exit.
-    """
-    from sluiceway.logconfig import configure_logging
-
-    config = config_from_options(**options)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
-    serve_config(config, app)
-
-
-def serve_config(
-    config: Config,
-    app: Any,
-    *,
-    sockets: list[socket.socket] | None = None,
-    on_started: Callable[[Server], None] | None = None,
-) -> None:
-    """``run()`` for an already built ``Config`` (the CLI's entry point).
-
-    With ``workers`` > 1 or ``reload``, this process becomes the supervisor
-    (``server/supervisor.py``) and the app must be a ``"module:attribute"``
-    string, which each worker process imports. ``sockets`` and ``on_started``
-    are the worker's side of that: serve these already bound sockets, and
-    call ``on_started(server)`` once accepting.
-
-    Raises:
-        ConfigError: as ``run()``, or workers/reload asked for an app object.
-        LifespanFailed: the app's lifespan startup failed.
-    """
-    if sockets is None and (config.workers > 1 or config.reload):
-        if not isinstance(app, str):
-            raise ConfigError(
-                "--workers and --reload need the app as an import string ('module:attribute')"
-            )
-        from sluiceway.server.supervisor import supervise
-
-        supervise(config, app)
-        return
-    loop = new_event_loop(config.loop)
-
-    def started(server: Server) -> None:
-        _freeze_startup_heap()
-        if on_started is not None:
-            on_started(server)
-
-    server = Server(config, app, sockets=sockets, on_started=started)
-    served = False
-    abandoned = False
-    wait_s = cancel_wait_s(config.graceful_shutdown_timeout_s)
-    try:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.serve())
-        served = True
-    finally:
-        if served:
-            exit_now_on_signal()  # serve() took its handlers with it
-        if server.forced:
-            wait_s = FORCED_WAIT_S
-        try:
-            abandoned = finish_loop(loop, wait_s, server.abandoned)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-    code = EXIT_FORCED if server.forced else 0
-    if abandoned:
-        # Returning would leave them to the interpreter's exit, which waits
-        # for the threads they started and runs their code again as it
-        # finalizes them.
-        logger.warning("Exiting without the task(s) abandoned above.")
-        hard_exit(code)
-    bound_interpreter_exit(wait_s, code)
-    if server.forced:
-        raise KeyboardInterrupt
-
-
-def _freeze_startup_heap() -> None:
-    """Move everything alive once serving starts out of the cyclic GC's reach.
-
-    The modules, the app and its startup state live for the whole process, yet
-    every full collection scanned them all: under load that was a ~5 ms pause
-    several times a second, doubling p99 (bench/results/http.md). Frozen
-    objects are still freed by reference counting; only cycles among them
-    would stay, and those are long-lived anyway. Done for the process entry
-    points only, never for a ``Server`` embedded in someone else's process.
-    """
-    gc.collect()
-    gc.freeze()

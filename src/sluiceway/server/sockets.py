@@ -1,4 +1,4 @@
-"""Binding the listening sockets: TCP (IPv4/IPv6), a Unix socket, or an inherited fd.
+"""Binding the listening sockets: TCP (IPv4/IPv6), a Unix socket, an inherited fd, or systemd's.
 
 ``bind_sockets(config)`` returns bound sockets (``listen()`` is left to
 whoever serves them: ``loop.create_server`` in a ``Server``, the supervisor
@@ -6,8 +6,16 @@ before it starts workers). Every failure is a ``ConfigError`` with one line
 saying what could not be bound and why (the CLI exits 2 with it).
 ``describe_socket`` is the address a client would use, for the log.
 
+Socket activation comes first: when systemd passed sockets to this process
+(``LISTEN_FDS``, ``server/systemd.py``), they are served and ``--host``,
+``--port``, ``--uds`` and ``--fd`` are ignored, as gunicorn does (the unit's
+``.socket`` file is then where the addresses are configured).
+``removable_path`` says whether a Unix socket's file is ours to unlink at
+exit: never one systemd bound (it may pass it again on the next start).
+
 Used by ``server/runner.py`` and ``server/supervisor.py``. Imports only the
-standard library, ``sluiceway.config`` and ``sluiceway.errors``.
+standard library, ``sluiceway.config``, ``sluiceway.errors`` and
+``sluiceway.server.systemd``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import stat
 
 from sluiceway.config import Config
 from sluiceway.errors import ConfigError
+from sluiceway.server.systemd import activation_name, listen_sockets
 
 # Unix socket mode: owner and group may connect. A proxy running as another
 # user joins the socket's group (uvicorn uses 0o666: anyone on the host).
@@ -31,6 +40,9 @@ def bind_sockets(config: Config) -> list[socket.socket]:
     Raises:
         ConfigError: one line saying what could not be bound and why.
     """
+    activated = listen_sockets()
+    if activated:
+        return activated
     if config.fd is not None:
         return [_socket_from_fd(config.fd)]
     if config.uds is not None:
@@ -131,6 +143,13 @@ def _bind_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
+def removable_path(config: Config, sockets: list[socket.socket]) -> str | None:
+    """``--uds``'s path, to unlink at exit, unless ``sockets`` came from systemd (its file)."""
+    if config.uds is None or any(activation_name(sock) is not None for sock in sockets):
+        return None
+    return config.uds
+
+
 def describe_socket(sock: socket.socket, scheme: str, config: Config) -> str:
     """The address a client would use, e.g. ``http://127.0.0.1:8000`` or ``unix:/run/app.sock``."""
     if sock.family == socket.AF_UNIX:
@@ -142,6 +161,9 @@ def describe_socket(sock: socket.socket, scheme: str, config: Config) -> str:
             if sock.family == socket.AF_INET6
             else (f"{scheme}://{host}:{port}")
         )
-    if config.fd is not None:
+    name = activation_name(sock)
+    if name is not None:
+        where += f" (systemd: {name})"
+    elif config.fd is not None:
         where += f" (fd {config.fd})"
     return where

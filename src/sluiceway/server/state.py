@@ -16,7 +16,9 @@ and handed to ``make_protocol_factory``. It owns:
   set (``--limit-max-requests``), the tick calls ``on_request_limit`` once
   the count reaches it (the hot path pays one increment, no comparison);
 * ``h2_websockets``: how many WebSockets opened over HTTP/2 streams (RFC 8441
-  extended CONNECT; ``http2/websocket.py``), to tell them from upgrades.
+  extended CONNECT; ``http2/websocket.py``), to tell them from upgrades;
+* ``metrics``: the ``server/metrics.py`` registry with ``--metrics-port``,
+  else ``None`` (the protocols test that once per exchange).
 
 The same timer (``tick``) also enforces per-connection deadlines (keep-alive
 idle, request-header and request-body timeouts): a connection stores an absolute
@@ -26,8 +28,8 @@ request instead of a timer handle per request.
 ``ConnectionInfo`` bundles what a protocol knows about its socket; it is made
 once per connection and passed on (to scope building and to the upgrade seam).
 
-Imports only the standard library, ``sluiceway.config``, ``sluiceway.errors`` and
-``sluiceway.forward_throw``.
+Imports only the standard library, ``sluiceway.config``, ``sluiceway.errors``,
+``sluiceway.forward_throw`` and, with ``--metrics-port``, ``sluiceway.server.metrics``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from sluiceway.forward_throw import forward_throw
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
+    from sluiceway.server.metrics import Metrics
 
 SERVER_NAME = b"sluiceway"
 
@@ -126,6 +129,11 @@ class ServerState:
         self.shutting_down = False
         self.requests = 0
         self.h2_websockets = 0
+        self.metrics: Metrics | None = None
+        if config.metrics_port is not None:
+            from sluiceway.server.metrics import Metrics
+
+            self.metrics = Metrics()
         self.request_limit: int | None = None
         self.on_request_limit: Callable[[], None] | None = None
         self.extra_headers = _default_headers(config)

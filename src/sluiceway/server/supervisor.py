@@ -27,11 +27,33 @@ to report it is accepting, a signal, or the next reload poll:
   (``process_exit_bound_s``), or after the forwarded second signal, is
   killed. Exit: 0 when every worker stopped cleanly, 130 when forced, else 1.
 * ``--reload`` (one worker; with ``--workers`` it is a usage error): every
-  ``--reload-delay`` seconds (1 by default) ``FileWatcher`` compares
-  modification times; on a change the worker is stopped gracefully and a
+  ``--reload-delay`` seconds (1 by default) the watcher (``server/reload.py``:
+  watchfiles, else polling) reports changes; on one the worker is stopped gracefully and a
   new one started, which imports the changed code. A worker that fails
   while reloading is not restarted until the next change (fix the typo,
   save, it comes back).
+* SIGHUP: a zero-downtime restart (``server/rolling.py``). One slot at a
+  time, a new worker starts and the old one keeps serving until the new one
+  reports it accepts; only then does the old one get its SIGTERM and drain.
+  A new worker that fails to start ends the restart, the old workers
+  serving on.
+* Health checks (``--timeout-worker-healthcheck``, uvicorn's name): each
+  serving worker is pinged through its pipe every that many seconds and
+  must answer within as long again. The answer comes from the worker's
+  event loop (``server/worker_process.py``), so a loop the app blocks (a
+  synchronous call in ``async`` code) fails it: the worker is killed and
+  restarted like one that died.
+* systemd (``server/systemd.py``): with ``NOTIFY_SOCKET`` set the supervisor
+  says READY=1 once every worker serves, RELOADING=1 then READY=1 around a
+  SIGHUP restart, STOPPING=1 when it stops, and pings the watchdog from
+  this loop (its waits included). Sockets systemd passed (``LISTEN_FDS``)
+  are served instead of binding.
+
+Sockets: every worker serves the same listening sockets (inherited, not one
+``SO_REUSEPORT`` socket each), so the kernel keeps a single accept queue per
+address. A draining worker closes only its own descriptor: the queue, and
+any connection waiting in it, stays with the socket the supervisor and the
+other workers still hold, and one of them accepts it.
 
 Workers run in their own process group, so a terminal's Ctrl+C reaches only
 the supervisor, which forwards it once (else each worker would see it twice:
@@ -40,58 +62,47 @@ supervisor disappears (``kill -9``) shuts itself down gracefully.
 
 Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.stopping``
 (the workers' stop bound), ``sluiceway.server.sockets`` (binding),
-``sluiceway.transport.tls`` (to check the TLS files before any worker
-starts), ``sluiceway.server.reload`` and, in the worker only,
-``sluiceway.server.runner`` (``serve_config``).
+``sluiceway.server.systemd``, ``sluiceway.transport.tls`` (to check the TLS
+files before any worker starts), ``sluiceway.server.reload``,
+``sluiceway.server.worker_process`` (spawning a worker, and its entry point)
+and ``sluiceway.server.rolling`` (SIGHUP).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import logging
-import multiprocessing
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sluiceway.config import Config
-from sluiceway.errors import ConfigError, LifespanFailed
+from sluiceway.errors import ConfigError
+from sluiceway.server import systemd
+from sluiceway.server.rolling import RollingRestart
 from sluiceway.server.stopping import process_exit_bound_s
-
-if TYPE_CHECKING:
-    from sluiceway.server.runner import Server
+from sluiceway.server.worker_process import (
+    KILL_MARGIN_S,
+    PING,
+    PONG,
+    READY,
+    Worker,
+    exit_text,
+    send_signal,
+    spawn_worker,
+)
 
 logger = logging.getLogger("sluiceway.error")
 
 STABLE_S = 10.0  # a worker that ran this long is restarted without delay
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
-# Past its own bound (or a forwarded second signal) a worker that has not
-# exited has a blocked loop: nothing but a kill ends it.
-KILL_MARGIN_S = 5.0
 EXIT_STARTUP_CODES = (1, 2)  # the CLI's codes for a failed lifespan / an app that does not load
-
-_CONTEXT = multiprocessing.get_context("spawn")
-
-
-@dataclass
-class Worker:
-    """One worker slot's current process."""
-
-    slot: int
-    process: BaseProcess
-    ready_pipe: Connection  # the worker sends its pid once accepting
-    started_at: float
-    ready: bool = False
 
 
 @dataclass
@@ -108,23 +119,34 @@ class Supervisor:
     workers: dict[int, Worker] = field(default_factory=dict)
     slots: dict[int, _Slot] = field(default_factory=dict)
     signals: list[int] = field(default_factory=list)
+    notifier: systemd.Notifier | None = None
+    hups: list[int] = field(default_factory=list)
     any_ready: bool = False
     forced: bool = False
+    announced: bool = False  # READY=1 said for the first full set of workers
+    next_watchdog_at: float = 0.0
+    rolling: RollingRestart = field(init=False)  # SIGHUP's restart
+
+    def __post_init__(self) -> None:
+        self.rolling = RollingRestart(self)
 
     def run(self) -> int:
         """Run until a signal or a fatal start-up failure; returns the exit code."""
         config = self.config
         watcher = None
         if config.reload:
-            from sluiceway.server.reload import FileWatcher
+            from sluiceway.server.reload import make_watcher
 
-            watcher = FileWatcher(
-                config.reload_dirs, config.reload_includes, config.reload_excludes
+            watcher = make_watcher(
+                config.reload_dirs,
+                config.reload_includes,
+                config.reload_excludes,
+                config.reload_backend,
             )
             watcher.changes()  # the baseline
-            logger.info("Watching for changes in %s", ", ".join(watcher.dirs))
+            logger.info("Watching for changes in %s (%s)", ", ".join(watcher.dirs), watcher.backend)
         count = 1 if config.reload else config.workers
-        with _SignalCatcher(self.signals) as wakeup:
+        with _SignalCatcher(self.signals, self.hups) as wakeup:
             logger.info("Supervisor (pid %d) starting %d worker(s).", os.getpid(), count)
             for slot in range(count):
                 self.slots[slot] = _Slot()
@@ -133,28 +155,33 @@ class Supervisor:
             while True:
                 now = time.monotonic()
                 due = [s.restart_at for s in self.slots.values() if s.restart_at is not None]
+                due.extend(self._deadlines())
                 if watcher is not None:
                     due.append(next_poll)
                 timeout = max(0.0, min(due) - now) if due else None
-                waitables: list[Any] = [wakeup]
-                for worker in self.workers.values():
-                    waitables.append(worker.process.sentinel)
-                    if not worker.ready:
-                        waitables.append(worker.ready_pipe)
-                wait(waitables, timeout)
+                wait(self._waitables(wakeup), timeout)
                 _drain(wakeup)
                 if self.signals:
                     break
-                self._collect_ready()
+                self._collect_messages()
                 code = self._collect_exits()
                 if code is not None:
+                    self._notify_stopping()
                     self._stop_all(wakeup)
                     return code
+                self.rolling.collect_retired()
                 now = time.monotonic()
                 for slot, state in self.slots.items():
                     if state.restart_at is not None and state.restart_at <= now:
                         state.restart_at = None
                         self._start(slot)
+                if self.hups:
+                    self.hups.clear()
+                    self.rolling.begin()
+                self.rolling.step()
+                self._check_health()
+                self._announce_ready()
+                self._tick_watchdog()
                 if watcher is not None and now >= next_poll:
                     changed = watcher.changes()
                     next_poll = time.monotonic() + config.reload_delay_s
@@ -164,6 +191,7 @@ class Supervisor:
                             break
             name = signal.Signals(self.signals[0]).name
             logger.info("Received %s: stopping the workers.", name)
+            self._notify_stopping()
             # Only the first signal asked to stop: one that came since (even
             # before _stop_all looks) is the second, which forces the exit.
             return self._stop_all(wakeup, signals_seen=1)
@@ -171,35 +199,54 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------
 
     def _start(self, slot: int) -> None:
-        reader, writer = _CONTEXT.Pipe(duplex=False)
-        process = _CONTEXT.Process(
-            target=worker_main,
-            # The fields, not the object: the worker rebuilds (and checks) its
-            # Config, whatever the pickling of frozen slotted dataclasses.
-            args=(_fields(self.config), self.app, self.sockets, writer),
-            name=f"sluiceway-worker-{slot}",
-        )
-        # The child inherits an ignored SIGINT until its server installs its
-        # handlers: a Ctrl+C in that window must not kill it with a traceback.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            process.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        writer.close()  # ours: the pipe reads EOF once the child's end closes
-        self.workers[slot] = Worker(slot, process, reader, time.monotonic())
+        self.workers[slot] = self.spawn(slot)
 
-    def _collect_ready(self) -> None:
+    def spawn(self, slot: int) -> Worker:
+        return spawn_worker(self.config, self.app, self.sockets, slot)
+
+    def _waitables(self, wakeup: socket.socket) -> list[Any]:
+        waitables: list[Any] = [wakeup]
+        for worker in self._all_workers():
+            waitables.append(worker.process.sentinel)
+            if self._expects_message(worker):
+                waitables.append(worker.pipe)
+        return waitables
+
+    def _all_workers(self) -> list[Worker]:
+        return [*self.workers.values(), *self.rolling.processes()]
+
+    @staticmethod
+    def _expects_message(worker: Worker) -> bool:
+        return not worker.pipe_closed and (not worker.ready or worker.ping_sent_at is not None)
+
+    def _deadlines(self) -> list[float]:
+        """When the loop must look again, besides restarts and the reloader's poll."""
+        due = self.rolling.deadlines()
+        timeout = self.config.timeout_worker_healthcheck_s
         for worker in self.workers.values():
-            if worker.ready or not worker.ready_pipe.poll():
+            if worker.ready and not worker.pipe_closed:
+                sent = worker.ping_sent_at
+                due.append(worker.next_ping_at if sent is None else sent + timeout)
+        return due + self._watchdog_due()
+
+    def _collect_messages(self) -> None:
+        """The workers' "ready" and health-check "pong" messages."""
+        now = time.monotonic()
+        for worker in self._all_workers():
+            if not self._expects_message(worker) or not worker.pipe.poll():
                 continue
             try:
-                worker.ready_pipe.recv()
+                message = worker.pipe.recv_bytes()
             except (EOFError, OSError):
-                continue  # it died before it was ready: _collect_exits sees it
-            worker.ready = True
-            self.any_ready = True
-            logger.info("Worker %d (pid %s) ready.", worker.slot, worker.process.pid)
+                worker.pipe_closed = True  # it is exiting: its sentinel tells the rest
+                continue
+            worker.next_ping_at = now + self.config.timeout_worker_healthcheck_s
+            if message == PONG:
+                worker.ping_sent_at = None
+            elif message == READY and not worker.ready:
+                worker.ready = True
+                self.any_ready = True
+                logger.info("Worker %d (pid %s) ready.", worker.slot, worker.process.pid)
 
     def _lived(self, worker: Worker) -> bool:
         return time.monotonic() - worker.started_at >= STABLE_S
@@ -212,9 +259,9 @@ class Supervisor:
             worker.process.join()
             code = worker.process.exitcode
             del self.workers[slot]
-            worker.ready_pipe.close()
+            worker.pipe.close()
             state = self.slots[slot]
-            how = f"signal {-code}" if code is not None and code < 0 else f"code {code}"
+            how = exit_text(code)
             if self.config.reload:
                 logger.warning(
                     "Worker (pid %s) exited with %s; waiting for a file change to restart.",
@@ -251,6 +298,61 @@ class Supervisor:
             state.restart_at = time.monotonic() + delay
         return None
 
+    # -- health checks and systemd -----------------------------------------------------------
+
+    def _check_health(self) -> None:
+        """Ping the serving workers; kill one that left a ping unanswered too long."""
+        timeout = self.config.timeout_worker_healthcheck_s
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if not worker.ready or worker.pipe_closed:
+                continue
+            if worker.ping_sent_at is None:
+                if now >= worker.next_ping_at:
+                    try:
+                        worker.pipe.send_bytes(PING)
+                    except OSError:
+                        worker.pipe_closed = True  # exiting: its sentinel tells
+                        continue
+                    worker.ping_sent_at = now
+            elif now - worker.ping_sent_at >= timeout:
+                logger.error(
+                    "Worker %d (pid %s) did not answer a health check within %g s "
+                    "(a blocked event loop?): killing it.",
+                    worker.slot,
+                    worker.process.pid,
+                    timeout,
+                )
+                worker.process.kill()  # _collect_exits restarts it
+                worker.ping_sent_at = None
+                worker.pipe_closed = True
+
+    def _announce_ready(self) -> None:
+        if self.announced or self.notifier is None:
+            return
+        if all(slot in self.workers and self.workers[slot].ready for slot in self.slots):
+            self.announced = True
+            self.notifier.ready(f"{len(self.slots)} worker(s) serving")
+
+    def _watchdog_due(self) -> list[float]:
+        notifier = self.notifier
+        if notifier is None or notifier.watchdog_interval_s is None:
+            return []
+        return [self.next_watchdog_at]
+
+    def _tick_watchdog(self) -> None:
+        notifier = self.notifier
+        if notifier is None or notifier.watchdog_interval_s is None:
+            return
+        now = time.monotonic()
+        if now >= self.next_watchdog_at:
+            notifier.watchdog()
+            self.next_watchdog_at = now + notifier.watchdog_interval_s
+
+    def _notify_stopping(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping("Stopping the workers")
+
     def _reload(self, changed: list[str], wakeup: socket.socket) -> None:
         shown = ", ".join(os.path.relpath(path) for path in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -268,7 +370,7 @@ class Supervisor:
     ) -> int:
         """SIGTERM every worker and wait (bounded); returns the supervisor's exit code."""
         config = self.config
-        workers = list(self.workers.values())
+        workers = [*self.workers.values(), *self.rolling.abandon()]
         self.workers.clear()
         for state in self.slots.values():
             state.restart_at = None
@@ -278,7 +380,9 @@ class Supervisor:
             signals_seen if signals_seen is not None else len(self.signals) + (1 if quiet else 0)
         )
         for worker in workers:
-            _send(worker, signal.SIGTERM)
+            if not worker.signalled:  # a replaced one draining has had it: a second would force
+                worker.signalled = True
+                send_signal(worker, signal.SIGTERM)
         started = time.monotonic()
         bound = process_exit_bound_s(
             config.graceful_shutdown_timeout_s, config.lifespan_shutdown_timeout_s
@@ -297,21 +401,23 @@ class Supervisor:
                     worker.process.kill()
                     worker.process.join(KILL_MARGIN_S)
                 break
-            wait([wakeup, *(w.process.sentinel for w in alive)], remaining)
+            until = min([deadline, *self._watchdog_due()]) - time.monotonic()
+            wait([wakeup, *(w.process.sentinel for w in alive)], max(0.0, until))
             _drain(wakeup)
+            self._tick_watchdog()
             if len(self.signals) > seen_signals:
                 # Another signal: the workers treat a second one as "now".
                 seen_signals = len(self.signals)
                 self.forced = True
                 logger.warning("Received another signal: forcing the workers to exit.")
                 for worker in alive:
-                    _send(worker, signal.SIGINT)
+                    send_signal(worker, signal.SIGINT)
                 deadline = min(deadline, time.monotonic() + KILL_MARGIN_S)
             alive = [w for w in alive if w.process.is_alive()]
         unclean = []
         for worker in workers:
             worker.process.join(0)
-            worker.ready_pipe.close()
+            worker.pipe.close()
             code = worker.process.exitcode
             # One still importing its app had no handler yet (the server
             # installs them before lifespan startup): SIGTERM ended it, and
@@ -329,13 +435,6 @@ class Supervisor:
         return 0
 
 
-def _send(worker: Worker, sig: signal.Signals) -> None:
-    pid = worker.process.pid
-    if pid is not None and worker.process.is_alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
 def _drain(wakeup: socket.socket) -> None:
     with contextlib.suppress(BlockingIOError, InterruptedError):
         while wakeup.recv(512):
@@ -343,10 +442,14 @@ def _drain(wakeup: socket.socket) -> None:
 
 
 class _SignalCatcher:
-    """SIGINT/SIGTERM append to ``signals`` and wake the ``select`` through a socket pair."""
+    """SIGINT/SIGTERM append to ``signals``, SIGHUP to ``hups``; each wakes the ``select``.
 
-    def __init__(self, signals: list[int]) -> None:
+    The wake-up goes through a socket pair (``signal.set_wakeup_fd``).
+    """
+
+    def __init__(self, signals: list[int], hups: list[int]) -> None:
         self._signals = signals
+        self._hups = hups
         self._previous: dict[int, Any] = {}
         self._old_wakeup = -1
         self._pair = socket.socketpair()
@@ -355,7 +458,7 @@ class _SignalCatcher:
 
     def __enter__(self) -> socket.socket:
         self._old_wakeup = signal.set_wakeup_fd(self._pair[1].fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._on_signal)
         return self._pair[0]
 
@@ -367,7 +470,7 @@ class _SignalCatcher:
             sock.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals.append(signum)
+        (self._hups if signum == signal.SIGHUP else self._signals).append(signum)
 
 
 # --- the supervisor's entry point -----------------------------------------------------------
@@ -382,7 +485,7 @@ def supervise(config: Config, app: str) -> None:
         SystemExit: a worker could not start (its exit code), or a worker did not stop cleanly.
         KeyboardInterrupt: a second signal forced the exit.
     """
-    from sluiceway.server.sockets import bind_sockets, describe_socket
+    from sluiceway.server.sockets import bind_sockets, describe_socket, removable_path
 
     if config.reload:
         for directory in config.reload_dirs:
@@ -394,81 +497,38 @@ def supervise(config: Config, app: str) -> None:
         # Each worker builds its own context; a bad file or key password is
         # said once, here, not by every worker after "Listening on".
         create_ssl_context(config)
+    # Read (and unset) before any worker is spawned: only we notify systemd.
+    notifier = systemd.Notifier.from_environ()
     sockets = bind_sockets(config)
+    uds_path = removable_path(config, sockets)
+    metrics = None
     try:
         for sock in sockets:
             # Listen now: connections wait in the backlog while workers start
             # or reload, instead of being refused.
             sock.listen(config.backlog)
+        if config.metrics_port is not None:
+            # One /metrics for all workers, summed here (server/metrics_listener.py).
+            from sluiceway.server.metrics_listener import SupervisorExporter
+
+            metrics = SupervisorExporter.start(config)
+            config = metrics.worker_config(config)
         scheme = "https" if config.is_ssl else "http"
         for sock in sockets:
             logger.info("Listening on %s", describe_socket(sock, scheme, config))
         logger.info("Press CTRL+C to stop.")
-        code = Supervisor(config, app, sockets).run()
+        code = Supervisor(config, app, sockets, notifier=notifier).run()
     finally:
+        if metrics is not None:
+            metrics.close()
         for sock in sockets:
             sock.close()
-        if config.uds is not None:
+        if uds_path is not None:
             with contextlib.suppress(OSError):
-                os.unlink(config.uds)
+                os.unlink(uds_path)
+        if notifier is not None:
+            notifier.close()
     if code == 130:
         raise KeyboardInterrupt
     if code != 0:
         raise SystemExit(code)
-
-
-# --- the worker's entry point (runs in the spawned process) ---------------------------------
-
-
-def _fields(config: Config) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-
-
-def worker_main(
-    fields: dict[str, Any], app: str, sockets: list[socket.socket], ready: Connection
-) -> None:
-    """Serve ``sockets`` until SIGTERM; exit codes as the CLI's (0, 1, 2, 130)."""
-    config = Config(**fields)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)  # see the module docstring: Ctrl+C goes to the supervisor only
-    if config.reload:
-        # A .pyc records its source's mtime in whole seconds (and its size):
-        # one written now would be taken for a same-size edit saved within
-        # the same second, and the reload would serve the old code.
-        sys.dont_write_bytecode = True
-    from sluiceway.logconfig import configure_logging
-    from sluiceway.server.runner import serve_config
-
-    parent = multiprocessing.parent_process()
-
-    def started(server: Server) -> None:
-        if parent is not None:
-            asyncio.get_running_loop().add_reader(parent.sentinel, _orphaned, server)
-        ready.send(os.getpid())
-        ready.close()
-
-    try:
-        # As the CLI did in the supervisor, --log-config included (a spawned
-        # worker inherits no logging set-up).
-        configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
-        serve_config(config, app, sockets=sockets, on_started=started)
-    except ConfigError as exc:
-        _exit_with(f"sluiceway: error: {exc}", 2)
-    except LifespanFailed as exc:
-        _exit_with(f"sluiceway: error: application startup failed: {exc.message}", 1)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-def _orphaned(server: Server) -> None:
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        asyncio.get_running_loop().remove_reader(parent.sentinel)
-    logger.warning("The supervisor is gone: shutting down.")
-    server.request_exit()
-
-
-def _exit_with(line: str, code: int) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-    raise SystemExit(code)

@@ -55,6 +55,9 @@ def create_ssl_context(config: Config) -> ssl.SSLContext:
         raise ConfigError("TLS needs --ssl-certfile")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.ssl_version != "auto":  # --ssl-version pins one, as PROTOCOL_TLSv1_2 did
+        pinned = ssl.TLSVersion[config.ssl_version.replace(".", "_")]
+        context.minimum_version = context.maximum_version = pinned
     try:
         context.load_cert_chain(
             config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password

@@ -91,14 +91,18 @@ class Rejection:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     body: bytes = b""
 
-    def to_bytes(self) -> bytes:
-        """The whole HTTP/1.1 response: status line, headers and body."""
+    def to_bytes(self, default_headers: bytes = b"") -> bytes:
+        """The whole HTTP/1.1 response: status line, headers and body.
+
+        ``default_headers`` are the server's own lines (Date, Server), each
+        ending with CRLF, as every other response carries them.
+        """
         lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}".encode()]
         lines.extend(name + b": " + value for name, value in self.headers)
         lines.append(b"content-type: text/plain; charset=utf-8")
         lines.append(b"content-length: " + str(len(self.body)).encode())
         lines.append(b"connection: close")
-        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+        return b"\r\n".join(lines) + b"\r\n" + default_headers + b"\r\n" + self.body
 
 
 _REASONS = {

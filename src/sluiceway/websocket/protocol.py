@@ -39,8 +39,14 @@ most ``_PENDING_MAX`` bytes are held. The carrier's ``write`` and
 Shutdown: ``shutdown()`` sends Close 1001 (going away) to an open connection
 and answers 503 to one still in the handshake; the close timeout bounds it.
 
-Imports ``asgi``, ``errors``, ``server.state`` and ``config`` (types only)
-and the sibling ``websocket`` modules; nothing of ``http1`` or ``http2``.
+Access log (``accesslog.log_websocket``, checked once per WebSocket): one
+line when the handshake is answered (``[accepted]``, or the refusal's status
+with the time it took), and for an accepted one a line when the carrier is
+gone, with the close code the app heard and the session's duration.
+
+Imports ``accesslog``, ``asgi``, ``errors``, ``server.state`` and ``config``
+(types only), ``server.metrics`` (with ``--metrics-port`` only) and the
+sibling ``websocket`` modules; nothing of ``http1`` or ``http2``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from sluiceway import accesslog
 from sluiceway.asgi.types import ASGIApp, HeaderList, Scope
 from sluiceway.asgi.websocket import WebSocketCycle
 from sluiceway.errors import ClientDisconnected
@@ -101,8 +108,10 @@ class WebSocketAdapter:
     """
 
     __slots__ = (
+        "_access",
         "_app_paused",
         "_drain",
+        "_opened_at",
         "_pending",
         "_ping_outstanding",
         "_response_head_sent",
@@ -151,6 +160,8 @@ class WebSocketAdapter:
         self._drain: asyncio.Future[None] | None = None
         self._ping_outstanding = False
         self._response_head_sent = False
+        self._access = False
+        self._opened_at = 0.0
 
     # -- taking over the carrier ---------------------------------------------------
 
@@ -165,11 +176,20 @@ class WebSocketAdapter:
         self._write = carrier.write
         self._writelines = carrier.writelines
         loop = self.loop = asyncio.get_running_loop()
+        # Checked once per WebSocket, as HTTP/1 checks once per connection.
+        self._access = self.config.access_log and accesslog.access_enabled()
+        self._opened_at = loop.time()
         self.state.add_connection(self)
         self.state.start_clock(loop)
         if buffered:
             self.receive_data(buffered)
-        task = self.task = loop.create_task(self.cycle.run(self.app))
+        app = self.app
+        metrics = self.state.metrics
+        if metrics is not None:  # --metrics-port: count what the app raises
+            from sluiceway.server.metrics import counting_exceptions
+
+            app = counting_exceptions(app, metrics)
+        task = self.task = loop.create_task(self.cycle.run(app))
         tasks = self.state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -219,6 +239,8 @@ class WebSocketAdapter:
             self.cycle.peer_closed(conn.close_code, conn.close_reason)
         else:
             self.cycle.peer_closed(_CLOSE_ABNORMAL)
+        if self._access and conn is not None:
+            self._log_access(f"[closed {self.cycle.close_code}]", timed=True)
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -293,6 +315,8 @@ class WebSocketAdapter:
         carrier.accept(subprotocol, headers)
         self.conn = Connection(max_size_bytes=self.config.ws_max_size_bytes, deflate=self.deflate)
         self.phase = Phase.OPEN
+        if self._access:
+            self._log_access("[accepted]", timed=False)
         self._arm_keepalive()
         # Resume before parsing what was held: if those messages fill the queue,
         # the cycle's pause must be the last word.
@@ -352,10 +376,23 @@ class WebSocketAdapter:
             carrier.deny(status, headers, body, more)
             self._response_head_sent = True
             self.phase = Phase.CLOSING
+            if self._access:
+                self._log_access(str(status), timed=True)
         else:
             return  # the 503 of a shutdown went out instead
         if not more:
             self._denied()
+
+    def _log_access(self, outcome: str, timed: bool) -> None:
+        """The access line of the handshake's answer (``[accepted]``, a status) or of the end."""
+        assert self.loop is not None
+        scope = self.cycle.scope
+        accesslog.log_websocket(
+            accesslog.format_client(scope.get("client")),
+            accesslog.websocket_line(scope),
+            outcome,
+            self.loop.time() - self._opened_at if timed else None,
+        )
 
     def _denied(self) -> None:
         """The HTTP answer is complete and the carrier ends on its own: the app hears 1006."""
