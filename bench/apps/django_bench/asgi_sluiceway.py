@@ -3,7 +3,7 @@
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.django_bench.settings")
-from django.core.asgi import get_asgi_application
+from sluiceway.django.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 

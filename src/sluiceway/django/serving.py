@@ -1,8 +1,8 @@
 """Serve a Django project's ASGI application on sluiceway: ``runserver`` and live tests.
 
 ``project_application()`` is what Daphne's ``runserver`` serves:
-``settings.ASGI_APPLICATION`` (or, when unset, Django's own
-``get_asgi_application()``), wrapped in staticfiles' ASGI handler when static
+``settings.ASGI_APPLICATION`` (or, when unset, Django's own handler from
+``sluiceway.django.asgi.get_asgi_application()``), wrapped in staticfiles' ASGI handler when static
 files are to be served. ``ServerThread`` runs a sluiceway ``Server`` on its
 own event loop in a daemon thread: the server ``runserver`` runs in Django's
 autoreloader thread, and the one a live-server test case starts on a free
@@ -40,7 +40,7 @@ def project_application(*, serve_static: bool) -> Any:
     if getattr(settings, "ASGI_APPLICATION", None):
         application = get_default_application()
     else:
-        from django.core.asgi import get_asgi_application
+        from sluiceway.django.asgi import get_asgi_application
 
         application = get_asgi_application()
     if serve_static and apps.is_installed("django.contrib.staticfiles"):

@@ -1,0 +1,134 @@
+"""Django's ASGI application, with each request's sync work on a thread reused between requests.
+
+``get_asgi_application()`` is ``django.core.asgi.get_asgi_application()``
+wrapped in ``RequestThreads``. Django runs every HTTP request inside a fresh
+asgiref ``ThreadSensitiveContext``: all the request's thread-sensitive sync
+work (sync middleware, sync views, ``response.close()`` and the
+``request_finished`` receivers such as ``close_old_connections``) runs on one
+thread of its own, so requests stay apart and a request's database
+connections live on one thread. asgiref makes that thread for the request
+and, when the context exits, starts another thread to join it: two threads
+started per request, even for an async view whose only sync work is
+``response.close()`` (about 40% of Django's own time per request on a small
+async JSON view; bench/django_load.py).
+
+``RequestThreads`` keeps the guarantee and drops the churn: it enters the
+request's ``ThreadSensitiveContext`` itself, with an executor leased from a
+pool of single-thread executors (asgiref's ``executor=`` argument, so
+Django's own context inside finds an enclosing one and leaves it alone).
+Each thread serves one request at a time, as before; between requests it is
+reused, as a WSGI server's worker threads are (persistent database
+connections, ``CONN_MAX_AGE``, then behave as under WSGI rather than being
+left on a thread that ends).
+
+Invariant: a thread goes back to the pool only when nothing the request
+submitted to it is still queued or running (a request cancelled while its
+sync code runs leaves that thread to finish alone and end: the next request
+must never wait behind it). At most ``max_idle`` idle threads are kept.
+
+Needs asgiref 3.9 or newer (``ThreadSensitiveContext(executor=...)``);
+with an older asgiref, ``get_asgi_application()`` is Django's own, unchanged.
+
+Imports Django and asgiref (Django's dependency); never the server.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext
+
+from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["RequestThreads", "get_asgi_application"]
+
+# asgiref's executor= argument (3.9+): without it, nothing to wrap.
+_HAS_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+
+
+class _RequestThread(ThreadPoolExecutor):
+    """One worker thread; knows whether work it was given is still queued or running."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="sluiceway-django")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            self._pending += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+        future.add_done_callback(lambda _: self._done())
+        return future
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return self._pending == 0
+
+
+class RequestThreads:
+    """An ASGI wrapper of Django's handler: each request's sync work on a pooled thread.
+
+    Args:
+        app: Django's ASGI handler (or anything that enters its own
+            ``ThreadSensitiveContext``).
+        max_idle: idle threads kept for the next requests; more are ended.
+    """
+
+    def __init__(self, app: ASGIApp, max_idle: int = 32) -> None:
+        self.app = app
+        self.max_idle = max_idle
+        self._idle: list[_RequestThread] = []
+        # Threads started so far (Django's own handler: one per request, plus a joiner).
+        self.threads_started = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._idle:
+            executor = self._idle.pop()
+        else:
+            executor = _RequestThread()
+            self.threads_started += 1
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.app(scope, receive, send)
+        finally:
+            self._release(executor)
+
+    def _release(self, executor: _RequestThread) -> None:
+        if executor.idle and len(self._idle) < self.max_idle:
+            self._idle.append(executor)
+        else:
+            # Its thread finishes what the request left it, then ends; no
+            # wait here (the loop must not block on a sync call).
+            executor.shutdown(wait=False)
+
+    @property
+    def idle_threads(self) -> int:
+        """Threads waiting for the next request (for tests and metrics)."""
+        return len(self._idle)
+
+
+def get_asgi_application() -> ASGIApp:
+    """``django.core.asgi.get_asgi_application()``, its requests' sync work on reused threads."""
+    from django.core.asgi import get_asgi_application as django_application
+
+    application: ASGIApp = django_application()
+    if not _HAS_EXECUTOR:
+        return application
+    return RequestThreads(application)

@@ -1,0 +1,130 @@
+"""sluiceway.django.asgi: Django's handler with each request's sync work on a reused thread.
+
+Served by a real sluiceway server, driven by httpx. The views record the
+thread their sync work ran on: sequential requests share a pooled thread,
+concurrent ones never do, and a request that left its thread busy (the client
+went away while its sync view ran) never hands that thread to the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test import override_settings
+from django.urls import path
+
+from sluiceway.django.asgi import RequestThreads, get_asgi_application
+from tests.server.serving import running
+
+T = 10.0
+seen: list[int] = []
+release = threading.Event()
+entered = threading.Event()
+
+
+def sync_view(request: HttpRequest) -> HttpResponse:
+    seen.append(threading.get_ident())
+    return HttpResponse(str(threading.get_ident()))
+
+
+def blocking_view(request: HttpRequest) -> HttpResponse:
+    seen.append(threading.get_ident())
+    entered.set()
+    release.wait(T)
+    return HttpResponse("late")
+
+
+async def async_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"hello": "world"})
+
+
+urlpatterns = [
+    path("sync", sync_view),
+    path("block", blocking_view),
+    path("async", async_view),
+]
+
+
+@pytest.fixture
+def app() -> Iterator[RequestThreads]:
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[]):
+        application = get_asgi_application()
+        assert isinstance(application, RequestThreads)
+        seen.clear()
+        release.clear()
+        entered.clear()
+        yield application
+        release.set()
+
+
+async def test_django_answers_as_without_the_wrapper(app: RequestThreads) -> None:
+    async with running(app) as server, httpx.AsyncClient(timeout=T) as client:
+        base = f"http://127.0.0.1:{server.port}"
+        reply = await client.get(f"{base}/async")
+        assert reply.status_code == 200 and reply.json() == {"hello": "world"}
+        assert reply.headers["content-type"] == "application/json"
+        assert (await client.get(f"{base}/missing")).status_code == 404
+
+
+async def test_sequential_requests_reuse_one_thread(app: RequestThreads) -> None:
+    async with running(app) as server, httpx.AsyncClient(timeout=T) as client:
+        for _ in range(20):
+            assert (await client.get(f"http://127.0.0.1:{server.port}/sync")).status_code == 200
+    # Django's own handler starts (and joins) a new thread for every request.
+    # Here a thread is reused once its request is over; the client's next
+    # request may arrive while the last one is still closing, hence two.
+    assert len(seen) == 20 and app.threads_started <= 2
+    assert threading.get_ident() not in seen  # never the event loop's thread
+    assert 1 <= app.idle_threads <= 2
+
+
+async def test_concurrent_requests_never_share_a_thread(app: RequestThreads) -> None:
+    async with running(app) as server, httpx.AsyncClient(timeout=T) as client:
+        base = f"http://127.0.0.1:{server.port}"
+        blocked = asyncio.ensure_future(client.get(f"{base}/block"))
+        await asyncio.to_thread(entered.wait, T)
+        # While /block holds its thread, another request gets another thread.
+        other = await client.get(f"{base}/sync")
+        release.set()
+        assert (await blocked).text == "late"
+    blocker, other_thread = seen
+    assert int(other.text) == other_thread != blocker
+
+
+async def test_a_thread_left_busy_is_not_reused() -> None:
+    # Through Django's handler a request's sync work is over when the handler
+    # returns (asgiref finishes a cancelled sync call before it lets go); an
+    # app that leaves work on its thread must still not pass it on.
+    from asgiref.sync import sync_to_async
+
+    threads: list[int] = []
+
+    def record() -> None:
+        threads.append(threading.get_ident())
+
+    left: list[asyncio.Future[Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await sync_to_async(record)()
+        if scope["path"] == "/leave-busy":
+            left.append(asyncio.ensure_future(sync_to_async(release.wait)(T)))
+            await asyncio.sleep(0)  # the task hands its call to this request's thread
+
+    pool = RequestThreads(app)
+    release.clear()
+    try:
+        await pool({"type": "http", "path": "/"}, None, None)  # type: ignore[arg-type]
+        await pool({"type": "http", "path": "/leave-busy"}, None, None)  # type: ignore[arg-type]
+        assert threads[0] == threads[1]  # the first thread was reused...
+        await pool({"type": "http", "path": "/"}, None, None)  # type: ignore[arg-type]
+        assert threads[2] != threads[1]  # ...but not once it was left busy
+        assert pool.threads_started == 2
+    finally:
+        release.set()
+        await asyncio.gather(*left, return_exceptions=True)
