@@ -26,8 +26,9 @@ submitted to it is still queued or running (a request cancelled while its
 sync code runs leaves that thread to finish alone and end: the next request
 must never wait behind it). At most ``max_idle`` idle threads are kept.
 
-Needs asgiref 3.9 or newer (``ThreadSensitiveContext(executor=...)``);
-with an older asgiref, ``get_asgi_application()`` is Django's own, unchanged.
+Needs asgiref 3.13 or newer (``ThreadSensitiveContext(executor=...)``, which
+needs Python 3.11); with an older asgiref, ``get_asgi_application()`` is
+Django's own, unchanged (asgiref's private executor table is not touched).
 
 Imports Django and asgiref (Django's dependency); never the server.
 """
@@ -46,8 +47,8 @@ from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["RequestThreads", "get_asgi_application"]
 
-# asgiref's executor= argument (3.9+): without it, nothing to wrap.
-_HAS_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+# asgiref's executor= argument (3.13+): without it, nothing to wrap.
+HAS_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 
 
 class _RequestThread(ThreadPoolExecutor):
@@ -129,6 +130,6 @@ def get_asgi_application() -> ASGIApp:
     from django.core.asgi import get_asgi_application as django_application
 
     application: ASGIApp = django_application()
-    if not _HAS_EXECUTOR:
+    if not HAS_EXECUTOR:
         return application
     return RequestThreads(application)
