@@ -24,7 +24,9 @@ queued for a channel nobody receives) and the in-memory layers (sluiceway
 On Redis Cluster: sluiceway's ``RedisChannelLayer`` (``redis+cluster://``) on three
 primaries (cluster mode, pinned like the single server) beside channels_redis on the
 standalone server (it has no cluster mode, and sharded it loses process-local channels);
-the cluster's fan-out set against the single-Redis row gives its cost per member.
+the cluster's fan-out set against the single-Redis row gives its cost per member. The
+pub/sub layer on the same cluster (``redis+pubsub+cluster://``, sharded pub/sub) beside
+channels_redis's pub/sub layer on the standalone server.
 
 Method: Redis (persistence off) is pinned to core 1, every measurement runs in a fresh
 child process pinned to core 0 (``taskset``), on the stdlib event loop. Each round runs
@@ -70,6 +72,9 @@ IMPLS = {
     # and a receiver hash them differently, its issue #1492): its peer is
     # channels_redis on one standalone server, as in the "redis" row.
     "cluster": ("sluiceway-cluster", "channels_redis"),
+    # The pub/sub layer on the same cluster (sharded pub/sub), beside
+    # channels_redis's pub/sub layer on the standalone server.
+    "pubsub-cluster": ("sluiceway-pubsub-cluster", "channels_redis-pubsub"),
 }
 
 
@@ -82,13 +87,16 @@ def make_layer(impl: str, redis_url: str) -> Any:
         from channels_redis.core import RedisChannelLayer as CR
 
         return CR(hosts=[redis_url], capacity=1000)
-    if impl == "sluiceway-cluster":
+    if impl in ("sluiceway-cluster", "sluiceway-pubsub-cluster"):
         from sluiceway.layers import layer_config_from_url
         from sluiceway.layers.redis import RedisChannelLayer
+        from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 
-        config = layer_config_from_url(redis_url)  # redis+cluster://h1,h2,h3
+        config = layer_config_from_url(redis_url)  # redis+[pubsub+]cluster://h1,h2,h3
         assert config is not None
-        return RedisChannelLayer(**config["CONFIG"], capacity=1000)
+        pubsub = impl == "sluiceway-pubsub-cluster"
+        cls = RedisPubSubChannelLayer if pubsub else RedisChannelLayer
+        return cls(**config["CONFIG"], capacity=1000)
     if impl == "sluiceway-pubsub":
         from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 
@@ -324,9 +332,12 @@ def main() -> None:
     redis_proc, redis_url, redis_version = start_redis()
     procs = [redis_proc]
     urls = {"": redis_url}
-    if "cluster" in families:
+    if {"cluster", "pubsub-cluster"} & set(families):
         cluster_procs, urls["sluiceway-cluster"] = start_cluster()
         procs += cluster_procs
+        urls["sluiceway-pubsub-cluster"] = urls["sluiceway-cluster"].replace(
+            "redis+", "redis+pubsub+", 1
+        )
     scenarios = ["fanout", "roundtrip-local", "roundtrip-plain"]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:

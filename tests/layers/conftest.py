@@ -180,7 +180,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
     yield from running_cluster()
 
 
-@pytest.fixture(params=["memory", "redis", "sentinel", "pubsub", "cluster"])
+@pytest.fixture(params=["memory", "redis", "sentinel", "pubsub", "cluster", "pubsub-cluster"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -190,10 +190,10 @@ async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncItera
     """Build layers of the parametrised backend; all are closed after the test."""
     made: list[BaseChannelLayer] = []
     hosts: list[str] = []
+    name = request.node.originalname
+    if backend.startswith("pubsub") and name in PUBSUB_NOT_APPLICABLE:
+        pytest.skip(f"not applicable to pub/sub: {PUBSUB_NOT_APPLICABLE[name]}")
     if backend in ("redis", "pubsub"):
-        name = request.node.originalname
-        if backend == "pubsub" and name in PUBSUB_NOT_APPLICABLE:
-            pytest.skip(f"not applicable to pub/sub: {PUBSUB_NOT_APPLICABLE[name]}")
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flushall()
         hosts = [server.url]
@@ -201,7 +201,7 @@ async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncItera
         sentinels: SentinelSet = request.getfixturevalue("sentinel_set")
         sentinels.flushall()
         hosts = [sentinels.url]
-    elif backend == "cluster":
+    elif backend in ("cluster", "pubsub-cluster"):
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flushall()
         hosts = cluster.seeds[:2]
@@ -212,10 +212,12 @@ async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncItera
             from sluiceway.layers.memory import InMemoryChannelLayer
 
             layer = InMemoryChannelLayer(**options)  # type: ignore[arg-type]
-        elif backend == "pubsub":
+        elif backend.startswith("pubsub"):
             from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 
             options.setdefault("hosts", hosts)
+            if backend == "pubsub-cluster":
+                options.setdefault("cluster", True)
             layer = RedisPubSubChannelLayer(**options)  # type: ignore[arg-type]
         else:
             from sluiceway.layers.redis import RedisChannelLayer

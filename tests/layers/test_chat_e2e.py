@@ -89,14 +89,17 @@ class _LayerURL:
         self.url = url
 
 
-@pytest.fixture(params=["redis", "sentinel", "pubsub", "cluster"])
+@pytest.fixture(params=["redis", "sentinel", "pubsub", "cluster", "pubsub-cluster"])
 def chat_layer(request: pytest.FixtureRequest) -> _LayerURL:
     """The layer both chat servers use: the queue layer direct, over Sentinel or on a
-    Redis Cluster, or pub/sub."""
-    if request.param == "cluster":
+    Redis Cluster, or pub/sub (on one server, or sharded on the cluster)."""
+    if request.param in ("cluster", "pubsub-cluster"):
         cluster = request.getfixturevalue("redis_cluster")
         cluster.flushall()
-        return _LayerURL(cluster.url)
+        url = cluster.url
+        if request.param == "pubsub-cluster":
+            url = url.replace("redis+cluster://", "redis+pubsub+cluster://", 1)
+        return _LayerURL(url)
     if request.param == "sentinel":
         sentinels = request.getfixturevalue("sentinel_set")
         sentinels.flushall()

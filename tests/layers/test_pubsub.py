@@ -23,7 +23,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sluiceway.errors import ConfigError
 from sluiceway.layers import channel_layers, layer_config_from_url, redis_pubsub_pub
 from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 from sluiceway.layers.redis_scripts import encode_entry
@@ -464,8 +463,10 @@ def test_urls_and_channels_alias_choose_the_pubsub_layer() -> None:
         "BACKEND": pubsub,
         "CONFIG": {"hosts": ["redis+sentinel://a:1,b:2/svc/0"]},
     }
-    with pytest.raises(ConfigError, match="Cluster"):
-        RedisPubSubChannelLayer(["redis://a:7000"], cluster=True)
+    assert layer_config_from_url("redis+pubsub+cluster://a:7000,b:7001") == {
+        "BACKEND": pubsub,
+        "CONFIG": {"hosts": ["redis://a:7000", "redis://b:7001"], "cluster": True},
+    }
     channel_layers.configure(
         {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}}}
     )

@@ -14,7 +14,8 @@ or unknown. Where the configuration comes from, first match wins:
    ``redis://host:port/db`` (several hosts comma-separated, ``rediss://`` for
    TLS), ``redis+sentinel://h1:26379,h2:26379/SERVICE/db`` (a Sentinel-managed
    primary), ``redis+pubsub://...`` (the pub/sub layer on the hosts that
-   follow, ``redis+pubsub+sentinel://`` over Sentinel),
+   follow, ``redis+pubsub+sentinel://`` over Sentinel, ``redis+pubsub+cluster://``
+   on a Redis Cluster, sharded),
    ``redis+cluster://h1:7000,h2:7001`` (seed nodes of a Redis Cluster) or ``none``;
 4. otherwise the ``default`` alias is an in-memory layer: the embedded
    default for one process. Set ``SLUICEWAY_CHANNEL_LAYER=none`` to have no
@@ -99,8 +100,9 @@ def layer_config_from_url(url: str) -> dict[str, Any] | None:
         return {"BACKEND": _MEMORY, "CONFIG": {}}
     scheme = url.split("://", 1)[0].lower()
     if scheme.startswith("redis+pubsub"):
-        # redis+pubsub://host:6379/0[,...] and redis+pubsub+sentinel://...: the
-        # same hosts as the queue layer's URLs, on the pub/sub layer.
+        # redis+pubsub://host:6379/0[,...], redis+pubsub+sentinel://... and
+        # redis+pubsub+cluster://h1:7000,h2:7001: the same hosts as the queue
+        # layer's URLs (cluster=True included), on the pub/sub layer.
         inner = layer_config_from_url("redis" + url[len("redis+pubsub") :])
         if inner is not None and inner["BACKEND"] == _REDIS:
             return {"BACKEND": _PUBSUB, "CONFIG": inner["CONFIG"]}
@@ -122,7 +124,7 @@ def layer_config_from_url(url: str) -> dict[str, Any] | None:
     raise ConfigError(
         f"{ENV_VAR}={url!r}: expected memory://, redis://host:port/db[,redis://...],"
         " rediss://..., redis+sentinel://h1:26379,h2:26379/SERVICE/db, redis+pubsub://...,"
-        " redis+cluster://h1:7000,h2:7001"
+        " redis+cluster://h1:7000,h2:7001, redis+pubsub+cluster://..."
         " or none"
     )
 

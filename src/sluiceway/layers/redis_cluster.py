@@ -81,6 +81,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from sluiceway.layers.redis_conn import LayerOptions
 from sluiceway.layers.redis_scripts import (
     LUA_GROUP_SEND,
     LUA_GROUP_SEND_NODE,
@@ -179,7 +180,7 @@ def heads(key: str) -> list[str]:
     return [f"{key}{{{tag}}}:" for tag in bucket_tags()]
 
 
-def cluster_client(layer: RedisChannelLayer, hosts: Sequence[tuple[str, dict[str, Any]]]) -> Any:
+def cluster_client(layer: LayerOptions, hosts: Sequence[tuple[str, dict[str, Any]]]) -> Any:
     """The client of every non-blocking command: seeds ``hosts``, one pool per node."""
     url, options = hosts[0]
     parts = urlsplit(url)
@@ -275,13 +276,17 @@ class ClusterShard:
     async def relocate(self) -> None:
         """After an error on a blocking connection: refresh the slot map (rate-limited)."""
         # redis-py refreshes after its own commands' errors; a blocking pop
-        # is not one of them, so it asks here. initialize() runs the refresh
-        # at most every topology_refresh_min_interval.
-        self.client._request_refresh()
-        try:
-            await self.client.initialize()
-        except Exception as exc:  # every node unreachable: the caller backs off
-            logger.debug("redis cluster: slot map refresh failed (%s)", exc)
+        # is not one of them, so it asks here.
+        await refresh_slots(self.client)
+
+
+async def refresh_slots(client: Any) -> None:
+    """Read ``client``'s slot map again: at most every topology_refresh_min_interval."""
+    client._request_refresh()
+    try:
+        await client.initialize()
+    except Exception as exc:  # every node unreachable: the caller backs off
+        logger.debug("redis cluster: slot map refresh failed (%s)", exc)
 
 
 def cluster_shards(layer: RedisChannelLayer) -> list[ClusterShard]:

@@ -32,10 +32,13 @@ what is guaranteed (``docs/layers.md`` sets the two side by side):
 Connections, per host and event loop: one publishing connection that
 pipelines every PUBLISH (``redis_pubsub_pub.py``), and one subscriber
 connection (``redis_pubsub_sub.py``) that multiplexes every topic,
-resubscribed after a reconnection. Both are made by redis-py and then driven
-by hiredis from ``data_received``: see ``redis_pubsub_pub.py`` for why. What
-the layer keeps per event loop, and how an arriving message is delivered (to
-a waiting receiver's future, else the buffer): ``redis_pubsub_loop.py``.
+resubscribed after a reconnection. On a Redis Cluster (``cluster=True``),
+sharded pub/sub: one of each per primary that owns a slot of a topic used
+here, each topic routed by its slot (``redis_pubsub_cluster.py``). All are
+made by redis-py and then driven by hiredis from ``data_received``: see
+``redis_pubsub_pub.py`` for why. What the layer keeps per event loop, and how
+an arriving message is delivered (to a waiting receiver's future, else the
+buffer): ``redis_pubsub_loop.py``.
 
 Imports redis (through ``redis_conn`` and ``redis_pubsub_*``), ``sluiceway.layers.*``;
 never the server.
@@ -87,7 +90,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             publish unanswered this long plus 5 s fails with
             ``ConnectionError``; also the longest a subscription waits for
             Redis to confirm it.
-        cluster: refused (``ConfigError``): not supported yet.
+        cluster: ``hosts`` are seed nodes of one Redis Cluster (Redis 7+):
+            sharded pub/sub, each topic on the primary that owns its slot
+            (``redis_pubsub_cluster.py``); the hash ring is not used.
     """
 
     def __init__(
@@ -105,9 +110,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         max_connections: int = 8,
         cluster: bool = False,
     ) -> None:
-        if cluster:
-            # Sharded pub/sub (SSUBSCRIBE, Redis 7) is the way; not built yet.
-            raise ConfigError("the pub/sub layer does not support Redis Cluster yet")
         super().__init__(
             expiry_s=expiry_s,
             group_expiry_s=group_expiry_s,
@@ -127,7 +129,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self._key = prefix + ":"
         self.receive_timeout_s = receive_timeout_s
         self.max_connections = max_connections
-        self._ring = HashRing([public_id(url) for url, _ in self._hosts])
+        self.cluster = bool(cluster)
+        # On a cluster, the seeds are one "host" (the slot map routes).
+        seeds = self._hosts[:1] if self.cluster else self._hosts
+        self._ring = HashRing([public_id(url) for url, _ in seeds])
         self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, PubSubLoop] = {}
         # Messages dropped because the local buffer of their channel was full.

@@ -2,7 +2,8 @@
 
 ``RedisPubSubChannelLayer`` (``redis_pubsub.py``) keeps one ``PubSubLoop``
 per event loop it is used in. It holds the loop's publishers and
-subscribers (one of each per host), the local buffer (``ChannelStore``),
+subscribers (one of each per host; on a cluster, one of each standing for
+every primary: ``redis_pubsub_cluster.py``), the local buffer (``ChannelStore``),
 the group members and normal channels received here, and turns each
 published entry into deliveries (``on_message``, called from the
 subscriber's socket callback).
@@ -34,6 +35,11 @@ from typing import TYPE_CHECKING, Any
 from sluiceway.errors import InvalidMessage
 from sluiceway.layers.base import non_local_name
 from sluiceway.layers.memory import ChannelStore
+from sluiceway.layers.redis_pubsub_cluster import (
+    ClusterPublisher,
+    ClusterSubscriber,
+    cluster_connections,
+)
 from sluiceway.layers.redis_pubsub_pub import Publisher
 from sluiceway.layers.redis_pubsub_sub import Subscriber
 from sluiceway.layers.redis_scripts import parse_entry
@@ -55,10 +61,17 @@ class PubSubLoop:
         self.loop = asyncio.get_running_loop()
         self.client_id = secrets.token_hex(6)
         self.local_suffix = f".{self.client_id}!"
-        self.publishers = [Publisher(layer, url, opts) for url, opts in layer._hosts]
-        self.subscribers = [
-            Subscriber(layer, url, opts, self.on_message) for url, opts in layer._hosts
-        ]
+        self.publishers: list[Publisher | ClusterPublisher]
+        self.subscribers: list[Subscriber | ClusterSubscriber]
+        if layer.cluster:
+            # The cluster is one "host": it routes each topic to its slot's primary.
+            publisher, subscriber = cluster_connections(layer, layer._hosts, self.on_message)
+            self.publishers, self.subscribers = [publisher], [subscriber]
+        else:
+            self.publishers = [Publisher(layer, url, opts) for url, opts in layer._hosts]
+            self.subscribers = [
+                Subscriber(layer, url, opts, self.on_message) for url, opts in layer._hosts
+            ]
         self.store = ChannelStore(layer.get_capacity)
         # Receivers waiting with nothing buffered: a message for one of them
         # is handed to its future (``receive``); the store holds the rest.
@@ -72,7 +85,7 @@ class PubSubLoop:
         # Non-local name -> (its subscriber, its topic), made once: per
         # process-local prefix of this loop, and per normal channel until the
         # sweeper unsubscribes it (so bounded by what is received here).
-        self.routes: dict[str, tuple[Subscriber, bytes]] = {}
+        self.routes: dict[str, tuple[Subscriber | ClusterSubscriber, bytes]] = {}
         self.sweeper: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
         self.closed = False
@@ -180,10 +193,10 @@ class PubSubLoop:
         # then goes to the store (no waiter here), which wakes us.
         return await self.store.get(channel)
 
-    def subscriber(self, name: str) -> Subscriber:
+    def subscriber(self, name: str) -> Subscriber | ClusterSubscriber:
         return self.subscribers[self.layer._ring.index_for(name)]
 
-    def route(self, name: str) -> tuple[Subscriber, bytes]:
+    def route(self, name: str) -> tuple[Subscriber | ClusterSubscriber, bytes]:
         """The subscriber and topic of ``name`` (a non-local name)."""
         route = self.routes.get(name)
         if route is None:

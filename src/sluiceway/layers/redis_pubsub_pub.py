@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - hiredis comes with the "redis" 
     raise ImportError(
         "the pub/sub layer parses Redis replies with hiredis: pip install 'sluiceway[redis]'"
     ) from exc
+from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -58,6 +59,12 @@ _RESP2 = {"protocol": 2}
 # The socket timeout the command pool had (redis_conn._options): a publish
 # unanswered this long past receive_timeout_s means a dead connection.
 _SLACK_S = 5.0
+
+
+def redis_error(reply: ReplyError) -> ResponseError:
+    """redis-py's exception for an error reply: MovedError, ClusterDownError, ResponseError..."""
+    error: ResponseError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]  # untyped in redis-py
+    return error
 
 
 def encode_command(*args: bytes) -> bytes:
@@ -125,7 +132,13 @@ async def take_over(
 
 
 class Publisher:
-    """Every PUBLISH of one event loop to one host, pipelined on one connection."""
+    """Every PUBLISH of one event loop to one host, pipelined on one connection.
+
+    ``HEAD`` starts each command: ``redis_pubsub_cluster.ShardPublisher``
+    makes it SPUBLISH (sharded pub/sub).
+    """
+
+    HEAD = b"*3\r\n$7\r\nPUBLISH\r\n"
 
     def __init__(self, layer: LayerOptions, url: str, options: dict[str, Any]) -> None:
         self.layer = layer
@@ -158,7 +171,8 @@ class Publisher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append(future)
-        command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        command = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            self.HEAD,
             len(topic),
             topic,
             len(entry),
@@ -245,7 +259,9 @@ class Publisher:
         if future.done():  # its sender was cancelled
             return
         if isinstance(reply, ReplyError):
-            future.set_exception(ResponseError(str(reply)))
+            # redis-py's class for it (MovedError, ClusterDownError...), so
+            # that the cluster's retry knows a refusal.
+            future.set_exception(redis_error(reply))
         else:
             future.set_result(reply)
 

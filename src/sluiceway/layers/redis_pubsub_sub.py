@@ -48,7 +48,16 @@ _PING = encode_command(b"PING")
 
 
 class Subscriber:
-    """The topics one event loop listens to on one host, and the task that keeps them."""
+    """The topics one event loop listens to on one host, and the task that keeps them.
+
+    The class attributes name the commands and replies of plain pub/sub;
+    ``redis_pubsub_cluster.ShardSubscriber`` swaps in sharded pub/sub's.
+    """
+
+    SUBSCRIBE = b"SUBSCRIBE"
+    UNSUBSCRIBE = b"UNSUBSCRIBE"
+    MESSAGE = b"message"  # the first element of a published message's array
+    CONFIRMED = b"subscribe"  # ... of a subscription's confirmation
 
     def __init__(
         self,
@@ -95,7 +104,7 @@ class Subscriber:
             self.wanted.add(topic)
             self._start()
             if self.live:
-                self._write(encode_command(b"SUBSCRIBE", topic))
+                self._write(encode_command(self.SUBSCRIBE, topic))
             else:
                 self.changed.set()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -110,9 +119,13 @@ class Subscriber:
                 if not future.done():
                     future.set_result(None)
         if gone and self.live:
-            self._write(encode_command(b"UNSUBSCRIBE", *gone))
+            self._write(self._command(self.UNSUBSCRIBE, gone))
             if not self.wanted and self.lost is not None and not self.lost.done():
                 self.lost.set_result(None)  # the task drops the connection and idles
+
+    def _command(self, verb: bytes, topics: list[bytes]) -> bytes:
+        """``verb`` for every one of ``topics``: one command (sharded pub/sub: one per slot)."""
+        return encode_command(verb, *topics)
 
     def _write(self, data: bytes) -> None:
         # A closing transport drops it; the task resubscribes everything wanted.
@@ -146,6 +159,7 @@ class Subscriber:
             self.live = False
             self._drop()
             if failed and not self.stopping.is_set():
+                self._failed()
                 await backoff.sleep()
 
     async def _idle(self) -> None:
@@ -175,7 +189,7 @@ class Subscriber:
         # until Redis says so: a receive() meanwhile waits for that, as the
         # first one did.
         if self.wanted:
-            self.transport.write(encode_command(b"SUBSCRIBE", *sorted(self.wanted)))
+            self.transport.write(self._command(self.SUBSCRIBE, sorted(self.wanted)))
             for topic in self.wanted:
                 self.confirming.setdefault(topic, [])
         self.live = True
@@ -208,19 +222,33 @@ class Subscriber:
         self.heard = True
         if type(reply) is not list:
             if isinstance(reply, ReplyError):
-                logger.error("redis pub/sub: Redis refused a command: %s", reply)
+                self._refused(reply)
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind == self.MESSAGE:
             try:
                 self.on_message(reply[1], reply[2])
             except Exception:
                 # One bad message must not end the parsing of the rest.
                 logger.exception("redis pub/sub: a message could not be delivered")
-        elif kind == b"subscribe":
+        elif kind == self.CONFIRMED:
             for future in self.confirming.pop(reply[1], []):
                 if not future.done():
                     future.set_result(None)
+        else:
+            self._other(reply)
+
+    # Hooks for sharded pub/sub (``redis_pubsub_cluster.ShardSubscriber``).
+
+    def _refused(self, reply: ReplyError) -> None:
+        """Redis answered a command with an error."""
+        logger.error("redis pub/sub: Redis refused a command: %s", reply)
+
+    def _other(self, reply: list[Any]) -> None:
+        """Any other push: an unsubscribe's confirmation, a pong."""
+
+    def _failed(self) -> None:
+        """The connection was lost, or could not be made: the backoff wait is next."""
 
     def _drop(self) -> None:
         transport, self.transport = self.transport, None
