@@ -429,10 +429,9 @@ async def test_primary_killed_during_a_group_send(
         prefixes = (f"p{i}" for i in range(10_000))
         client_id = receiver._state().client_id
         inboxes = _spread(fault_cluster, receiver, (f"{p}.{client_id}!" for p in prefixes), 1)
-        local = {
-            port: [await receiver.new_channel(n.split(".")[0]) for n in v]
-            for port, v in inboxes.items()
-        }
+        local: dict[int, list[str]] = {}
+        for port, v in inboxes.items():  # Python 3.10 refuses await in a nested comprehension
+            local[port] = [await receiver.new_channel(n.split(".")[0]) for n in v]
         members = {port: plain[port] + local[port] for port in plain}
         for channel in (m for v in members.values() for m in v):
             await receiver.group_add("all", channel)
