@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -156,7 +157,7 @@ async def retry_refused(client: Any, call: Callable[[], Awaitable[_T]]) -> _T:
             if left <= 0:
                 raise
             logger.debug("redis cluster: call refused (%s); retrying", exc)
-            client._request_refresh()
+            request_refresh(client)
             delay = min(max(delay * 2, 0.01), _REFUSED_MAX_DELAY_S, left)
             await asyncio.sleep(delay)
 
@@ -197,11 +198,12 @@ def cluster_client(layer: LayerOptions, hosts: Sequence[tuple[str, dict[str, Any
         # redis-py's cluster pools raise when full instead of waiting: sized
         # so that they do not, the bound being the callers' concurrency.
         "max_connections": max(100, layer.max_connections),
-        # A failover or reshard is seen within 0.1 s of the first error.
-        "topology_refresh_min_interval": 0.1,
         "ssl": parts.scheme == "rediss",
         **options,
     }
+    if "topology_refresh_min_interval" in inspect.signature(RedisCluster).parameters:
+        # A failover or reshard is seen within 0.1 s of the first error (redis-py 8.2+).
+        kwargs["topology_refresh_min_interval"] = 0.1
     if parts.username:
         kwargs.setdefault("username", parts.username)
     if parts.password:
@@ -280,9 +282,24 @@ class ClusterShard:
         await refresh_slots(self.client)
 
 
+def request_refresh(client: Any) -> None:
+    """Ask ``client`` to read the slot map again before its next command.
+
+    redis-py 8.2+ merges such requests and rate-limits them
+    (``topology_refresh_min_interval``); before it, the client reads the map
+    again in ``initialize()``, which each command runs when ``_initialize``
+    is set (Python 3.10 gets redis-py 8.1).
+    """
+    request = getattr(client, "_request_refresh", None)
+    if request is not None:
+        request()
+    else:
+        client._initialize = True
+
+
 async def refresh_slots(client: Any) -> None:
     """Read ``client``'s slot map again: at most every topology_refresh_min_interval."""
-    client._request_refresh()
+    request_refresh(client)
     try:
         await client.initialize()
     except Exception as exc:  # every node unreachable: the caller backs off
@@ -364,7 +381,7 @@ async def _node_group_send(
     if int(reply[0]) < 0:
         # It ran nowhere: the slot map was stale (the slots moved since it
         # was read). Each bucket on its own, routed and redirected by the client.
-        client._request_refresh()
+        request_refresh(client)
         return sum(await asyncio.gather(*(walk(shard) for shard in shards)))
     n = int(reply[0])
     full = len(reply) - 1 - n

@@ -58,6 +58,7 @@ from sluiceway.layers.redis_cluster import (
     REFUSED,
     cluster_client,
     refresh_slots,
+    request_refresh,
     retry_refused,
 )
 from sluiceway.layers.redis_conn import RETRYABLE, LayerOptions
@@ -117,7 +118,7 @@ class SlotMap:
 
     def stale(self) -> None:
         """Something said the map is out of date: the next lookup reads it again."""
-        self.client._request_refresh()
+        request_refresh(self.client)
 
     async def close(self) -> None:
         await self.client.aclose()
