@@ -24,12 +24,16 @@ from setuptools.command.build_ext import build_ext
 # stay mypy --strict clean: mypyc compiles them from their type annotations.
 HOT_PATH = [
     "src/sluiceway/forward_throw.py",
-    "src/sluiceway/server/state.py",
+    "src/sluiceway/connection/state.py",
+    "src/sluiceway/connection/shared.py",
     "src/sluiceway/transport/flow.py",
     "src/sluiceway/server/proxy_headers.py",
     "src/sluiceway/asgi/scope.py",
     "src/sluiceway/asgi/http.py",
     "src/sluiceway/http1/wire.py",
+    "src/sluiceway/http1/cycle.py",
+    "src/sluiceway/http1/error_replies.py",
+    "src/sluiceway/http1/switching.py",
     "src/sluiceway/http1/protocol.py",
     # HTTP/2: the engine (frames, HPACK, streams, flow control), then the adapter.
     "src/sluiceway/http2/frames.py",

@@ -96,8 +96,8 @@ class MemoryTransport(asyncio.Transport):
 
 def sluiceway_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
     from sluiceway.config import Config
+    from sluiceway.connection.state import ServerState
     from sluiceway.server.listener import make_protocol_factory
-    from sluiceway.server.state import ServerState
 
     config = Config(access_log=False)
     app: Any = bench_app
@@ -143,7 +143,7 @@ async def run_once(
     start = time.process_time()
     for _ in range(rounds):
         # From a loop callback, as a transport's read callback delivers data (not from
-        # inside this task): sluiceway runs an app's first step there (server/tasks.py).
+        # inside this task): sluiceway runs an app's first step there (connection/tasks.py).
         loop.call_soon(feed)
         # The next pass runs feed and then the app tasks; a few more finish any that
         # awaited something.

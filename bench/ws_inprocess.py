@@ -25,8 +25,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.apps.ws_echo import app  # noqa: E402
 from sluiceway.config import Config  # noqa: E402
+from sluiceway.connection.state import ServerState  # noqa: E402
 from sluiceway.http1.ws_carrier import carry  # noqa: E402
-from sluiceway.server.state import ServerState  # noqa: E402
 from sluiceway.websocket.frames import build_frame  # noqa: E402
 from sluiceway.websocket.handshake import Handshake, accept_key  # noqa: E402
 from sluiceway.websocket.protocol import WebSocketAdapter  # noqa: E402

@@ -19,6 +19,7 @@ caller's task), and the server then gets the pieces in one read.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import fcntl
@@ -33,8 +34,8 @@ from typing import Any
 import trustme
 
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.server.listener import make_protocol_factory
-from sluiceway.server.state import ServerState
 
 TIMEOUT_S = 5.0
 
@@ -259,3 +260,19 @@ def local_tls(directory: Path) -> LocalTLS:
     cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     key_file.write_bytes(issued.private_key_pem.bytes())
     return LocalTLS(server_context, client_context, cert_file, key_file)
+
+
+def imported_modules(tree: ast.AST, package: str) -> list[tuple[str, ast.AST]]:
+    """Every module an import statement names (``from a import b`` names a and a.b)."""
+    found: list[tuple[str, ast.AST]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.append((base, node))
+            found += [(f"{base}.{alias.name}", node) for alias in node.names]
+    return found

@@ -1,4 +1,4 @@
-"""Starting the app of a bodyless request once it is whole, eagerly on 3.12+ (server/tasks.py).
+"""Starting the app of a bodyless request once it is whole, eagerly on 3.12+ (connection/tasks.py).
 
 What an app must still see however it is started; each test would fail with a naive "step the
 coroutine without a task" start: no current task (anyio, sniffio), a ContextVar leaking between
@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from sluiceway.server.tasks import start_eagerly
+from sluiceway.connection.tasks import start_eagerly
 from tests.support import raw_connection, serve
 
 EAGER = sys.version_info >= (3, 12)

@@ -286,8 +286,8 @@ async def test_partial_pipelined_head_times_out_after_the_response() -> None:
 
 async def test_unix_socket_server_key(tmp_path: Any) -> None:
     from sluiceway.config import Config
+    from sluiceway.connection.state import ServerState
     from sluiceway.server.listener import make_protocol_factory
-    from sluiceway.server.state import ServerState
 
     seen: list[Any] = []
 
@@ -333,8 +333,8 @@ async def test_stalled_upload_is_cut_off_and_app_sees_disconnect() -> None:
 
 def test_bad_default_header_is_a_config_error() -> None:
     from sluiceway.config import Config
+    from sluiceway.connection.state import ServerState
     from sluiceway.errors import ConfigError
-    from sluiceway.server.state import ServerState
 
     with pytest.raises(ConfigError):
         ServerState(Config(headers=(("x-evil", "a\r\nset-cookie: b"),)))

@@ -20,9 +20,9 @@ import httptools
 import pytest
 
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.http1 import wire
 from sluiceway.server.listener import make_protocol_factory
-from sluiceway.server.state import ServerState
 from tests.http1.apps import read_body
 from tests.http1.test_write_batching import RecordingTransport
 

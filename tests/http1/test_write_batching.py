@@ -11,8 +11,8 @@ import asyncio
 from typing import Any
 
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.server.listener import make_protocol_factory
-from sluiceway.server.state import ServerState
 from tests.support import raw_connection, serve
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"

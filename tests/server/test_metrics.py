@@ -29,10 +29,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 from sluiceway.config import Config
+from sluiceway.connection.metrics import DURATION_BUCKETS_S, Metrics
+from sluiceway.connection.state import ServerState
 from sluiceway.errors import ConfigError
-from sluiceway.server.metrics import DURATION_BUCKETS_S, Metrics, render, snapshot
+from sluiceway.server.metrics import render, snapshot
 from sluiceway.server.metrics_listener import remove_orphan_directories
-from sluiceway.server.state import ServerState
 from tests.server.serving import TIMEOUT_S, CLIProcess, cli_server
 
 HERE = Path(__file__).parent

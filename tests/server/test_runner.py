@@ -24,9 +24,9 @@ import pytest
 
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.errors import ConfigError, LifespanFailed
 from sluiceway.server.runner import Server, bind_sockets
-from sluiceway.server.state import ServerState
 
 TIMEOUT = 10
 

@@ -24,11 +24,11 @@ import pytest
 import sluiceway.websocket
 from sluiceway.asgi.types import HeaderList
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.http1 import wire
-from sluiceway.server.state import ServerState
 from sluiceway.websocket.carrier import WebSocketCarrier
 from sluiceway.websocket.protocol import WebSocketAdapter
-from tests.support import TIMEOUT_S, raw_connection, serve
+from tests.support import TIMEOUT_S, imported_modules, raw_connection, serve
 from tests.websocket.codec_helpers import SentFrame, client_frame, close_payload
 from tests.websocket.codec_helpers import parse_server_frames as parse
 
@@ -266,22 +266,6 @@ async def test_a_keepalive_timeout_closes_without_awaiting_the_peer(state: Serve
     assert struct.unpack("!H", close[0].payload[:2])[0] == 1011
     assert carrier.closed == [False]
     assert (await asyncio.wait_for(ended, TIMEOUT_S))["code"] == 1011
-
-
-def imported_modules(tree: ast.AST, package: str) -> list[tuple[str, ast.AST]]:
-    """Every module an import statement names (``from a import b`` names a and a.b)."""
-    found: list[tuple[str, ast.AST]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, node) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolve against the package
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            found.append((base, node))
-            found += [(f"{base}.{alias.name}", node) for alias in node.names]
-    return found
 
 
 def test_the_websocket_package_imports_nothing_of_http1_or_http2() -> None:

@@ -5,13 +5,16 @@ Reads in the order a request flows: ``connection_made``, ``data_received``
 ``http1/_head.c``, everything else fed to llhttp), the parser callbacks in
 firing order (``on_message_begin``, ``on_url``, ``on_header``,
 ``on_headers_complete``, ``on_body``, ``on_message_complete``), app start,
-the ``ResponseSink`` side (``send_head``/``send_body``/...), wire errors,
-keep-alive and ``connection_lost``.
+the ``ResponseSink`` side (``send_head``/``send_body``/...), keep-alive,
+closing and ``connection_lost``. What is off the per-request path is a
+delegated call to a sibling: ``switching.py`` (the HTTP/2 hand-off by ALPN,
+prior knowledge or ``Upgrade: h2c``, and the Upgrade dispatch, WebSocket via
+``upgrade.py``), ``error_replies.py`` (4xx for the peer, 500/503 for the app).
 
 Invariants:
 
 * Callbacks fill the scope directly; there are no intermediate event objects.
-  One ``HTTPCycle`` (``_H1Cycle``) and one task exist per request.
+  One ``HTTPCycle`` (``H1Cycle``) and one task exist per request.
 * Responses go out in request order: one cycle is ``_active`` (its app may
   write), later pipelined cycles wait in ``_pipeline`` with reading paused.
 * The head and the first body chunk are one ``transport.write``.
@@ -30,14 +33,12 @@ Invariants:
   head is out) and one logged traceback on ``sluiceway.error``.
 
 Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.http1.*``,
-``sluiceway.server.state`` and ``sluiceway.accesslog``; never the toolkit.
+``sluiceway.connection`` and ``sluiceway.accesslog``; never the toolkit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -58,6 +59,10 @@ from sluiceway.asgi.http import (
     ResponseState,
 )
 from sluiceway.asgi.scope import http_scope, split_target, target_authority, with_host
+from sluiceway.connection import files
+from sluiceway.connection.shared import Shared, connection_info
+from sluiceway.connection.state import ConnectionInfo
+from sluiceway.connection.tasks import start_eagerly
 from sluiceway.errors import (
     ASGIMessageError,
     BadRequest,
@@ -65,7 +70,6 @@ from sluiceway.errors import (
     ClientDisconnected,
     ConnectionClosing,
     HeadersTooLarge,
-    LocalProtocolError,
     NotImplementedByServer,
     ProtocolError,
     RequestTimeout,
@@ -73,19 +77,14 @@ from sluiceway.errors import (
     VersionNotSupported,
 )
 from sluiceway.forward_throw import forward_throw
-from sluiceway.http1 import files, upgrade, wire
-from sluiceway.server.state import ConnectionInfo
-from sluiceway.server.tasks import start_eagerly
+from sluiceway.http1 import error_replies, switching, wire
+from sluiceway.http1.cycle import CLOSE_TIMEOUT_S, NO_PARSER, H1Cycle, Phase
 from sluiceway.transport.fin import cork_for_fin
 from sluiceway.transport.flow import FlowControl
 from sluiceway.transport.linger import LINGER_S
 
 if TYPE_CHECKING:
-    from sluiceway.asgi.types import ASGIApp
-    from sluiceway.config import Config
     from sluiceway.http2.config import H2Config
-    from sluiceway.http2.protocol import H2Protocol
-    from sluiceway.server.state import ServerState
 
 _S_HEAD: Final = ResponseState.HEAD
 _S_BODY: Final = ResponseState.BODY
@@ -124,24 +123,13 @@ def _load_head_reader() -> HeadReader | None:
 # http1/_head.c reads the common bodyless request head in one call, where
 # httptools makes one Python call per part of it; what it declines goes to llhttp.
 _PARSE_HEAD: Final = _load_head_reader()
-# What a closed connection's parser slot points at (see connection_lost).
-_NO_PARSER: Final = httptools.HttpRequestParser(object())
 _METHODS: Final = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 }
-# How long a closing connection may take to flush what is buffered (at most
-# the write high-water mark, since send() waits above it) or to finish the
-# TLS close handshake, before it is aborted.
-_CLOSE_TIMEOUT_S: Final = 10.0
 # How long a graceful shutdown leaves an idle keep-alive connection open for a
 # request already on its way (shutdown()): a client loop's next request is
 # microseconds behind its last response; one idle longer was not about to send.
 _IDLE_CLOSE_GRACE_S: Final = 1.0
-_SWITCHING_TO_H2C: Final = (
-    b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
-)
-# RFC 9113 §3.4: what a client with prior knowledge of HTTP/2 sends first.
-_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Bodies up to this size are joined with their head or chunk framing into one
 # bytes object (one write, one small copy); larger ones go out vectored.
 _JOIN_MAX_BYTES: Final = 16 * 1024
@@ -155,12 +143,10 @@ _HOLD_MAX_BYTES: Final = 1024 * 1024
 _HOLD_MAX_PARTS: Final = 256
 # Chunked request framing (size lines, chunk extensions, CRLFs, the trailer
 # section) is bounded, since llhttp skips extensions without counting them
-# (Node CVE-2024-22019). Allowed beyond the body: a fixed 4 KiB (Twisted caps a
-# chunk-size line at 4 KiB, http.maxChunkSizeLineLength) plus the head budget
-# (trailers share it, RFC 9112 §7.1.2), plus this much per body byte: every
-# chunk but the last carries at least one, and a 1-byte chunk costs 5 bytes of
-# framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
-_CHUNK_FRAMING_BYTES: Final = 4 * 1024
+# (Node CVE-2024-22019). Allowed beyond the body: ``Shared.max_framing`` (a
+# fixed 4 KiB plus the head budget, connection/shared.py), plus this much per
+# body byte: every chunk but the last carries at least one, and a 1-byte chunk
+# costs 5 bytes of framing ("1\r\n", "\r\n"), 12 with an 8-digit zero-padded size.
 _CHUNK_FRAMING_PER_BODY_BYTE: Final = 16
 # A request body makes progress when this many more of its bytes have come
 # since the body deadline last moved; only then does it move again. So a
@@ -171,123 +157,10 @@ _CHUNK_FRAMING_PER_BODY_BYTE: Final = 16
 _BODY_PROGRESS_BYTES: Final = 1024
 
 
-class Phase(enum.IntEnum):
-    """Where the parser is on the connection (drives deadlines and shutdown)."""
-
-    IDLE = 0  # between requests: the keep-alive timeout applies when nothing is in flight
-    HEAD = 1  # inside a request head: the request-header timeout applies
-    BODY = 2  # head complete, body (if any) streaming
-    CLOSED = 3  # we decided to close, or the peer went away
-
-
 _IDLE: Final = Phase.IDLE
 _HEAD: Final = Phase.HEAD
 _BODY: Final = Phase.BODY
 _CLOSED: Final = Phase.CLOSED
-
-
-class Shared:
-    """Everything every connection of one server shares; built once by the listener."""
-
-    __slots__ = (
-        "access_log",
-        "app",
-        "body_timeout_s",
-        "config",
-        "flush_scheduled",
-        "h2",
-        "headers_timeout_s",
-        "holding",
-        "keep_alive_s",
-        "last_host",
-        "limit_concurrency",
-        "loop",
-        "max_body",
-        "max_framing",
-        "max_head",
-        "max_line",
-        "metrics",
-        "root_path",
-        "state",
-        "tls",
-        "tls_info",
-        "ws_enabled",
-    )
-
-    def __init__(
-        self,
-        config: Config,
-        app: ASGIApp,
-        state: ServerState,
-        tls_info: Any = None,
-        tls: bool = False,
-    ) -> None:
-        self.config = config
-        self.app = app
-        self.state = state
-        # Whether the listener wraps connections in TLS: a plain server skips
-        # the transport's ssl_object lookup per connection.
-        self.tls = tls or tls_info is not None
-        self.tls_info = tls_info
-        self.access_log = config.access_log
-        # server/metrics.py's registry with --metrics-port, else None.
-        self.metrics = state.metrics
-        self.keep_alive_s = config.keep_alive_timeout_s
-        self.headers_timeout_s = config.request_headers_timeout_s
-        # 0 turns the body timeout off: a deadline that never comes.
-        self.body_timeout_s = config.request_body_timeout_s or float("inf")
-        self.limit_concurrency = config.limit_concurrency
-        self.max_body = config.max_request_body_bytes
-        self.max_head = config.max_request_headers_bytes
-        self.max_framing = _CHUNK_FRAMING_BYTES + config.max_request_headers_bytes
-        self.max_line = config.max_request_line_bytes
-        self.root_path = config.root_path
-        self.ws_enabled = config.ws != "none"
-        # HTTP/2's settings, made once per server; None: HTTP/1.1 only.
-        self.h2: H2Config | None = None
-        if config.http2:
-            from sluiceway.http2.config import h2_config
-
-            self.h2 = h2_config(config)
-        # The server's loop, taken by the first connection: asking for it per
-        # connection costs a getpid() syscall on CPython 3.11 (scenario e).
-        self.loop: asyncio.AbstractEventLoop | None = None
-        # Connections holding output for the end of this loop pass (see
-        # HTTP1Protocol._write_body), flushed by one callback for them all.
-        self.holding: list[HTTP1Protocol] = []
-        self.flush_scheduled = False
-        # The last Host value llhttp's path found valid (see on_headers_complete).
-        self.last_host = b""
-
-    def flush_holding(self) -> None:
-        """The end of a loop pass: every connection writes what it held."""
-        holding = self.holding
-        self.holding = []
-        self.flush_scheduled = False
-        for conn in holding:
-            conn.flush_at_pass_end()
-
-
-class _H1Cycle(HTTPCycle):
-    """An ``HTTPCycle`` plus the HTTP/1.1 facts its response needs."""
-
-    __slots__ = (
-        "client_close",
-        "http10",
-        "is_head",
-        "keep_alive",
-        "started",
-        "target",
-        "te_trailers",
-    )
-
-    keep_alive: bool
-    client_close: bool  # the client asked to close after this request
-    is_head: bool
-    http10: bool
-    te_trailers: bool
-    started: float
-    target: bytes
 
 
 class HTTP1Protocol:
@@ -319,12 +192,12 @@ class HTTP1Protocol:
         self._phase = _IDLE
         # No request has begun on this connection yet (see shutdown).
         self._fresh = True
-        # The start of an HTTP/2 preface cut across reads (see _sniff_h2).
+        # The start of an HTTP/2 preface cut across reads (see switching.sniff_h2).
         self._h2_head = b""
         # The connection's first read, until a request head in it is read
-        # whole (see _reject: a first line of neither protocol).
+        # whole (see error_replies.reject: a first line of neither protocol).
         self._first_data: bytes | None = None
-        # Body bytes still owed by an Upgrade request llhttp skipped (_read_raw_body),
+        # Body bytes still owed by an Upgrade request llhttp skipped (switching.read_raw_body),
         # and, for h2c, the switch that waits for them.
         self._raw_body_left = 0
         self._h2c_pending: tuple[H2Config, bytes] | None = None
@@ -363,17 +236,17 @@ class HTTP1Protocol:
         self._upgrade: bytes | None = None
         self._connection_field = False
         self._watched = False
-        self._parsing: _H1Cycle | None = None
-        self._upgrade_cycle: _H1Cycle | None = None
+        self._parsing: H1Cycle | None = None
+        self._upgrade_cycle: H1Cycle | None = None
         # A bodyless request whose app starts at on_message_complete.
-        self._complete_cycle: _H1Cycle | None = None
+        self._complete_cycle: H1Cycle | None = None
         # Per-server limits, copied here: read on every request.
         self._max_head = shared.max_head
         self._max_line = shared.max_line
         self._headers_timeout_s = shared.headers_timeout_s
         # Responses, in request order.
-        self._active: _H1Cycle | None = None
-        self._pipeline: deque[_H1Cycle] = deque()
+        self._active: H1Cycle | None = None
+        self._pipeline: deque[H1Cycle] = deque()
         self._pending_error = 0
         # Framing of the active response.
         self._chunked = False
@@ -411,7 +284,7 @@ class HTTP1Protocol:
             and h2 is not None
             and ssl_object.selected_alpn_protocol() == "h2"
         ):
-            self._hand_to_h2(h2, b"")  # RFC 9113 §3.2: ALPN chose HTTP/2 before any byte
+            switching.hand_to_h2(self, h2, b"")  # RFC 9113 §3.2: ALPN chose HTTP/2 before any byte
 
     # -- data_received -------------------------------------------------------------------
 
@@ -420,7 +293,7 @@ class HTTP1Protocol:
         if phase is _CLOSED:
             return
         if self._raw_body_left:
-            data = self._read_raw_body(data)
+            data = switching.read_raw_body(self, data)
             if not data:
                 return
             phase = self._phase
@@ -431,7 +304,7 @@ class HTTP1Protocol:
                 self._first_data = data
                 h2 = self._shared.h2
                 if h2 is not None and (data[:1] == b"P" or self._h2_head):
-                    data = self._sniff_h2(h2, data)
+                    data = switching.sniff_h2(self, h2, data)
                     if not data:
                         return
             # Between requests llhttp holds nothing: whole common heads at the
@@ -443,29 +316,29 @@ class HTTP1Protocol:
                     return
             if self._peer_closing:
                 # What llhttp says of bytes after a request that asked to close.
-                self._reject(BadRequest("Data after `Connection: close`"))
+                error_replies.reject(self, BadRequest("Data after `Connection: close`"))
                 return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data, int(exc.args[0]))
+            switching.on_upgrade(self, data, int(exc.args[0]))
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, ProtocolError):
-                self._reject(cause)
+                error_replies.reject(self, cause)
                 return
             if isinstance(cause, ConnectionClosing):
                 return
             if isinstance(cause, (KeyboardInterrupt, SystemExit)):
                 raise cause from None  # from an app's first step (eager start): not ours to swallow
-            self._internal_error(cause or exc)
+            error_replies.internal_error(self, cause or exc)
             return
         except httptools.HttpParserInvalidMethodError:
-            self._reject(BadRequest("invalid method"))
+            error_replies.reject(self, BadRequest("invalid method"))
             return
         except httptools.HttpParserError as exc:
-            self._reject(BadRequest(str(exc)))
+            error_replies.reject(self, BadRequest(str(exc)))
             return
         after = self._phase
         if after is _HEAD:
@@ -483,7 +356,7 @@ class HTTP1Protocol:
             fed = fed + len(data) if fed >= 0 else 0
             self._head_fed = fed
             if fed > self._shared.max_head + self._shared.max_line:
-                self._reject(HeadersTooLarge("request head too large"))
+                error_replies.reject(self, HeadersTooLarge("request head too large"))
         elif after is _BODY and self._te is not None:
             if phase is _BODY and self._head_fed >= 0:
                 # Inside a chunked body (``_te`` is only ever "chunked" here):
@@ -492,7 +365,7 @@ class HTTP1Protocol:
                 self._chunked_fed = fed
                 body = self._body_bytes
                 if fed - body > self._shared.max_framing + body * _CHUNK_FRAMING_PER_BODY_BYTE:
-                    self._reject(BadRequest("chunked framing too large"))
+                    error_replies.reject(self, BadRequest("chunked framing too large"))
             else:
                 # This read crossed the head (or an earlier request, then this
                 # head): not counted, and the next read is. At most two reads
@@ -520,64 +393,15 @@ class HTTP1Protocol:
                 self._head_complete(method, version, keep_alive)
                 self.on_message_complete()
             except ProtocolError as exc:
-                self._reject(exc)
+                error_replies.reject(self, exc)
                 return b""
             except Exception as exc:
-                self._internal_error(exc)
+                error_replies.internal_error(self, exc)
                 return b""
             if offset == size or self._phase is not _IDLE:
                 return b""  # all read, or an app that ran closed the connection
             if self._peer_closing:
                 return data[offset:]
-
-    def _sniff_h2(self, h2: H2Config, data: bytes) -> bytes:
-        """Bytes starting with "P" on a fresh cleartext connection: the HTTP/2 preface, or not.
-
-        Returns what HTTP/1.1 should read, or ``b""`` when the bytes went to
-        HTTP/2 or are held (a preface cut across reads). RFC 9113 §3.3: a
-        client that knows the server speaks HTTP/2 starts with the 24-byte
-        preface; anything else here is HTTP/1.1 (a first line that is neither
-        is refused in ``_reject``).
-        """
-        head = self._h2_head
-        if head:
-            data = head + data
-            self._h2_head = b""
-        if _H2_PREFACE.startswith(data[:24]):
-            if len(data) < len(_H2_PREFACE):
-                self._h2_head = data  # a preface cut across reads: wait for the rest
-                return b""
-            self._hand_to_h2(h2, data)
-            return b""
-        return data
-
-    def _hand_to_h2(
-        self,
-        config: H2Config,
-        data: bytes,
-        upgrade_settings: bytes | None = None,
-        upgraded: HTTPCycle | None = None,
-    ) -> H2Protocol:
-        """Give the transport to a new ``H2Protocol`` that reads ``data`` first.
-
-        ``upgraded``: the whole request that asked for h2c (RFC 7540 §3.2);
-        HTTP/2 answers it on stream 1.
-        """
-        from sluiceway.http2.protocol import H2Protocol
-
-        h2 = H2Protocol(self._shared, config)
-        self._phase = _CLOSED
-        self.deadline = None
-        self._state.remove_connection(self)
-        self._transport.set_protocol(h2)  # type: ignore[arg-type]  # a Protocol by duck typing
-        self._parser = _NO_PARSER
-        h2.start(self._transport, self.info, data, upgrade_settings, upgraded)
-        return h2
-
-    def _internal_error(self, exc: BaseException) -> None:
-        # A bug of ours: answer 500 and close rather than kill the connection silently.
-        accesslog.error_logger.error("HTTP/1.1 protocol failure", exc_info=exc)
-        self._reject(LocalProtocolError("internal error"))
 
     # -- parser callbacks, in firing order ---------------------------------------------
 
@@ -690,7 +514,7 @@ class HTTP1Protocol:
     def _head_complete(self, method: str, version: str, keep_alive: bool) -> None:
         """The head is read and checked: build the scope and the cycle, and start or queue it."""
         shared = self._shared
-        self._first_data = None  # an HTTP/1 request came: _reject answers from now on
+        self._first_data = None  # an HTTP/1 request came: error_replies.reject answers from now on
         url = self._url
         if url[:1] == b"/":  # origin-form, nearly every request: no authority to look for
             if 63 not in url and 35 not in url:  # "?" and "#", as ints: faster
@@ -727,7 +551,7 @@ class HTTP1Protocol:
             info.tls,
         )
         has_body = self._content_length > 0 or self._te is not None
-        cycle = _H1Cycle(
+        cycle = H1Cycle(
             scope, self, expect_continue=self._expect_continue and has_body and version == "1.1"
         )
         cycle.keep_alive = keep_alive
@@ -783,9 +607,9 @@ class HTTP1Protocol:
         if self._phase is _CLOSED:
             return
         parsing = self._parsing
-        if parsing is not None and parsing is self._upgrade_cycle and self._upgrade_body():
+        if parsing is not None and parsing is self._upgrade_cycle and switching.upgrade_body(self):
             # httptools had llhttp skip this body (an Upgrade request): it
-            # follows in the bytes handed to _on_upgrade, not read yet.
+            # follows in the bytes handed to switching.on_upgrade, not read yet.
             return
         self._phase = _IDLE
         self.deadline = None
@@ -800,130 +624,9 @@ class HTTP1Protocol:
             else:
                 self._enqueue(cycle)
 
-    # -- upgrade seam ----------------------------------------------------------------------
-
-    def _on_upgrade(self, data: bytes, offset: int) -> None:
-        self._flush_held()  # an earlier answer still held goes out before the 101
-        cycle = self._upgrade_cycle
-        self._upgrade_cycle = None
-        rest = data[offset:]
-        if cycle is None:
-            self._reject(BadRequest("unexpected upgrade"))
-            return
-        h2 = self._shared.h2
-        if (
-            h2 is not None
-            and self._upgrade == b"h2c"
-            and self._te is None  # a chunked body: below
-            and not self._shared.tls  # RFC 7540 §3.2: h2c is for cleartext only
-            and self._active is None
-            and not self._pipeline
-            and self._upgrade_to_h2c(h2, cycle, rest)
-        ):
-            return
-        if self._shared.ws_enabled and self._active is None and not self._pipeline:
-            request = upgrade.UpgradeRequest(
-                transport=self._transport,
-                info=self.info,
-                scope=dict(cycle.scope),
-                upgrade=self._upgrade or b"",
-                buffered=rest,
-                app=self._app,
-                config=self._shared.config,
-                state=self._state,
-            )
-            if upgrade.try_upgrade(request):
-                self._phase = _CLOSED
-                self.deadline = None
-                self._state.remove_connection(self)
-                return
-        # Declined: serve it as plain HTTP. llhttp stays in upgrade mode, so
-        # the bytes after the head go to a fresh parser, after the body
-        # httptools had llhttp skip: read here by its Content-Length, never
-        # taken for the next request (that would smuggle one past a proxy
-        # that saw a single request). A chunked one we do not decode: 400.
-        self._parser = httptools.HttpRequestParser(self)
-        if self._upgrade_body():
-            if self._te is not None:
-                self._reject(BadRequest("a chunked request body with an Upgrade not taken"))
-                return
-            self._raw_body_left = self._content_length
-        else:
-            self._phase = _IDLE
-        self._enqueue(cycle)
-        if rest:
-            self.data_received(rest)
-
-    def _upgrade_body(self) -> bool:
-        """Whether the Upgrade request being read has a body (which llhttp skipped)."""
-        return self._content_length > 0 or self._te is not None
-
-    def _read_raw_body(self, data: bytes) -> bytes:
-        """Feed the skipped body of a declined Upgrade request; return the bytes after it."""
-        left = self._raw_body_left
-        chunk = data[:left] if len(data) > left else data
-        self._raw_body_left = left - len(chunk)
-        try:
-            self.on_body(chunk)
-        except ProtocolError as exc:
-            self._raw_body_left = 0
-            self._reject(exc)
-            return b""
-        if self._raw_body_left:
-            return b""
-        rest = data[len(chunk) :]
-        pending = self._h2c_pending
-        if pending is not None and self._parsing is not None:
-            # The h2c upgrade request is whole: switch, and HTTP/2 answers it.
-            self._h2c_pending = None
-            cycle = self._parsing
-            self._parsing = None
-            self._upgrade_cycle = None
-            cycle.feed_end()
-            self._switch_to_h2c(pending[0], pending[1], cycle, rest)
-            return b""
-        self.on_message_complete()
-        return rest
-
-    def _upgrade_to_h2c(self, h2: H2Config, cycle: _H1Cycle, rest: bytes) -> bool:
-        """``Upgrade: h2c`` (RFC 7540 §3.2): 101, then this request is HTTP/2 stream 1.
-
-        Declined (False: the request is served over HTTP/1.1, as the RFC lets
-        a server do) unless there is exactly one ``HTTP2-Settings`` field, it
-        is named in ``Connection`` (§3.2.1), and it decodes.
-        """
-        from sluiceway.http2.frames import H2ConnectionError, decode_http2_settings
-
-        settings = [v for n, v in cycle.scope["headers"] if n == b"http2-settings"]
-        connection = b",".join(v for n, v in cycle.scope["headers"] if n == b"connection")
-        options = {token.strip(b" \t").lower() for token in connection.split(b",")}
-        if len(settings) != 1 or b"http2-settings" not in options:
-            return False
-        try:
-            payload = decode_http2_settings(settings[0])
-        except H2ConnectionError:
-            return False
-        if self._content_length > BODY_HIGH_WATER_BYTES:
-            # Held whole before the switch, as RFC 7540 §3.2 has the client
-            # send it: a larger one is served over HTTP/1.1 instead (RFC 9110
-            # §7.8 lets a server ignore Upgrade), so memory stays bounded.
-            return False
-        if self._content_length > 0:
-            # The 101 waits for the body (curl stops sending it at the 101).
-            self._h2c_pending = (h2, payload)
-            self._raw_body_left = self._content_length
-            self.data_received(rest)
-            return True
-        self._switch_to_h2c(h2, payload, cycle, rest)
-        return True
-
-    def _switch_to_h2c(self, h2: H2Config, payload: bytes, cycle: _H1Cycle, rest: bytes) -> None:
-        self._transport.write(_SWITCHING_TO_H2C)
-        self._hand_to_h2(h2, rest, payload, cycle)
-
     # -- app start ------------------------------------------------------------------------
 
-    def _enqueue(self, cycle: _H1Cycle) -> None:
+    def _enqueue(self, cycle: H1Cycle) -> None:
         if self._active is None:
             self._start(cycle)
         else:
@@ -931,10 +634,10 @@ class HTTP1Protocol:
             self._pipeline.append(cycle)
             self._flow.pause_reading()
 
-    def _start(self, cycle: _H1Cycle, eager: bool = False) -> None:
+    def _start(self, cycle: H1Cycle, eager: bool = False) -> None:
         """Run ``cycle``'s app; ``eager`` (only from a parser callback): its first step at once.
 
-        Eagerly (Python 3.12+, server/tasks.py), an app that answers without
+        Eagerly (Python 3.12+, connection/tasks.py), an app that answers without
         waiting finishes inside this call and is never scheduled or counted
         in ``state.tasks``. From response_complete (inside the previous app's
         ``send``) the start is never eager, so pipelined apps do not nest in
@@ -944,10 +647,10 @@ class HTTP1Protocol:
         state = self._state
         limit = self._shared.limit_concurrency
         if state.shutting_down and not self._last_request:
-            self._finish_with_error(cycle, 503)
+            error_replies.finish_with_error(self, cycle, 503)
             return
         if limit is not None and len(state.tasks) >= limit:
-            self._finish_with_error(cycle, 503)
+            error_replies.finish_with_error(self, cycle, 503)
             return
         if eager:
             task = start_eagerly(self._loop, self._run_app(cycle))
@@ -958,7 +661,7 @@ class HTTP1Protocol:
         cycle.task = task
         state.tasks.add(task)
 
-    async def _run_app(self, cycle: _H1Cycle) -> None:
+    async def _run_app(self, cycle: H1Cycle) -> None:
         try:
             await forward_throw(self._app(cycle.scope, cycle.receive, cycle.send))
         except asyncio.CancelledError:
@@ -967,55 +670,15 @@ class HTTP1Protocol:
                 self._close()
             raise
         except BaseException as exc:
-            self._app_failed(cycle, exc)
+            error_replies.app_failed(self, cycle, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
             if cycle.response_state < _S_DONE:
-                self._app_returned_early(cycle)
+                error_replies.app_returned_early(self, cycle)
         finally:
             if cycle.task is not None:
                 self._state.tasks.discard(cycle.task)
-
-    def _app_failed(self, cycle: _H1Cycle, exc: BaseException) -> None:
-        state = cycle.response_state
-        if state is _S_ABORTED or (isinstance(exc, ClientDisconnected) and self._flow.closed):
-            return  # the client left: www spec 2.4 says not to log it as an error
-        accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
-        if self._metrics is not None:
-            self._metrics.app_exceptions += 1
-        if state <= _S_HEAD:
-            self._finish_with_error(cycle, 500)
-        elif state < _S_DONE:
-            self._close()
-
-    def _app_returned_early(self, cycle: _H1Cycle) -> None:
-        state = cycle.response_state
-        if state is _S_ABORTED:
-            return
-        if state <= _S_HEAD:
-            accesslog.error_logger.error("ASGI application returned without sending a response")
-            self._finish_with_error(cycle, 500)
-        else:
-            accesslog.error_logger.error("ASGI application returned before finishing its response")
-            self._close()
-
-    def _finish_with_error(self, cycle: _H1Cycle, status: int) -> None:
-        """Answer ``cycle`` with a server-made error response (500/503)."""
-        keep = cycle.keep_alive and cycle.body_complete and not self._state.shutting_down
-        cycle.keep_alive = keep
-        data = wire.error_response(status, self._state.default_headers, close=not keep)
-        if cycle.is_head:
-            data = data[: data.index(b"\r\n\r\n") + 4]
-        if not self._flow.closed:
-            self._flush_held()
-            self._transport.write(data)
-        cycle.status = status
-        # Logged as any response's: the body bytes sent (none for HEAD).
-        self._sent = len(data) - data.index(b"\r\n\r\n") - 4
-        cycle.response_state = _S_DONE
-        cycle.feed_disconnect()  # wakes a receive() still waiting: the response is over
-        self.response_complete(cycle)
 
     # -- the ResponseSink side: send ------------------------------------------------------
 
@@ -1050,7 +713,7 @@ class HTTP1Protocol:
     ) -> None:
         if self._flow.closed:
             raise ClientDisconnected("the client has disconnected")
-        cycle: _H1Cycle = self._active  # type: ignore[assignment]  # only the active cycle sends
+        cycle: H1Cycle = self._active  # type: ignore[assignment]  # only the active cycle sends
         parts, content_length, close, overrides = wire.encode_headers(headers)
         head = [wire.STATUS_LINES[status]]
         head += parts
@@ -1165,7 +828,7 @@ class HTTP1Protocol:
         """Hold ``parts`` (``size`` body bytes) for the end of this loop pass, or write them now.
 
         A response, or a streamed body's parts, go out at the end of the loop
-        pass, all connections' in a row (``Shared.flush_holding``): the apps
+        pass, all connections' in a row (``flush_holding``): the apps
         of one pass then run back to back, with no socket write and the
         kernel's TCP work for it between them, so each finds its code and
         data still in the CPU's caches (scenario (b): +42 % requests/s in an
@@ -1184,7 +847,7 @@ class HTTP1Protocol:
                 shared.holding.append(self)
                 if not shared.flush_scheduled:
                     shared.flush_scheduled = True
-                    self._loop.call_soon(shared.flush_holding)
+                    self._loop.call_soon(flush_holding, shared)
             return
         self._flush_held()
 
@@ -1275,7 +938,7 @@ class HTTP1Protocol:
     # -- keep-alive: the response is complete ------------------------------------------
 
     def response_complete(self, cycle: HTTPCycle) -> None:
-        cycle = cast(_H1Cycle, cycle)  # this sink only ever gets its own cycles
+        cycle = cast(H1Cycle, cycle)  # this sink only ever gets its own cycles
         metrics = self._metrics
         if metrics is not None:
             # --metrics-port: status, body size and time are all known here, once per exchange.
@@ -1306,7 +969,7 @@ class HTTP1Protocol:
             self._start_next()
             return
         if self._pending_error:
-            self._write_error(self._pending_error)
+            error_replies.write_error(self, self._pending_error)
             return
         if self._phase is _CLOSED:
             self._close()  # the client broke the protocol after this request
@@ -1342,71 +1005,7 @@ class HTTP1Protocol:
         if self._phase is _BODY and self.deadline is not None:
             self.deadline = self._loop.time() + self._shared.body_timeout_s
 
-    # -- wire errors ------------------------------------------------------------------------
-
-    def _reject(self, exc: ProtocolError) -> None:
-        """The peer broke HTTP: answer with 4xx/5xx in order, then close."""
-        if self._phase is _CLOSED:
-            # Already closing: on 3.12+ an app started eagerly in this same
-            # read can have answered a Connection: close request, and llhttp
-            # then refuses the bytes after it. RFC 9112 §9.6: nothing after
-            # that request is processed, so there is nothing more to answer.
-            return
-        first = self._first_data
-        if first is not None and self._shared.h2 is not None and _speaks_neither(first):
-            # The first bytes of the connection were neither an HTTP/1 request
-            # line nor the HTTP/2 preface (h2spec 3.5/2 sends "INVALID
-            # CONNECTION PREFACE"): an HTTP/1.1 400 would mean nothing to
-            # such a client, so the connection just closes (RFC 9113 §3.4:
-            # an invalid preface is a connection error).
-            accesslog.error_logger.info(
-                "Closed a connection from %s that spoke neither HTTP/1.1 nor HTTP/2",
-                accesslog.format_client(self.info.client),
-            )
-            self._phase = _CLOSED
-            self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
-            self._transport.close()
-            return
-        status = wire.protocol_error_status(exc)
-        logger = accesslog.error_logger
-        if logger.isEnabledFor(logging.INFO):
-            client = accesslog.format_client(self.info.client) if self.info else "-"
-            logger.info(
-                "Rejected request from %s: %s %s", client, status, accesslog.escape(str(exc))
-            )
-        self._flow.pause_reading()
-        phase = self._phase
-        self._phase = _CLOSED
-        self.deadline = None
-        culprit = self._parsing if phase is _BODY else None
-        if culprit is not None:
-            self._parsing = None
-            if culprit in self._pipeline:
-                self._pipeline.remove(culprit)
-            elif culprit is self._active:
-                # Its app is running: it sees http.disconnect from now on.
-                started = culprit.response_state >= _S_BODY
-                culprit.feed_disconnect()
-                self._active = None
-                if started:
-                    self._close()
-                else:
-                    self._write_error(status)
-                return
-        if self._active is None and not self._pipeline:
-            self._write_error(status)
-        else:
-            self._pending_error = status  # sent after the responses ahead of it
-
-    def _write_error(self, status: int) -> None:
-        if self._flow.closed:
-            return
-        if self._metrics is not None:
-            self._metrics.count_status(status)
-        self._last_write_then_fin()
-        self._flush_held()
-        self._transport.write(wire.error_response(status, self._state.default_headers))
-        self._linger_close()
+    # -- closing after the last answer (error answers: http1/error_replies.py) --------------
 
     def _linger_close(self) -> None:
         """Close after the last answer as RFC 9112 §9.6 advises: half-close first.
@@ -1468,7 +1067,7 @@ class HTTP1Protocol:
             else:
                 # RFC 9110 §15.5.9. An app reading the body sees http.disconnect;
                 # one that already started its response is cut short instead.
-                self._reject(RequestTimeout("request body timed out"))
+                error_replies.reject(self, RequestTimeout("request body timed out"))
         elif self._active is None and not self._pipeline:
             self._close()
         elif self._phase is _HEAD:
@@ -1525,7 +1124,7 @@ class HTTP1Protocol:
         # arrives. The deadline cuts off a close the peer never lets finish.
         self._flow.resume_reading()
         transport.close()
-        self.deadline = self._loop.time() + _CLOSE_TIMEOUT_S
+        self.deadline = self._loop.time() + CLOSE_TIMEOUT_S
 
     # -- flow control callbacks from the transport --------------------------------------
 
@@ -1579,19 +1178,7 @@ class HTTP1Protocol:
         # is freed by reference counting at once instead of waiting, with the
         # connection's other objects, for the cyclic GC (one such cycle per
         # connection; scenario (e) makes thousands a second).
-        self._parser = _NO_PARSER
-
-
-def _speaks_neither(data: bytes) -> bool:
-    """A complete first line of three words whose last is no HTTP version.
-
-    Neither HTTP/1 nor HTTP/2. Anything else that llhttp refuses (a line of
-    two words, HTTP/0.9 style, or a bad version number) still gets its 400
-    or 505. Empty lines before it are skipped (RFC 9112 §2.2).
-    """
-    line, crlf, _ = data.lstrip(b"\r\n").partition(b"\r\n")
-    words = line.split(b" ")
-    return bool(crlf) and len(words) == 3 and not words[2].startswith(b"HTTP/")
+        self._parser = NO_PARSER
 
 
 def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:
@@ -1608,28 +1195,10 @@ def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:
     return int.from_bytes(raw, sys.byteorder) > 0
 
 
-def connection_info(transport: asyncio.BaseTransport, shared: Shared) -> ConnectionInfo:
-    """Build the per-connection facts once (ASGI www spec: client/server keys)."""
-    peer = transport.get_extra_info("peername")
-    sock = transport.get_extra_info("sockname")
-    client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
-    server: tuple[str, int | None] | None
-    if isinstance(sock, tuple) and len(sock) >= 2:
-        server = (str(sock[0]), int(sock[1]))
-    elif isinstance(sock, str) and sock:
-        server = (sock, None)  # Unix socket: [path, None]
-    else:
-        server = None
-    if not shared.tls:
-        return ConnectionInfo(client, server, "http")
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return ConnectionInfo(client, server, "http")
-    tls = None
-    if shared.tls_info is not None:
-        from sluiceway.transport.tls import tls_extension
-
-        tls = tls_extension(ssl_object, shared.tls_info)
-    return ConnectionInfo(
-        client=client, server=server, scheme="https", ssl_object=ssl_object, tls=tls
-    )
+def flush_holding(shared: Shared) -> None:
+    """The end of a loop pass: every connection writes what it held (``_write_body``)."""
+    holding = cast("list[HTTP1Protocol]", shared.holding)
+    shared.holding = []
+    shared.flush_scheduled = False
+    for conn in holding:
+        conn.flush_at_pass_end()

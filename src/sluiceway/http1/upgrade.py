@@ -2,7 +2,7 @@
 
 Contract (the WebSocket engineer fills in ``try_upgrade``):
 
-``try_upgrade(request) -> bool`` is called by ``http1/protocol.py`` once the
+``try_upgrade(request) -> bool`` is called by ``http1/switching.py`` once the
 head of a request asking to switch protocols is complete (it carries
 ``Upgrade`` and ``Connection: upgrade``; llhttp raised ``HttpParserUpgrade``)
 and no earlier request on the connection is still in flight. ``request`` is an
@@ -26,7 +26,7 @@ and it registers itself in ``state.connections`` (``shutdown()`` contract of
 Return ``False`` to decline: the request is served as plain HTTP (what uvicorn
 does with ``--ws none``) and the buffered bytes are parsed as the next request.
 
-Must not import ``http1/protocol.py`` (that module imports this one).
+Must not import ``http1/protocol.py`` or ``http1/switching.py`` (which import this one).
 
 WebSocket (``Upgrade: websocket``): the handshake is checked with
 ``websocket.handshake.validate_request``; a bad one is answered here (400, or
@@ -59,7 +59,7 @@ from sluiceway.websocket.protocol import WebSocketAdapter
 if TYPE_CHECKING:
     from sluiceway.asgi.types import ASGIApp
     from sluiceway.config import Config
-    from sluiceway.server.state import ConnectionInfo, ServerState
+    from sluiceway.connection.state import ConnectionInfo, ServerState
 
 
 @dataclass(frozen=True, slots=True)

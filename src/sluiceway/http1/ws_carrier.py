@@ -38,7 +38,7 @@ from sluiceway.websocket.handshake import Handshake, Rejection, build_accept_res
 
 if TYPE_CHECKING:
     from sluiceway.asgi.types import HeaderList
-    from sluiceway.server.state import ServerState
+    from sluiceway.connection.state import ServerState
     from sluiceway.websocket.protocol import WebSocketAdapter
 
 

@@ -26,7 +26,7 @@ Invariants:
   RST_STREAM INTERNAL_ERROR after.
 
 Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.accesslog``,
-``sluiceway.server.state`` and its ``http2`` siblings; never the HTTP/1.1
+``sluiceway.connection`` and its ``http2`` siblings; never the HTTP/1.1
 protocol (which imports this module to hand connections over).
 """
 
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from sluiceway import accesslog
 from sluiceway.asgi.http import HTTPCycle, ResponseState
 from sluiceway.asgi.scope import http_scope, split_target
+from sluiceway.connection.tasks import start_eagerly
 from sluiceway.errors import ClientDisconnected
 from sluiceway.forward_throw import forward_throw
 from sluiceway.http2.config import H2Config
@@ -53,12 +54,11 @@ from sluiceway.http2.events import (
 from sluiceway.http2.frames import ErrorCode
 from sluiceway.http2.headers import Request, parse_default_headers, split_request
 from sluiceway.http2.stream import H2Stream
-from sluiceway.server.tasks import start_eagerly
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
-    from sluiceway.http1.protocol import Shared
-    from sluiceway.server.state import ConnectionInfo
+    from sluiceway.connection.shared import Shared
+    from sluiceway.connection.state import ConnectionInfo
 
 # Fields of an h2c upgrade request that served only the upgrade (RFC 7540 §3.2).
 _UPGRADE_ONLY: Final = frozenset(

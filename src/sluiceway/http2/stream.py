@@ -20,7 +20,7 @@ HTTP/1.1 does not have: flow control in both directions.
   reads (``resume_reading``). The client can then send at most one stream
   window more: a slow app never makes the server's memory grow.
 
-Imports ``sluiceway.asgi``, ``sluiceway.errors``, ``sluiceway.http1.files``
+Imports ``sluiceway.asgi``, ``sluiceway.errors``, ``sluiceway.connection.files``
 (opening files for pathsend/zerocopysend) and its ``http2`` siblings.
 """
 
@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from sluiceway.asgi.http import FileSlice, HTTPCycle, ResponseState
+from sluiceway.connection import files
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.forward_throw import forward_throw
-from sluiceway.http1 import files
 from sluiceway.http2.headers import response_fields, trailer_fields
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ Contract with the runner (``server/runner.py``), for every member of
   aborting. A cancelled app's connection closes without a response.
 
 Imports ``sluiceway.http1.protocol``, ``sluiceway.asgi.compat``,
-``sluiceway.server.state`` and, lazily, ``sluiceway.transport.tls``.
+``sluiceway.connection`` and, lazily, ``sluiceway.http2.config`` and
+``sluiceway.transport.tls``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from typing import Any, cast
 
 from sluiceway.asgi.compat import guarantee_single_callable
 from sluiceway.config import Config
-from sluiceway.http1.protocol import HTTP1Protocol, Shared
-from sluiceway.server.state import ServerState
+from sluiceway.connection.shared import Shared
+from sluiceway.connection.state import ServerState
+from sluiceway.http1.protocol import HTTP1Protocol
 
 
 def make_protocol_factory(
@@ -59,8 +61,18 @@ def make_protocol_factory(
         from sluiceway.transport.tls import create_ssl_context, load_tls_info
 
         tls_info = load_tls_info(config, ssl_context or create_ssl_context(config))
+    h2 = None
+    if config.http2:
+        from sluiceway.http2.config import h2_config
+
+        h2 = h2_config(config)
     shared = Shared(
-        config, guarantee_single_callable(app), state, tls_info, tls=ssl_context is not None
+        config,
+        guarantee_single_callable(app),
+        state,
+        tls_info,
+        tls=ssl_context is not None,
+        h2=h2,
     )
 
     def factory() -> asyncio.Protocol:

@@ -57,7 +57,7 @@ from sluiceway.server.metrics import (
 )
 
 if TYPE_CHECKING:
-    from sluiceway.server.state import ServerState
+    from sluiceway.connection.state import ServerState
 
 logger = logging.getLogger("sluiceway.error")
 

@@ -57,6 +57,7 @@ from sluiceway import __version__
 from sluiceway.asgi.trace import MessageTrace, tracing
 from sluiceway.asgi.types import ASGIApp
 from sluiceway.config import Config
+from sluiceway.connection.state import ServerState
 from sluiceway.errors import ConfigError
 from sluiceway.importer import load_app
 from sluiceway.lifespan import Lifespan
@@ -69,7 +70,6 @@ from sluiceway.server.hosting import (
     say_engine_notes,
 )
 from sluiceway.server.sockets import bind_sockets, describe_socket, removable_path
-from sluiceway.server.state import ServerState
 from sluiceway.server.stopping import (
     FORCED_WAIT_S,
     awaited_tasks,

@@ -11,7 +11,7 @@ it reads stuck in its send. So, as ``http1/protocol.py`` does after an error
 reply (RFC 9112 §9.6): half-close, read and drop, close at the client's EOF or
 ``LINGER_S``. Both read ``LINGER_S`` from here.
 
-Imports only ``asyncio`` and ``server.state`` (types only).
+Imports only ``asyncio`` and ``connection.state`` (types only).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncio
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from sluiceway.server.state import ServerState
+    from sluiceway.connection.state import ServerState
 
 # How long a lingering close waits for the client's EOF (here and in http1/protocol.py).
 LINGER_S: Final = 1.0

@@ -44,8 +44,8 @@ line when the handshake is answered (``[accepted]``, or the refusal's status
 with the time it took), and for an accepted one a line when the carrier is
 gone, with the close code the app heard and the session's duration.
 
-Imports ``accesslog``, ``asgi``, ``errors``, ``server.state`` and ``config``
-(types only), ``server.metrics`` (with ``--metrics-port`` only) and the
+Imports ``accesslog``, ``asgi``, ``errors``, ``connection.state`` and ``config``
+(types only), ``connection.metrics`` (with ``--metrics-port`` only) and the
 sibling ``websocket`` modules; nothing of ``http1`` or ``http2``.
 """
 
@@ -71,7 +71,7 @@ from sluiceway.websocket.connection import (
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
-    from sluiceway.server.state import ServerState
+    from sluiceway.connection.state import ServerState
     from sluiceway.websocket.carrier import WebSocketCarrier
     from sluiceway.websocket.deflate import DeflateParams
 
@@ -186,7 +186,7 @@ class WebSocketAdapter:
         app = self.app
         metrics = self.state.metrics
         if metrics is not None:  # --metrics-port: count what the app raises
-            from sluiceway.server.metrics import counting_exceptions
+            from sluiceway.connection.metrics import counting_exceptions
 
             app = counting_exceptions(app, metrics)
         task = self.task = loop.create_task(self.cycle.run(app))

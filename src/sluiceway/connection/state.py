@@ -17,7 +17,7 @@ and handed to ``make_protocol_factory``. It owns:
   the count reaches it (the hot path pays one increment, no comparison);
 * ``h2_websockets``: how many WebSockets opened over HTTP/2 streams (RFC 8441
   extended CONNECT; ``http2/websocket.py``), to tell them from upgrades;
-* ``metrics``: the ``server/metrics.py`` registry with ``--metrics-port``,
+* ``metrics``: the ``connection/metrics.py`` registry with ``--metrics-port``,
   else ``None`` (the protocols test that once per exchange).
 
 The same timer (``tick``) also enforces per-connection deadlines (keep-alive
@@ -29,7 +29,7 @@ request instead of a timer handle per request.
 once per connection and passed on (to scope building and to the upgrade seam).
 
 Imports only the standard library, ``sluiceway.config``, ``sluiceway.errors``,
-``sluiceway.forward_throw`` and, with ``--metrics-port``, ``sluiceway.server.metrics``.
+``sluiceway.forward_throw`` and, with ``--metrics-port``, ``sluiceway.connection.metrics``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sluiceway.forward_throw import forward_throw
 
 if TYPE_CHECKING:
     from sluiceway.config import Config
-    from sluiceway.server.metrics import Metrics
+    from sluiceway.connection.metrics import Metrics
 
 SERVER_NAME = b"sluiceway"
 
@@ -131,7 +131,7 @@ class ServerState:
         self.h2_websockets = 0
         self.metrics: Metrics | None = None
         if config.metrics_port is not None:
-            from sluiceway.server.metrics import Metrics
+            from sluiceway.connection.metrics import Metrics
 
             self.metrics = Metrics()
         self.request_limit: int | None = None

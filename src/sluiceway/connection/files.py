@@ -1,4 +1,4 @@
-"""File bodies for HTTP/1.1: the pathsend and zerocopysend extensions.
+"""File bodies for HTTP/1.1 and HTTP/2: the pathsend and zerocopysend extensions.
 
 ``open_file`` resolves what the app sent (a path for pathsend, a file object
 with optional offset/count for zerocopysend) into a ``FileSlice``, raising
@@ -8,9 +8,12 @@ loop over plain TCP, asyncio's own fallback under TLS), or, where the loop
 has no ``sendfile`` (uvloop), reads of 64 KiB in the default executor, each
 write respecting the drain.
 
-Framing (chunk headers, Content-Length accounting) stays in
-``http1/protocol.py``. Imports ``sluiceway.asgi.http`` (``FileSlice``),
-``sluiceway.errors``, ``sluiceway.transport.flow`` and the standard library.
+Framing (chunk headers, Content-Length accounting) stays with the caller
+(``http1/protocol.py``, which also calls ``transfer``; ``http2/stream.py``
+calls ``open_file`` and sends the slice in DATA frames).
+
+Imports ``sluiceway.asgi.http`` (``FileSlice``), ``sluiceway.errors``,
+``sluiceway.transport.flow`` and the standard library.
 """
 
 from __future__ import annotations
