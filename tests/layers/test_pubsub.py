@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as aioredis
@@ -505,7 +504,7 @@ async def test_sluiceway_worker_on_the_pubsub_layer(
             "1",
         ],
         cwd=tmp_path,
-        env=_env(SimpleNamespace(url=url)),  # type: ignore[arg-type]
+        env=_env(url),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -59,9 +59,9 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _env(redis: RedisServer) -> dict[str, str]:
+def _env(layer_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["SLUICEWAY_CHANNEL_LAYER"] = redis.url
+    env["SLUICEWAY_CHANNEL_LAYER"] = layer_url
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).parents[2] / "src"), env.get("PYTHONPATH", "")]
     )
@@ -85,7 +85,7 @@ def worker_proc(app_dir: Path, redis_server: RedisServer) -> Iterator[subprocess
             "3",
         ],
         cwd=app_dir,
-        env=_env(redis_server),
+        env=_env(redis_server.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -163,7 +163,7 @@ def test_usage_errors_are_one_line_exit_2(
     proc = subprocess.run(
         [sys.executable, "-m", "sluiceway", "worker", *argv],
         cwd=app_dir,
-        env=_env(redis_server),
+        env=_env(redis_server.url),
         capture_output=True,
         timeout=30,
     )
@@ -174,7 +174,7 @@ def test_usage_errors_are_one_line_exit_2(
 
 
 def test_no_layer_is_a_usage_error(app_dir: Path, redis_server: RedisServer) -> None:
-    env = _env(redis_server)
+    env = _env(redis_server.url)
     env["SLUICEWAY_CHANNEL_LAYER"] = "none"
     proc = subprocess.run(
         [sys.executable, "-m", "sluiceway", "worker", "workerapp:app", "jobs.a"],
@@ -251,3 +251,42 @@ async def test_messages_never_handed_over_go_back_to_the_layer_on_stop() -> None
     await asyncio.wait_for(running, 5)
     back = [(await asyncio.wait_for(layer.receive("jobs"), 5))["n"] for _ in range(2)]
     assert back == [1, 2]
+
+
+@pytest.mark.parametrize("backend", ["sentinel", "cluster"])
+async def test_worker_on_sentinel_and_cluster(
+    backend: str, app_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """``sluiceway worker`` on a ``redis+sentinel://`` or ``redis+cluster://`` layer, unchanged."""
+    from sluiceway.layers import layer_config_from_url
+
+    servers = request.getfixturevalue("sentinel_set" if backend == "sentinel" else "redis_cluster")
+    url: str = servers.url
+    env = _env(url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sluiceway",
+        "worker",
+        "workerapp:app",
+        "jobs.a",
+        "--graceful-timeout",
+        "1",
+        cwd=app_dir,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    config = layer_config_from_url(url)
+    assert config is not None
+    layer = RedisChannelLayer(**config["CONFIG"])
+    try:
+        reply = await layer.new_channel()
+        # A queue layer holds the job until the worker, starting, takes it.
+        await layer.send("jobs.a", {"type": "job.run", "n": 1, "reply_to": reply})
+        got = await asyncio.wait_for(layer.receive(reply), T)
+        assert got["n"] == 1 and got["by"] == "jobs.a"
+    finally:
+        await layer.close()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), T)
