@@ -26,6 +26,8 @@ HOT_PATH = [
     "src/sluiceway/forward_throw.py",
     "src/sluiceway/connection/state.py",
     "src/sluiceway/connection/shared.py",
+    # The metrics registry (--metrics-port): observe() is called once per exchange.
+    "src/sluiceway/connection/metrics.py",
     "src/sluiceway/transport/flow.py",
     "src/sluiceway/server/proxy_headers.py",
     "src/sluiceway/asgi/scope.py",
