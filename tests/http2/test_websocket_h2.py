@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -267,9 +268,13 @@ async def test_close_before_accept_is_403() -> None:
     ],
 )
 async def test_the_server_refuses_a_bad_extended_connect(
-    open_args: dict[str, Any], status: int, header: tuple[bytes, bytes] | None
+    open_args: dict[str, Any],
+    status: int,
+    header: tuple[bytes, bytes] | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = Recorder()
+    caplog.set_level(logging.INFO, logger="sluiceway.access")
     async with serve(app) as srv, h2_client(srv.port) as client:
         stream_id = client.open(**open_args)
         stream = await client.response(stream_id)
@@ -285,6 +290,9 @@ async def test_the_server_refuses_a_bad_extended_connect(
         await eventually(lambda: not server_side(srv).streams)
         other = client.request(b"/still")
         assert await client.body(other) == b"plain /still"
+    # Logged as a refused handshake over HTTP/1.1 is: the status alone.
+    (line,) = [r.getMessage() for r in caplog.records if "WebSocket" in r.getMessage()]
+    assert line.endswith(f'"WebSocket /" {status}')
 
 
 async def test_no_websockets_no_extended_connect() -> None:

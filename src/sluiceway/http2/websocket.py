@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
+from sluiceway import accesslog
 from sluiceway.asgi.scope import http_scope, split_target, websocket_scope
 from sluiceway.http2.ws_carrier import H2Carrier
 from sluiceway.websocket.deflate import DEFAULT_DEFLATE_SETTINGS
@@ -80,10 +81,12 @@ def start_websocket(proto: H2Protocol, stream_id: int, request: Request, end_str
     config = shared.config
     state.requests += 1
     if request.protocol != b"websocket":
-        _refuse(proto, stream_id, end_stream, 501, [], b"Not Implemented")
+        _refuse(proto, stream_id, request, end_stream, 501, [], b"Not Implemented")
         return
     if end_stream:
-        _refuse(proto, stream_id, True, 400, [], b"extended CONNECT must leave the stream open")
+        _refuse(
+            proto, stream_id, request, True, 400, [], b"extended CONNECT must leave the stream open"
+        )
         return
     limit = shared.limit_concurrency
     if (
@@ -91,14 +94,14 @@ def start_websocket(proto: H2Protocol, stream_id: int, request: Request, end_str
         or state.shutting_down
         or (limit is not None and len(state.tasks) >= limit)
     ):
-        _refuse(proto, stream_id, False, 503, [], b"Service Unavailable")
+        _refuse(proto, stream_id, request, False, 503, [], b"Service Unavailable")
         return
     result = validate_fields(
         request.headers,
         deflate=DEFAULT_DEFLATE_SETTINGS if config.ws_per_message_deflate else None,
     )
     if isinstance(result, Rejection):
-        _refuse(proto, stream_id, False, result.status, list(result.headers), result.body)
+        _refuse(proto, stream_id, request, False, result.status, list(result.headers), result.body)
         return
     info = proto.info
     raw_path, query = split_target(request.path)
@@ -130,12 +133,21 @@ def start_websocket(proto: H2Protocol, stream_id: int, request: Request, end_str
 def _refuse(
     proto: H2Protocol,
     stream_id: int,
+    request: Request,
     end_stream: bool,
     status: int,
     headers: HeaderList,
     body: bytes,
 ) -> None:
-    """Answer ``status`` with a plain-text ``body``; the stream then ends (``H2Carrier.deny``)."""
+    """Answer ``status`` with a plain-text ``body``; the stream then ends (``H2Carrier.deny``).
+
+    Refused before the app saw it: the access line has the status alone, as a
+    refused handshake over HTTP/1.1 (``http1/upgrade.py``).
+    """
+    if proto.shared.access_log and accesslog.access_enabled():
+        line = "WebSocket " + accesslog.escape(request.path.decode("latin-1"))
+        client = accesslog.format_client(proto.info.client)
+        accesslog.log_websocket(client, line, str(status), None)
     carrier = H2Carrier(proto, stream_id, None, _NO_HANDSHAKE, peer_done=end_stream)
     proto.streams[stream_id] = carrier
     carrier.deny(status, [*headers, _TEXT_PLAIN], body, False)
