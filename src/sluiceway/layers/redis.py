@@ -52,7 +52,7 @@ the ring is not used, and a group send is one call per primary
 (``redis_cluster.py``).
 
 Imports redis (through ``redis_loop``), msgpack via serializers, and
-``sluiceway.layers.base``/``sharding``; never the server.
+``sluiceway.layers.base``/``redis_base``/``sharding``; never the server.
 """
 
 from __future__ import annotations
@@ -60,32 +60,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sluiceway.errors import ChannelFull, ConfigError, InvalidChannelName, InvalidMessage
+from sluiceway.errors import ChannelFull, InvalidChannelName, InvalidMessage
 from sluiceway.layers.base import (
-    BaseChannelLayer,
     CapacityPatterns,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
 )
+from sluiceway.layers.redis_base import RedisLayerBase
 from sluiceway.layers.redis_loop import LoopState, Shard
 
 if TYPE_CHECKING:
     from sluiceway.layers.redis_cluster import ClusterShard
-from sluiceway.layers.redis_scripts import encode_entry, host_spec, parse_entry, public_id
-from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
+from sluiceway.layers.redis_scripts import encode_entry, parse_entry, public_id
+from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES
 from sluiceway.layers.sharding import HashRing, bucket_for
 
 logger = logging.getLogger(__name__)
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 # The work one group_send call may do on one host, in member costs: 1 for a
 # member in a process inbox (about 2.5 µs of Redis, measured: a counter
@@ -95,7 +93,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 GROUP_BUDGET = 1000
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(RedisLayerBase):
     """A channel layer on one or more Redis servers.
 
     Args:
@@ -134,25 +132,18 @@ class RedisChannelLayer(BaseChannelLayer):
         cluster: bool = False,
     ) -> None:
         super().__init__(
+            hosts,
+            prefix=prefix,
             expiry_s=expiry_s,
             group_expiry_s=group_expiry_s,
             capacity=capacity,
             channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            max_message_bytes=max_message_bytes,
+            receive_timeout_s=receive_timeout_s,
+            max_connections=max_connections,
+            cluster=cluster,
         )
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        self._hosts = [host_spec(h) for h in (hosts or ["redis://localhost:6379/0"])]
-        if not _PREFIX_RE.match(prefix):
-            raise ConfigError(f"redis key prefix {prefix!r}: use 1-64 of A-Z a-z 0-9 _ . -")
-        if receive_timeout_s <= 0:
-            raise ConfigError("receive_timeout_s must be positive")
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigError("max_connections must be a positive int")
-        self.max_connections = max_connections
-        self.prefix = prefix
-        self._key = prefix + ":"
-        self.receive_timeout_s = receive_timeout_s
-        self.cluster = bool(cluster)
         self._ring: HashRing | None = None
         if self.cluster:
             from sluiceway.layers.redis_cluster import BUCKETS, heads
@@ -163,14 +154,11 @@ class RedisChannelLayer(BaseChannelLayer):
         else:
             self._ring = HashRing([public_id(url) for url, _ in self._hosts])
             self._heads = [self._key] * len(self._hosts)
-        self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
         # Messages that reached this process's local buffer when it was full
         # (processes disagree on capacities, or Redis lost its counts more than
         # once before they were rebuilt): logged, counted.
         self.receive_buffer_overflows = 0
-        # Messages found expired when received (never delivered).
-        self.expired_on_receive = 0
         # Sends refused with ChannelFull (the server's metrics read it).
         self.send_full = 0
 

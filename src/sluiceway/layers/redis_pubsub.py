@@ -53,19 +53,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sluiceway.errors import ConfigError, InvalidChannelName
+from sluiceway.errors import InvalidChannelName
 from sluiceway.layers.base import (
-    BaseChannelLayer,
     CapacityPatterns,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
 )
-from sluiceway.layers.redis import _PREFIX_RE
+from sluiceway.layers.redis_base import RedisLayerBase
 from sluiceway.layers.redis_pubsub_loop import PubSubLoop
-from sluiceway.layers.redis_scripts import encode_entry, host_spec, public_id
-from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES, MessageSerializer
+from sluiceway.layers.redis_scripts import encode_entry, public_id
+from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES
 from sluiceway.layers.sharding import HashRing
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ logger = logging.getLogger(__name__)
 _WARN_EVERY_S = 1.0
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(RedisLayerBase):
     """A channel layer on Redis pub/sub: lowest latency, no queue (see the module docstring).
 
     Args:
@@ -111,34 +110,24 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         cluster: bool = False,
     ) -> None:
         super().__init__(
+            hosts,
+            prefix=prefix,
             expiry_s=expiry_s,
             group_expiry_s=group_expiry_s,
             capacity=capacity,
             channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            max_message_bytes=max_message_bytes,
+            receive_timeout_s=receive_timeout_s,
+            max_connections=max_connections,
+            cluster=cluster,
         )
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        self._hosts = [host_spec(h) for h in (hosts or ["redis://localhost:6379/0"])]
-        if not _PREFIX_RE.match(prefix):
-            raise ConfigError(f"redis key prefix {prefix!r}: use 1-64 of A-Z a-z 0-9 _ . -")
-        if receive_timeout_s <= 0:
-            raise ConfigError("receive_timeout_s must be positive")
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigError("max_connections must be a positive int")
-        self.prefix = prefix
-        self._key = prefix + ":"
-        self.receive_timeout_s = receive_timeout_s
-        self.max_connections = max_connections
-        self.cluster = bool(cluster)
         # On a cluster, the seeds are one "host" (the slot map routes).
         seeds = self._hosts[:1] if self.cluster else self._hosts
         self._ring = HashRing([public_id(url) for url, _ in seeds])
-        self._serializer = MessageSerializer(symmetric_encryption_keys, max_message_bytes)
         self._loops: dict[asyncio.AbstractEventLoop, PubSubLoop] = {}
         # Messages dropped because the local buffer of their channel was full.
         self.receive_buffer_overflows = 0
-        # Messages found expired when they arrived (never delivered).
-        self.expired_on_receive = 0
         # Publishes that no subscriber heard (lost: nobody was listening).
         self.unheard_sends = 0
         self._warned_at = 0.0
