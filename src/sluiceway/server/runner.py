@@ -533,6 +533,13 @@ def request_limit(limit: int, jitter: int) -> int:
     return limit + random.randint(0, jitter) if jitter else limit
 
 
+# Python 3.13's loops (asyncio's and uvloop's) unlink a Unix socket's path
+# when its server closes, unless told not to: the path is removed here only
+# when this server bound it (``removable_path``), never systemd's or a
+# supervisor's. Before 3.13 asyncio has no such argument (and unlinks nothing).
+_KEEP_SOCKET_FILE: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+
+
 async def _serve_on(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket,
@@ -542,6 +549,6 @@ async def _serve_on(
 ) -> asyncio.AbstractServer:
     if sock.family == socket.AF_UNIX:
         return await loop.create_unix_server(
-            factory, sock=sock, ssl=ssl_context, backlog=config.backlog
+            factory, sock=sock, ssl=ssl_context, backlog=config.backlog, **_KEEP_SOCKET_FILE
         )
     return await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=config.backlog)
