@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -340,9 +341,19 @@ async def test_gunicorn_reload_restarts_the_worker(tmp_path: Path) -> None:
         (old,) = await proc.worker_pids(1)
         app = tmp_path / "gw_app.py"
         app.write_text(app.read_text().replace("body = f", "body = b'reloaded ' + f"))
-        stamp = time.time_ns() + 2_000_000_000  # past the reloader's last look
-        os.utime(app, ns=(stamp, stamp))
-        (_, new) = await proc.worker_pids(2)
+        # gunicorn's poll reloader takes its first look at the modules' mtimes
+        # some time after the worker boots, and a change before that look is
+        # its baseline, not a change: move the mtime on again until it sees one.
+        deadline = time.monotonic() + TIMEOUT_S
+        for step in itertools.count(1):
+            stamp = time.time_ns() + step * 2_000_000_000
+            os.utime(app, ns=(stamp, stamp))
+            try:
+                (_, new) = await proc.wait_for_lines(WORKER_STARTED, 2, timeout=2.5)
+                new = int(new.group(1))
+                break
+            except asyncio.TimeoutError:
+                assert time.monotonic() < deadline, "gunicorn's reloader never restarted"
         response = await proc.get("/code")
         assert response.text == f"reloaded {new} 1.1 http /code"
         assert f"[{old}] [INFO] Server stopped." in proc.text  # drained, not killed
