@@ -128,11 +128,12 @@ def chromium_path() -> str:
 
 
 async def start_process(
-    env: dict[str, str], argv: Sequence[str], ready: str
+    env: dict[str, str], argv: Sequence[str], ready: str, cwd: str | os.PathLike[str] | None = None
 ) -> tuple[asyncio.subprocess.Process, re.Match[str]]:
     """Start ``argv`` and wait (bounded) for a stderr line matching ``ready``."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
+        cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -11,17 +11,14 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import websockets
 
+from tests.browser import chromium, start_process, wait_for
 from tests.layers.conftest import RedisServer
 
 ROOT = Path(__file__).parents[2]
@@ -42,22 +39,6 @@ class ServerProcess:
             self.lines.append(line.decode(errors="replace"))
 
 
-async def _start(env: dict[str, str], argv: list[str], ready: str) -> tuple[Any, re.Match[str]]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    seen = []
-    while True:
-        raw = await asyncio.wait_for(proc.stderr.readline(), T)
-        if not raw:
-            raise AssertionError(f"{argv[0]} exited before it was ready:\n{''.join(seen)}")
-        seen.append(raw.decode(errors="replace"))
-        match = re.search(ready, seen[-1])
-        if match:
-            return proc, match
-
-
 @contextlib.asynccontextmanager
 async def chat_servers(redis: RedisServer, count: int = 2) -> AsyncIterator[list[ServerProcess]]:
     env = dict(os.environ, SLUICEWAY_CHANNEL_LAYER=redis.url)
@@ -66,7 +47,9 @@ async def chat_servers(redis: RedisServer, count: int = 2) -> AsyncIterator[list
     servers: list[ServerProcess] = []
     try:
         for _ in range(count):
-            proc, match = await _start(env, [*argv, "--port", "0"], r"Listening on (\S+)")
+            proc, match = await start_process(
+                env, [*argv, "--port", "0"], r"Listening on (\S+)", cwd=ROOT
+            )
             servers.append(ServerProcess(proc, match.group(1)))
         yield servers
     finally:
@@ -134,146 +117,28 @@ async def test_two_servers_share_a_room_through_redis(chat_layer: _LayerURL) -> 
         assert all("Traceback" not in line for s in (one, two) for line in s.lines)
 
 
-# -- Chromium ------------------------------------------------------------------------------
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client over the ``websockets`` client."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.next_id = 0
-        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            reply = json.loads(raw)
-            future = self.pending.pop(reply.get("id", -1), None)
-            if future is not None and not future.done():
-                future.set_result(reply)
-
-    async def call(self, method: str, session: str | None = None, **params: Any) -> Any:
-        self.next_id += 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.pending[self.next_id] = future
-        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        await self.ws.send(json.dumps(message))
-        reply = await asyncio.wait_for(future, T)
-        if "error" in reply:
-            raise AssertionError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-    async def open_tab(self, url: str) -> str:
-        target = await self.call("Target.createTarget", url=url)
-        attached = await self.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        return str(attached["sessionId"])
-
-    async def evaluate(self, session: str, expression: str) -> Any:
-        deadline = asyncio.get_running_loop().time() + T
-        while True:
-            try:
-                result = await self.call(
-                    "Runtime.evaluate",
-                    session,
-                    expression=expression,
-                    awaitPromise=True,
-                    returnByValue=True,
-                )
-                break
-            except AssertionError as exc:
-                # The tab may still be swapping about:blank for our page.
-                if "context" not in str(exc) or asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-        if "exceptionDetails" in result:
-            raise AssertionError(f"page error: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-
-WAIT_FOR = """
-new Promise((resolve, reject) => {
-  const deadline = Date.now() + %d;
-  (function poll() {
-    let value;
-    try { value = (%s); } catch (e) { value = false; }
-    if (value) return resolve(value);
-    if (Date.now() > deadline) return reject(new Error("timed out waiting for: %s"));
-    setTimeout(poll, 25);
-  })();
-})
-"""
-
-
-def wait_for(js: str, timeout_ms: int = 10000) -> str:
-    return WAIT_FOR % (timeout_ms, js, js.replace('"', "'"))
+# -- Chromium (tests/browser.py) ----------------------------------------------------------
 
 
 async def test_a_message_typed_in_one_browser_tab_appears_in_another(
     redis_server: RedisServer,
 ) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        # .ci/run installs Debian's chromium: in CI a missing browser is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
     redis_server.flushall()
-    profile = tempfile.mkdtemp(prefix="sluiceway-chromium-")
-    browser = None
-    try:
-        async with chat_servers(redis_server) as (one, two):
-            browser, match = await _start(
-                dict(os.environ),
-                [
-                    chromium,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-dev-shm-usage",
-                    f"--user-data-dir={profile}",
-                    "--remote-debugging-port=0",
-                    "about:blank",
-                ],
-                r"DevTools listening on (ws://\S+)",
-            )
-            drain = asyncio.ensure_future(_discard(browser.stderr))
-            async with websockets.connect(match.group(1), max_size=None) as ws:
-                devtools = DevTools(ws)
-                tab1 = await devtools.open_tab(one.address + "/?room=garden")
-                tab2 = await devtools.open_tab(two.address + "/?room=garden")
-                for tab in (tab1, tab2):
-                    await devtools.evaluate(tab, wait_for("document.body.dataset.state === 'open'"))
-                # Type into tab 1 as a user would: focus, insert text, press Send.
-                await devtools.evaluate(tab1, "document.getElementById('name').value = 'tab-one'")
-                await devtools.evaluate(tab1, "document.getElementById('text').focus()")
-                await devtools.call("Input.insertText", tab1, text="hello across processes")
-                await devtools.evaluate(tab1, "document.getElementById('send').click()")
-                seen = await devtools.evaluate(
-                    tab2,
-                    wait_for(
-                        "[...document.querySelectorAll('#log li')].map(li => li.textContent)"
-                        ".find(t => t.includes('hello across processes'))"
-                    ),
-                )
-                assert seen == "tab-one: hello across processes"
-                devtools.reader.cancel()
-                await asyncio.gather(devtools.reader, return_exceptions=True)
-            drain.cancel()
-    finally:
-        if browser is not None and browser.returncode is None:
-            browser.kill()
-            await browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-async def _discard(stream: asyncio.StreamReader | None) -> None:
-    if stream is not None:
-        while await stream.readline():
-            pass
+    async with chat_servers(redis_server) as (one, two), chromium() as devtools:
+        tab1 = await devtools.open_tab(one.address + "/?room=garden")
+        tab2 = await devtools.open_tab(two.address + "/?room=garden")
+        for tab in (tab1, tab2):
+            await devtools.evaluate(tab, wait_for("document.body.dataset.state === 'open'"))
+        # Type into tab 1 as a user would: focus, insert text, press Send.
+        await devtools.evaluate(tab1, "document.getElementById('name').value = 'tab-one'")
+        await devtools.evaluate(tab1, "document.getElementById('text').focus()")
+        await devtools.call("Input.insertText", tab1, text="hello across processes")
+        await devtools.evaluate(tab1, "document.getElementById('send').click()")
+        seen = await devtools.evaluate(
+            tab2,
+            wait_for(
+                "[...document.querySelectorAll('#log li')].map(li => li.textContent)"
+                ".find(t => t.includes('hello across processes'))"
+            ),
+        )
+        assert seen == "tab-one: hello across processes"
