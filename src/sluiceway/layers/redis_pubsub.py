@@ -62,7 +62,7 @@ from sluiceway.layers.base import (
     require_valid_message,
 )
 from sluiceway.layers.redis_base import RedisLayerBase
-from sluiceway.layers.redis_pubsub_loop import PubSubLoop
+from sluiceway.layers.redis_pubsub_loop import Delivery, PubSubLoop
 from sluiceway.layers.redis_scripts import encode_entry, public_id
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES
 from sluiceway.layers.sharding import HashRing
@@ -199,37 +199,55 @@ class RedisPubSubChannelLayer(RedisLayerBase):
         """
         # The hot path of every consumer: one cached route lookup, an await
         # on Redis only while its topic is unconfirmed, and a future that
-        # on_message resolves with the message itself.
-        require_valid_channel_name(channel)
+        # on_message resolves with the message itself. A process-local
+        # channel received here before is in ``local_routes``: its name was
+        # checked and routed then, so one lookup does both (a group member
+        # calls this once per message of the group).
         state = self._loops.get(asyncio.get_running_loop())
         if state is None or state.closed:
+            require_valid_channel_name(channel)  # before connecting for it
             state = self._state()
-        bang = channel.find("!")
-        normal = bang < 0
-        if normal:
-            route = state.route(channel)
-            state.receivers[channel] = state.receivers.get(channel, 0) + 1
-            if state.sweeper is None or state.sweeper.done():
-                state.start_sweeper()
-        else:
-            local = channel[: bang + 1]
-            found = state.routes.get(local)
-            if found is None:
-                if not local.endswith(state.local_suffix):
-                    raise InvalidChannelName(
-                        f"channel {channel!r} is process-local to another process, layer"
-                        f" or event loop: only the layer that made it with new_channel()"
-                        f" may receive it (here, in this event loop: '*{state.local_suffix}*')"
-                    )
-                found = state.route(local)
-            route = found
+        try:
+            route = state.local_routes.get(channel)
+        except TypeError:  # unhashable: not a name; refused below
+            route = None
+        normal = False
+        if route is None:
+            require_valid_channel_name(channel)
+            bang = channel.find("!")
+            normal = bang < 0
+            if normal:
+                route = state.route(channel)
+                state.receivers[channel] = state.receivers.get(channel, 0) + 1
+                if state.sweeper is None or state.sweeper.done():
+                    state.start_sweeper()
+            else:
+                local = channel[: bang + 1]
+                found = state.routes.get(local)
+                if found is None:
+                    if not local.endswith(state.local_suffix):
+                        raise InvalidChannelName(
+                            f"channel {channel!r} is process-local to another process, layer"
+                            f" or event loop: only the layer that made it with new_channel()"
+                            f" may receive it (here, in this event loop: '*{state.local_suffix}*')"
+                        )
+                    found = state.route(local)
+                route = state.remember_local(channel, found)
         try:
             subscriber, topic = route
             if not subscriber.listening(topic):
                 await subscriber.subscribe(topic, self.receive_timeout_s)
             if channel in state.returned or state.store.depth(channel):
                 return await state.take_buffered(channel)
-            waiter = state.waiter(channel)
+            # Wait in line for the next message (on_message hands it over):
+            # written here rather than in a PubSubLoop method, one call less
+            # per message received.
+            waiter: asyncio.Future[Delivery] = state.loop.create_future()
+            futures = state.waiting.get(channel)
+            if futures is None:
+                state.waiting[channel] = [waiter]
+            else:
+                futures.append(waiter)
             try:
                 return (await waiter)[1]
             except BaseException:

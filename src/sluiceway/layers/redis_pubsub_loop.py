@@ -52,6 +52,16 @@ logger = logging.getLogger("sluiceway.layers.redis_pubsub")
 # A message on its way to a receiver: (deadline on time.monotonic(), message).
 Delivery = tuple[float, dict[str, Any]]
 
+# The most process-local channel names remember_local keeps: more than the
+# consumers one process serves at once (about 1 MB of table; the names of
+# consumers gone since the last clear stay alive until the next).
+_LOCAL_ROUTES_MAX = 16384
+
+# A group with no members in this loop; never written to.
+_NO_MEMBERS: dict[str, float] = {}
+# The membership deadline of a normal or process-local channel's one target.
+_FOREVER = float("inf")
+
 
 class PubSubLoop:
     """What the layer binds to one event loop: connections, buffer, members, topics."""
@@ -86,6 +96,11 @@ class PubSubLoop:
         # process-local prefix of this loop, and per normal channel until the
         # sweeper unsubscribes it (so bounded by what is received here).
         self.routes: dict[str, tuple[Subscriber | ClusterSubscriber, bytes]] = {}
+        # Process-local channel -> its prefix's route, for receive(): a
+        # cache of names already checked, cleared when it reaches
+        # _LOCAL_ROUTES_MAX (channels come and go with their consumers, and
+        # nothing says when one is gone).
+        self.local_routes: dict[str, tuple[Subscriber | ClusterSubscriber, bytes]] = {}
         self.sweeper: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
         self.closed = False
@@ -99,30 +114,39 @@ class PubSubLoop:
         except (ValueError, UnicodeDecodeError) as exc:
             logger.error("dropped a malformed pub/sub entry on %r: %s", topic, exc)
             return
+        # Targets and their membership deadlines: walked once, below, with
+        # the expiry check inline (no filtered list built per message).
+        targets: dict[str, float]
         if name.startswith("g:"):
-            now = time.monotonic()
-            members = self.groups.get(name[2:], {})
-            targets = [m for m, until in members.items() if until > now]
+            targets = self.groups.get(name[2:], _NO_MEMBERS)
         elif name.startswith("c:") and non_local_name(channel) == name[2:]:
-            targets = [channel]
+            targets = {channel: _FOREVER}
         else:
             return  # a topic we no longer want (its unsubscribe is in flight)
         if not targets:
             return
+        now = time.monotonic()
         remaining = deadline - time.time()
         if remaining <= 0:
-            layer.expired_on_receive += len(targets)
+            layer.expired_on_receive += sum(1 for until in targets.values() if until > now)
             return
         try:
             message = layer._serializer.loads(payload)
         except InvalidMessage as exc:
             logger.error("dropped an unreadable layer message on %r: %s", topic, exc)
             return
-        mono_deadline = time.monotonic() + remaining
+        mono_deadline = now + remaining
+        # Each member gets its own shallow copy: a receiver must not see
+        # another's edits.
         shared = len(targets) > 1
         waiting = self.waiting
         put = self.store.put
-        for target in targets:
+        # Nothing below can change ``targets``: set_result only schedules
+        # the waiter's wake-up, and the store and the overflow log do not
+        # touch the groups.
+        for target, until in targets.items():
+            if until <= now:
+                continue  # membership expired; the sweeper removes it
             copy = dict(message) if shared else message
             futures = waiting.get(target)
             if futures is not None:
@@ -151,16 +175,6 @@ class PubSubLoop:
         if not futures:
             del self.waiting[channel]
         return handed
-
-    def waiter(self, channel: str) -> asyncio.Future[Delivery]:
-        """A future for the next message of ``channel`` (nothing is buffered for it)."""
-        future: asyncio.Future[Delivery] = self.loop.create_future()
-        futures = self.waiting.get(channel)
-        if futures is None:
-            self.waiting[channel] = [future]
-        else:
-            futures.append(future)
-        return future
 
     def withdraw(self, channel: str, future: asyncio.Future[Delivery]) -> None:
         """A receiver gave up: its message, if it had been handed one, goes to the next."""
@@ -201,6 +215,15 @@ class PubSubLoop:
         route = self.routes.get(name)
         if route is None:
             route = self.routes[name] = (self.subscriber(name), self.layer._topic(name))
+        return route
+
+    def remember_local(
+        self, channel: str, route: tuple[Subscriber | ClusterSubscriber, bytes]
+    ) -> tuple[Subscriber | ClusterSubscriber, bytes]:
+        """Cache ``route`` for ``channel`` (a checked process-local name of this loop)."""
+        if len(self.local_routes) >= _LOCAL_ROUTES_MAX:
+            self.local_routes.clear()
+        self.local_routes[channel] = route
         return route
 
     def start_sweeper(self) -> None:
