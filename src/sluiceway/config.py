@@ -244,6 +244,8 @@ class Config:
             options = keyword_values(options)
         object.__setattr__(self, "app", app)
         for item in _SETTINGS:
+            if item.name in options:
+                _check_number(item.name, item.type, options[item.name])
             object.__setattr__(self, item.name, options.get(item.name, item.default))
         try:
             self.__post_init__()
@@ -370,6 +372,21 @@ class Config:
 
 # Every field but the app, with its default (no field has a default factory).
 _SETTINGS = tuple(item for item in dataclasses.fields(Config) if item.name != "app")
+
+
+_NUMBER_TYPES = frozenset({"int", "float", "int | None", "float | None"})
+
+
+def _check_number(name: str, annotation: object, value: object) -> None:
+    """A number field given something else (``port="8000"`` from Python) is named as such.
+
+    Without this, the first comparison in ``__post_init__`` fails with a
+    TypeError that names neither the field nor the value.
+    """
+    if annotation not in _NUMBER_TYPES or (value is None and "None" in str(annotation)):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidField(name, f"must be a number, got {value!r}")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

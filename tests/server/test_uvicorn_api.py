@@ -109,6 +109,9 @@ def test_field_names_still_work_and_the_app_is_not_a_setting() -> None:
         ({"loop": "zuvloop"}, "'zuvloop' is not supported"),
         ({"ssl_version": ssl.PROTOCOL_TLSv1}, "TLS 1.0 and 1.1 are deprecated (RFC 8996)"),
         ({"log_level": 7}, "7 is not a logging level"),
+        # A number given as text: named, not a TypeError from a comparison.
+        ({"port": "8000"}, "port must be a number, got '8000'"),
+        ({"timeout_keep_alive": "5"}, "keep_alive_timeout_s must be a number, got '5'"),
     ],
 )
 def test_bad_keywords_are_one_line(options: dict[str, Any], message: str) -> None:
