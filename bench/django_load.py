@@ -52,6 +52,8 @@ ROOT = HERE.parent
 CHANNELS_APP = "bench.apps.django_bench.asgi_channels:application"
 SLUICEWAY_APP = "bench.apps.django_bench.asgi_sluiceway:application"
 CASES = ("json", "ws")
+# sluiceway's and uvicorn's common flags: quiet logs, no lifespan, uvloop.
+QUIET = ["--log-level", "warning", "--no-access-log", "--lifespan", "off", "--loop", "uvloop"]
 
 
 def servers() -> list[ServerSpec]:
@@ -67,13 +69,7 @@ def servers() -> list[ServerSpec]:
                 SLUICEWAY_APP,
                 "--port",
                 str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--lifespan",
-                "off",
-                "--loop",
-                "uvloop",
+                *QUIET,
             ],
             python_module_version("sluiceway"),
         ),
@@ -102,13 +98,7 @@ def servers() -> list[ServerSpec]:
                 CHANNELS_APP,
                 "--port",
                 str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--lifespan",
-                "off",
-                "--loop",
-                "uvloop",
+                *QUIET,
                 "--http",
                 "httptools",
             ],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 from sluiceway.layers.redis_scripts import encode_entry
 from tests.layers.conftest import RedisServer
 from tests.layers.sentinel_support import SentinelSet
-from tests.layers.test_worker import APP, _env
+from tests.layers.test_worker import APP, start_worker
 
 T = 5.0
 
@@ -492,22 +491,7 @@ async def test_sluiceway_worker_on_the_pubsub_layer(
     """``sluiceway worker`` with ``SLUICEWAY_CHANNEL_LAYER=redis+pubsub://``, unchanged."""
     (tmp_path / "workerapp.py").write_text(APP)
     url = redis_server.url.replace("redis://", "redis+pubsub://", 1)
-    proc = await asyncio.create_subprocess_exec(
-        *[
-            sys.executable,
-            "-m",
-            "sluiceway",
-            "worker",
-            "workerapp:app",
-            "jobs.a",
-            "--graceful-timeout",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=_env(url),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await start_worker(tmp_path, url)
     layer = RedisPubSubChannelLayer([redis_server.url])
     try:
         reply = await layer.new_channel()

@@ -253,17 +253,9 @@ async def test_messages_never_handed_over_go_back_to_the_layer_on_stop() -> None
     assert back == [1, 2]
 
 
-@pytest.mark.parametrize("backend", ["sentinel", "cluster"])
-async def test_worker_on_sentinel_and_cluster(
-    backend: str, app_dir: Path, request: pytest.FixtureRequest
-) -> None:
-    """``sluiceway worker`` on a ``redis+sentinel://`` or ``redis+cluster://`` layer, unchanged."""
-    from sluiceway.layers import layer_config_from_url
-
-    servers = request.getfixturevalue("sentinel_set" if backend == "sentinel" else "redis_cluster")
-    url: str = servers.url
-    env = _env(url)
-    proc = await asyncio.create_subprocess_exec(
+async def start_worker(app_dir: Path, layer_url: str) -> asyncio.subprocess.Process:
+    """``sluiceway worker workerapp:app jobs.a`` on ``layer_url``, its output discarded."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "sluiceway",
@@ -273,10 +265,22 @@ async def test_worker_on_sentinel_and_cluster(
         "--graceful-timeout",
         "1",
         cwd=app_dir,
-        env=env,
+        env=_env(layer_url),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
+
+
+@pytest.mark.parametrize("backend", ["sentinel", "cluster"])
+async def test_worker_on_sentinel_and_cluster(
+    backend: str, app_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """``sluiceway worker`` on a ``redis+sentinel://`` or ``redis+cluster://`` layer, unchanged."""
+    from sluiceway.layers import layer_config_from_url
+
+    servers = request.getfixturevalue("sentinel_set" if backend == "sentinel" else "redis_cluster")
+    url: str = servers.url
+    proc = await start_worker(app_dir, url)
     config = layer_config_from_url(url)
     assert config is not None
     layer = RedisChannelLayer(**config["CONFIG"])

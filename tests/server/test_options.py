@@ -105,7 +105,7 @@ def test_header_values_cannot_split_the_response() -> None:
 def test_run_options_reject_unknown_names_and_wrong_types() -> None:
     with pytest.raises(ConfigError, match="unknown option"):
         config_from_options(prot=8000)
-    with pytest.raises(ConfigError, match="port must be a number, got .8000."):
+    with pytest.raises(ConfigError, match=r"port must be a number, got .8000."):
         config_from_options(port="8000")
     assert config_from_options(port=0).port == 0
 
