@@ -192,12 +192,13 @@ class Config:
     # port. Names follow hypercorn's h2_* settings where they exist. Defaults
     # are for the open internet: 100 streams (RFC 9113 §6.5.2's floor for
     # what a server should allow, and what nginx, Go and hypercorn offer),
-    # the protocol's own 64 KiB window and 16 KiB frames, and a header list
+    # a 128 KiB stream window (docs/http2.md "Flow control and memory": the
+    # connection's 1 MiB window bounds all streams), 16 KiB frames, and a header list
     # of 128 KiB: in HTTP/2 the target is a field (:path), so this is the
     # HTTP/1.1 line limit plus its fields limit (docs/usage.md "Limits").
     http2: bool = True
     h2_max_concurrent_streams: int = 100
-    h2_initial_window_size: int = 65535
+    h2_initial_window_size: int = 128 * 1024
     h2_max_inbound_frame_size: int = 16384
     h2_max_header_list_size: int = 128 * 1024
 

@@ -66,6 +66,9 @@ class RecordingSink:
     def resume_reading(self) -> None:
         self.calls.append(("resume",))
 
+    def body_read(self, n: int) -> None:
+        pass  # only HTTP/2 counts what the app read (tests/http2/test_server_flow.py)
+
 
 def make(expect_continue: bool = False) -> tuple[HTTPCycle, RecordingSink]:
     sink = RecordingSink()

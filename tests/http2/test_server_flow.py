@@ -29,8 +29,21 @@ from .server_support import (
 )
 
 MIB = 1 << 20
-WINDOW = 65535  # the server's default SETTINGS_INITIAL_WINDOW_SIZE (--h2-initial-window-size)
+WINDOW = 128 * 1024  # the server's default SETTINGS_INITIAL_WINDOW_SIZE (--h2-initial-window-size)
+CLIENT_WINDOW = 65535  # the h2 client's own receive windows, unchanged
 FRAME = 16384
+CONNECTION_WINDOW = MIB  # the server's connection receive window (H2Config.connection_window_size)
+
+
+async def answer_body_size(receive: Any, send: Any) -> None:
+    """Read the whole request body; answer its length."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message["body"])
+        more = message["more_body"]
+    await send(start())
+    await send(body(b"%d" % size))
 
 
 # -- uploads ---------------------------------------------------------------------------------
@@ -77,6 +90,54 @@ async def test_10mb_upload_to_a_slow_app_stays_bounded_and_arrives_whole() -> No
     assert response.status == 200 and bytes(response.body) == expected
 
 
+async def test_uploads_on_many_streams_together_hold_at_most_the_connection_window() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        await answer_body_size(receive, send)
+
+    streams, each = 24, 256 * 1024
+    async with serving(app) as server, H2Client.connect(server.port) as client:
+        ids = [await client.request(b"POST", b"/upload", end=False) for _ in range(streams)]
+        senders = [asyncio.ensure_future(client.send_body(i, b"x" * each)) for i in ids]
+        proto = await server_side(server)
+        window = client.conn.local_flow_control_window
+        await until(lambda: all(window(i) == 0 for i in ids))
+        await client.ping()  # the server had its chance to reopen a window, and did not
+        assert all(window(i) == 0 for i in ids)
+        held = sum(s.cycle.buffered_bytes for s in proto.streams.values())  # type: ignore[attr-defined]
+        # The connection window comes back only as apps read: 24 stalled
+        # streams hold what one connection window allows, not 24 times a
+        # stream's high-water mark and window (about 3 MiB).
+        assert MIB // 2 < held <= CONNECTION_WINDOW, held
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*senders), 20)
+        for i in ids:
+            response = await client.response(i, timeout=10)
+            assert response.status == 200 and bytes(response.body) == b"%d" % each
+
+
+async def test_bodies_no_app_reads_go_back_to_the_connection_window() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/read":
+            await answer_body_size(receive, send)
+        else:
+            await send(start())
+            await send(body(b"0"))
+
+    async with serving(app) as server, H2Client.connect(server.port) as client:
+        # Forty unread bodies, each within a stream window: 2.4 MiB, more than
+        # twice the connection window, which would shut if they were not given back.
+        for _ in range(40):
+            stream_id = await client.request(b"POST", b"/ignore", body=b"x" * 60_000)
+            response = await client.response(stream_id)
+            assert response.status == 200 and bytes(response.body) == b"0"
+        stream_id = await client.request(b"POST", b"/read", body=b"y" * (2 * MIB))
+        response = await client.response(stream_id, timeout=10)
+        assert bytes(response.body) == b"%d" % (2 * MIB)
+
+
 # -- downloads -------------------------------------------------------------------------------
 
 
@@ -96,7 +157,7 @@ async def test_64mib_download_to_a_client_that_reads_slowly_stays_bounded() -> N
         serving(app) as server,
         H2Client.connect(server.port, settings={4: 2**31 - 1}) as client,
     ):
-        client.conn.increment_flow_control_window(2**31 - 1 - WINDOW)
+        client.conn.increment_flow_control_window(2**31 - 1 - CLIENT_WINDOW)
         client.pause_reading()
         stream_id = await client.request()
         proto = await server_side(server)
@@ -111,6 +172,68 @@ async def test_64mib_download_to_a_client_that_reads_slowly_stays_bounded() -> N
         response = await client.response(stream_id, timeout=20)
     assert response.ended and len(response.body) == 64 * MIB
     assert response.body[-MIB:] == chunk and len(sent) == 64
+
+
+# -- a gigabyte each way, with curl ------------------------------------------------------------
+
+GIB = 1 << 30
+
+
+def reset_peak_rss() -> int:
+    """Start a new peak-RSS measurement of this process (the server's); return RSS now."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # Linux: VmHWM := VmRSS
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss() -> int:
+    return _status_kib("VmHWM") * 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+async def curl_h2c(command: str) -> str:
+    process = await asyncio.create_subprocess_shell(command, stdout=-1, stderr=-1)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_a_1gib_download_streams_to_curl_in_bounded_memory() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start(headers=[(b"content-length", b"%d" % GIB)]))
+        for i in range(1024):
+            # A new object each time: a server that kept what it was given would grow by it.
+            await send(body(bytes((i % 256,)) * MIB, more=i < 1023))
+
+    async with serving(app) as server:
+        before = reset_peak_rss()
+        out = await curl_h2c(
+            "curl -sS --http2-prior-knowledge --max-time 100 -o /dev/null"
+            f" -w '%{{http_version}} %{{size_download}}' http://127.0.0.1:{server.port}/"
+        )
+        grew = peak_rss() - before
+    assert out == f"2 {GIB}"
+    assert grew < 32 * MIB, grew  # a few app messages and write buffers, never the body
+
+
+async def test_a_1gib_upload_streams_from_curl_in_bounded_memory() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await answer_body_size(receive, send)
+
+    async with serving(app) as server:
+        before = reset_peak_rss()
+        out = await curl_h2c(
+            f"head -c {GIB} /dev/zero | curl -sS --http2-prior-knowledge --max-time 100 -T -"
+            f" -w ' %{{http_version}}' http://127.0.0.1:{server.port}/upload"
+        )
+        grew = peak_rss() - before
+    assert out == f"{GIB} 2"
+    assert grew < 32 * MIB, grew  # the connection window's worth, never the body
 
 
 # -- idle connections ------------------------------------------------------------------------

@@ -422,7 +422,7 @@ async def test_data_past_the_window_is_rst_stream_flow_control_error() -> None:
 
     async with under_attack(app) as (server, beside, attacker):
         await attacker.send(attacker.headers(1, request_fields(b"/upload", b"POST"), False))
-        await attacker.send(frame(DATA, 0, 1, b"q" * 16384) * 64)  # 1 MiB, window 64 KiB
+        await attacker.send(frame(DATA, 0, 1, b"q" * 16384) * 64)  # 1 MiB, window 128 KiB
         assert await attacker.reset_of(1) == FLOW_CONTROL_ERROR
         # The rest of that MiB was counted and given back: the connection goes on.
         await attacker.send(attacker.headers(3, request_fields()))
@@ -430,5 +430,5 @@ async def test_data_past_the_window_is_rst_stream_flow_control_error() -> None:
         gate.set()
         await until(lambda: not server.state.tasks)
         assert seen[-1] == {"type": "http.disconnect"}
-        assert sum(len(m.get("body", b"")) for m in seen) <= BODY_HIGH_WATER_BYTES + 65535
+        assert sum(len(m.get("body", b"")) for m in seen) <= BODY_HIGH_WATER_BYTES + 128 * 1024
         await still_served(beside)

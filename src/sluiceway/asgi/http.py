@@ -139,6 +139,9 @@ class ResponseSink(Protocol):
 
     def pause_reading(self) -> None: ...
 
+    def body_read(self, n: int) -> None:
+        """The app read ``n`` body bytes (HTTP/2 gives them back to the connection window)."""
+
 
 class FileSlice:
     """A byte range of an open file, as the sink will send it."""
@@ -203,16 +206,21 @@ class HTTPCycle:
 
     # -- input from the protocol ------------------------------------------------
 
-    def feed_body(self, data: bytes) -> None:
-        """Buffer request body bytes; asks the sink to pause above the mark."""
+    def feed_body(self, data: bytes) -> bool:
+        """Buffer request body bytes; asks the sink to pause above the mark.
+
+        Returns:
+            False: nobody will read them, and they were dropped.
+        """
         if self.response_state >= _S_DONE or self.request_state is _R_GONE:
-            return  # nobody will read it: discard (the sink keeps framing)
+            return False  # discard (the sink keeps framing)
         self._body.append(data)
         self._body_size += len(data)
         if self._body_size > BODY_HIGH_WATER_BYTES:
             self.sink.pause_reading()
         if self._waiter is not None:
             self._wake()
+        return True
 
     def feed_client_done(self) -> None:
         """The client half-closed after the whole request: it will send nothing more.
@@ -295,9 +303,11 @@ class HTTPCycle:
             return b""
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._body = []
-        if self._body_size > BODY_HIGH_WATER_BYTES:
-            self.sink.resume_reading()
+        size = self._body_size
         self._body_size = 0
+        if size > BODY_HIGH_WATER_BYTES:
+            self.sink.resume_reading()
+        self.sink.body_read(size)
         return body
 
     # -- send ---------------------------------------------------------------------------

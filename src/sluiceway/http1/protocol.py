@@ -935,6 +935,9 @@ class HTTP1Protocol:
             self._flow.resume_reading()
             self._restart_body_clock()
 
+    def body_read(self, n: int) -> None:
+        """Nothing to do: TCP's own window follows what the transport reads."""
+
     # -- keep-alive: the response is complete ------------------------------------------
 
     def response_complete(self, cycle: HTTPCycle) -> None:

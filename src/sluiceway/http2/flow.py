@@ -5,12 +5,15 @@ stream's (``Stream`` fields): what a DATA frame costs when it arrives, what
 the app gives back as it reads, what ``send_data`` may take, and what the
 peer's WINDOW_UPDATE and SETTINGS_INITIAL_WINDOW_SIZE change.
 
-Receive side, the memory bound: the peer may send only what we granted, and
-we grant again only what the app consumed (``acknowledge``), in batches
-(a stream's WINDOW_UPDATE once half its window is consumed, the
-connection's once half of its window is). Bytes no app will read (a stream
-reset or closed with unread body) are given back to the connection at once
-(``release``, ``consumed``), or the connection window would leak shut.
+Receive side, the memory bound: the peer may send only what we granted.
+A stream's window is reopened while its app keeps up (``open_stream``:
+the app's buffer is below its mark); the connection's only once an app has
+read the bytes (``give_back``), so all streams together never hold more
+than the connection window, however many there are. Both are batched (a
+stream's WINDOW_UPDATE once half its window is due, the connection's once
+half of its window is). Bytes no app will read (a stream reset or closed
+with unread body) go back to the connection at once (``release``,
+``acknowledge``), or the connection window would leak shut.
 
 Imports the standard library and the siblings ``frames`` and ``streams``.
 """
@@ -92,6 +95,7 @@ class Flow:
             H2StreamError: FLOW_CONTROL_ERROR, past the stream's window.
         """
         stream.recv_unacked += length
+        stream.recv_held += length
         window = stream.recv_window - length
         if window < 0:
             raise H2StreamError(
@@ -109,13 +113,25 @@ class Flow:
         self._recv_consumed = consumed
 
     def acknowledge(self, stream: Stream, n: int) -> None:
-        """The app consumed ``n`` bytes of ``stream``: reopen both windows, batched."""
+        """``n`` bytes of ``stream`` are done with: reopen both windows, batched."""
+        self.give_back(stream, n)
+        self.open_stream(stream, n)
+
+    def give_back(self, stream: Stream, n: int) -> None:
+        """The app read ``n`` bytes of ``stream``: the connection window may have them back."""
+        if n > stream.recv_held:
+            n = stream.recv_held
+        if n > 0:
+            stream.recv_held -= n
+            self.consumed(n)
+
+    def open_stream(self, stream: Stream, n: int) -> None:
+        """The app has room for ``n`` more bytes of ``stream``: reopen its window, batched."""
         if n > stream.recv_unacked:
             n = stream.recv_unacked
         if n <= 0:
             return
         stream.recv_unacked -= n
-        self.consumed(n)
         state = stream.state
         if state is _OPEN or state is _HALF_CLOSED_LOCAL:  # the peer may still send
             consumed = stream.recv_consumed + n
@@ -127,9 +143,10 @@ class Flow:
 
     def release(self, stream: Stream) -> None:
         """``stream`` is gone: what its app never read goes back to the connection."""
-        if stream.recv_unacked:
-            self.consumed(stream.recv_unacked)
-            stream.recv_unacked = 0
+        if stream.recv_held:
+            self.consumed(stream.recv_held)
+            stream.recv_held = 0
+        stream.recv_unacked = 0
 
     # -- sending ----------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ HTTP/1.1 does not have: flow control in both directions.
   (``window_opened``). At most one app message is held per stream, because
   the app waits before its next one: memory is bounded by what the app sends
   in one message. Trailers and END_STREAM wait behind pending data. What
-  the windows took is written at once past 64 KiB (``_WRITE_NOW_BYTES``),
-  not at the end of the loop pass, so a client that does not read holds the
-  app's ``send`` through the transport's ``pause_writing`` as well.
+  the windows took is written by the protocol (``H2Protocol.send_data``):
+  at the end of the loop pass, or at once when the connection holds too much
+  unwritten, so a client that does not read holds the app's ``send``
+  through the transport's ``pause_writing`` as well.
 * Receiving: body bytes are acknowledged (WINDOW_UPDATE to the client) as
   they arrive while the cycle holds less than its high-water mark; above it
   the cycle calls ``pause_reading`` and acknowledgements stop until the app
@@ -48,10 +49,6 @@ _S_DONE: Final = ResponseState.DONE
 _PATH_SAFE: Final = "/!$&'()*+,;=:@-._~"
 # File bodies are read in pieces of this size and framed as DATA.
 _FILE_CHUNK: Final = 64 * 1024
-# Body bytes one stream may queue in the connection before they are written
-# at once rather than at the end of the loop pass: asyncio's default
-# high-water mark, so the transport's back-pressure reaches the app's send.
-_WRITE_NOW_BYTES: Final = 64 * 1024
 
 
 class H2Stream:
@@ -62,7 +59,6 @@ class H2Stream:
         "_end_pending",
         "_pending",
         "_proto",
-        "_queued",
         "_remaining",
         "_trailers",
         "_unacked",
@@ -89,7 +85,6 @@ class H2Stream:
         self._drain_waiter: asyncio.Future[None] | None = None
         self._unacked = 0  # request body bytes received but not yet acknowledged
         self._remaining = -1  # Content-Length bytes still owed, or -1
-        self._queued = 0  # body bytes handed to the connection since this stream last flushed
         self.read_paused = False
         self.no_body = False
         self.ended = False  # END_STREAM sent (or the stream reset): nothing more goes out
@@ -101,14 +96,27 @@ class H2Stream:
     # -- request body in ------------------------------------------------------------
 
     def receive_body(self, data: bytes, flow_controlled: int) -> None:
-        """Body bytes arrived; acknowledge them now unless the app is behind."""
-        self.cycle.feed_body(data)
+        """Body bytes arrived: reopen the stream's window now unless the app is behind.
+
+        The connection's window has them back only as the app reads them
+        (``body_read``); padding, and a body no app will read, at once.
+        """
+        kept = self.cycle.feed_body(data)
         if not flow_controlled:
             return  # the body of an h2c upgrade request: it came over HTTP/1.1
+        proto = self._proto
+        if not kept:
+            proto.acknowledge(self.stream_id, flow_controlled)
+            return
+        if flow_controlled > len(data):
+            proto.give_back(self.stream_id, flow_controlled - len(data))
         if self.read_paused:
             self._unacked += flow_controlled
         else:
-            self._proto.acknowledge(self.stream_id, flow_controlled)
+            proto.open_stream_window(self.stream_id, flow_controlled)
+
+    def body_read(self, n: int) -> None:
+        self._proto.give_back(self.stream_id, n)
 
     def receive_end(self) -> None:
         self.cycle.feed_end()
@@ -131,7 +139,7 @@ class H2Stream:
         self.read_paused = False
         if self._unacked:
             unacked, self._unacked = self._unacked, 0
-            self._proto.acknowledge(self.stream_id, unacked)
+            self._proto.open_stream_window(self.stream_id, unacked)
 
     # -- ResponseSink ------------------------------------------------------------------
 
@@ -230,17 +238,6 @@ class H2Stream:
             self._end_pending = self._end_pending or end
             return
         taken = self._proto.send_data(self.stream_id, data, end)
-        self._queued += taken
-        if self._queued >= _WRITE_NOW_BYTES:
-            # The protocol writes at the end of the loop pass (one write for
-            # every stream a read started), but an app that sends without
-            # yielding never reaches that end: with the peer's windows wide
-            # open its whole body would pile up in the connection, unseen
-            # by the transport's pause_writing. Write now, so ``write_paused``
-            # holds the app's next send. (A flush by the protocol in between
-            # is not counted: at worst this writes a little early.)
-            self._queued = 0
-            self._proto.flush()
         if taken < len(data):
             self._pending = data[taken:]
             self._end_pending = end
@@ -431,6 +428,9 @@ class _Gone:
         pass
 
     def pause_reading(self) -> None:
+        pass
+
+    def body_read(self, n: int) -> None:
         pass
 
 

@@ -12,9 +12,13 @@ Invariants:
 * A ``Stream`` exists only while open, half-closed or reserved; closed
   streams live on as one ``ClosedBy`` entry in a bounded ``ClosedStreams``.
 * ``recv_window`` is what the peer may still send; ``recv_unacked`` is what
-  it sent that the app has not consumed; ``recv_consumed`` is what the app
-  consumed that no WINDOW_UPDATE has returned yet. Their sum never exceeds
-  the initial window, so a slow app bounds the body the server holds.
+  it sent that the stream's window has not been reopened for (the app is
+  behind); ``recv_consumed`` is what was reopened that no WINDOW_UPDATE has
+  returned yet. Their sum never exceeds the initial window, so a slow app
+  bounds the body the server holds for one stream.
+* ``recv_held`` is what the stream received that the connection window has
+  not had back: the app has not read it yet. The connection window, given
+  back only as apps read, bounds the body held for all streams together.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Stream:
         "head_sent",
         "received",
         "recv_consumed",
+        "recv_held",
         "recv_unacked",
         "recv_window",
         "send_window",
@@ -68,6 +73,7 @@ class Stream:
         self.recv_window = recv_window
         self.recv_unacked = 0
         self.recv_consumed = 0
+        self.recv_held = 0
         # The request's content-length (-1: none) and the DATA bytes so far (§8.1.1).
         self.content_length = -1
         self.received = 0

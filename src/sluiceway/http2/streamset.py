@@ -440,12 +440,14 @@ class StreamSet:
             out.append(data if n == total else data[:n])
         else:
             view = memoryview(data)
-            frames = 0
-            for pos in range(0, n, max_frame):
-                size = min(max_frame, n - pos)
-                out.append(frame_header(size, 0, flags if pos + size == n else 0, stream_id))
-                out.append(view[pos : pos + size])  # no copy: written by a vectored write
-                frames += 1
+            full = frame_header(max_frame, 0, 0, stream_id)  # every frame's but the last
+            last = n - (n - 1) % max_frame - 1  # where the last frame starts
+            for pos in range(0, last, max_frame):
+                out.append(full)
+                out.append(view[pos : pos + max_frame])  # no copy: written by a vectored write
+            out.append(frame_header(n - last, 0, flags, stream_id))
+            out.append(view[last:n])
+            frames = last // max_frame + 1
         if self.no_progress.used:
             self.no_progress.refund(frames * _ANSWERS_PER_DATA_FRAME)
         if end_stream:
@@ -460,6 +462,16 @@ class StreamSet:
         stream = self.active.get(stream_id)
         if stream is not None:
             self._flow.acknowledge(stream, n)
+
+    def open_stream(self, stream_id: int, n: int) -> None:
+        stream = self.active.get(stream_id)
+        if stream is not None:
+            self._flow.open_stream(stream, n)
+
+    def give_back(self, stream_id: int, n: int) -> None:
+        stream = self.active.get(stream_id)
+        if stream is not None:
+            self._flow.give_back(stream, n)
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Our RST_STREAM, on the app's behalf: no event, no budget."""
