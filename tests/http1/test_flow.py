@@ -3,20 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import random
 import socket
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
 from sluiceway.accesslog import escape
 from sluiceway.asgi.http import BODY_HIGH_WATER_BYTES
-from sluiceway.transport.flow import FlowControl
+from sluiceway.transport.flow import FlowControl, direct_fd, unsent
 from tests.http1.apps import echo, hello, read_body
 from tests.support import exchange, raw_connection, serve
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[tuple[asyncio.Transport, socket.socket]]:
+    """A client transport on the running loop, and the accepted socket at the other end."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        peer, _ = listener.accept()  # the handshake is done: accept returns at once
+        try:
+            yield cast(asyncio.Transport, transport), peer
+        finally:
+            transport.abort()
+            peer.close()
+
+
+async def read_to_eof(peer: socket.socket) -> bytes:
+    peer.settimeout(10)
+    received = bytearray()
+    loop = asyncio.get_running_loop()
+    while chunk := await loop.run_in_executor(None, peer.recv, 1 << 20):
+        received += chunk
+    return bytes(received)
 
 
 async def test_send_blocks_while_the_client_does_not_read() -> None:
@@ -82,23 +109,80 @@ async def test_vectored_writes_with_an_empty_part_still_end_with_the_eof() -> No
     # keeps an empty last part in its buffer: the buffer never looks empty, write_eof()
     # never shuts the socket and the loop polls for writability forever.
     # FlowControl.writelines drops empty parts there.
+    async with connected() as (transport, peer):
+        flow = FlowControl(transport)
+        flow.writelines((b"head", b"body", b""))
+        transport.write_eof()
+        assert await read_to_eof(peer) == b"headbody"  # and the EOF came
+
+
+async def test_write_parts_keeps_order_past_a_full_socket() -> None:
+    # FlowControl.write_parts: on uvloop's TCP transport straight to os.writev while the
+    # transport holds nothing, the kernel's leftovers to the transport (unsent); on asyncio's,
+    # the transport's writelines. Random parts, views among them, far past the socket
+    # buffers, with the peer reading only at the end: every byte arrives, in order.
+    rng = random.Random(7)
+    source = rng.randbytes(1 << 20)
+    async with connected() as (transport, peer):
+        flow = FlowControl(transport)
+        assert (direct_fd(transport) >= 0) == (type(transport).__module__ == "uvloop.loop")
+        expected = bytearray()
+        while len(expected) < 16 << 20:
+            parts: list[bytes | memoryview] = []
+            for _ in range(rng.randrange(1, 200)):
+                start = rng.randrange(len(source))
+                piece = memoryview(source)[start : start + rng.randrange(1, 40000)]
+                parts.append(piece if rng.random() < 0.7 else bytes(piece))
+            flow.write_parts(parts, sum(map(len, parts)))
+            expected += b"".join(parts)
+        assert transport.get_write_buffer_size() > 0  # the kernel took only part of it
+        transport.write_eof()
+        assert await read_to_eof(peer) == expected
+
+
+def test_unsent_is_the_tail_of_the_joined_parts() -> None:
+    rng = random.Random(11)
+    for _ in range(2000):
+        parts: list[bytes | memoryview] = [
+            rng.randbytes(rng.randrange(0, 50)) for _ in range(rng.randrange(1, 8))
+        ]
+        whole = b"".join(parts)
+        sent = rng.randrange(len(whole) + 1)
+        assert b"".join(unsent(parts, sent)) == whole[sent:]
+
+
+async def test_write_parts_after_close_never_writes_to_a_reused_descriptor() -> None:
+    # After close() uvloop frees the descriptor, and the next socket may get its number:
+    # a direct write then would land in another connection.
     loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    class Watcher(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(None)
+
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        peer, _ = listener.accept()
+        transport, _ = await loop.create_connection(Watcher, "127.0.0.1", port)
+        first_peer, _ = listener.accept()
+        flow = FlowControl(cast(asyncio.Transport, transport))
+        fd = direct_fd(transport)
+        transport.close()
+        await asyncio.wait_for(lost, 5)
+        other = socket.create_connection(("127.0.0.1", port))
+        other_peer, _ = listener.accept()
         try:
-            flow = FlowControl(cast(asyncio.Transport, transport))
-            flow.writelines((b"head", b"body", b""))
-            transport.write_eof()
-            peer.settimeout(5)
-            received = b""
-            while chunk := await loop.run_in_executor(None, peer.recv, 65536):
-                received += chunk
-            assert received == b"headbody"  # and the EOF came: recv returned b""
+            if fd >= 0:
+                assert other.fileno() == fd  # the number came back: the hazard is real here
+            with contextlib.suppress(RuntimeError):  # a closed transport may refuse writes
+                flow.write_parts([b"not ", b"yours"], 9)
+            other_peer.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                other_peer.recv(16)  # nothing arrived on the other connection
         finally:
-            transport.abort()
-            peer.close()
+            other.close()
+            other_peer.close()
+            first_peer.close()
 
 
 async def test_reading_pauses_while_the_app_does_not_consume() -> None:

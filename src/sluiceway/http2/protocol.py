@@ -494,7 +494,7 @@ class H2Protocol:
             if size < _JOIN_MAX_BYTES:
                 self._transport.write(b"".join(parts))  # small answers: one buffer
             else:
-                self.flow.writelines(parts)  # large bodies: vectored, no copy here
+                self.flow.write_parts(parts, size)  # large bodies: vectored, no copy here
         if self._going_away and not self.streams and not self._closing:
             self._close()
 
