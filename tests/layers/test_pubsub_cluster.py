@@ -4,9 +4,9 @@ The conformance suite runs on it (``make_layer``'s ``pubsub-cluster`` backend,
 minus ``conftest.PUBSUB_NOT_APPLICABLE``), and so does the two-server chat
 test (``test_chat_e2e.py``'s ``chat_layer``). Here: the configuration, topics
 spread over every primary, a lost connection resubscribing topics of several
-slots, and the faults (a slot migrated while subscribed; a primary killed),
-each on a cluster of its own, printing what it measured (docs/layers.md
-quotes the numbers).
+slots, a receive() cancelled as its topic is confirmed, and the faults (a
+slot migrated while subscribed; a primary killed), each on a cluster of its
+own, printing what it measured (docs/layers.md quotes the numbers).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from redis.crc import key_slot
 from sluiceway.layers import channel_layers, get_channel_layer
 from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
 from sluiceway.layers.redis_pubsub_cluster import ClusterSubscriber
+from sluiceway.layers.redis_pubsub_sub import Subscriber
 from tests.layers.cluster_support import ClusterNode, RedisCluster, running_cluster
 from tests.layers.test_cluster import _failed_over, _hand_over, _start_migration
 
@@ -158,7 +159,11 @@ async def test_a_lost_connection_resubscribes_topics_of_several_slots(
     )
     node = next(n for n in redis_cluster.nodes if n.port == port)
     for name in names:
-        (await _receiving(receiver, name)).cancel()
+        first = await _receiving(receiver, name)
+        first.cancel()
+        # Ended, not left waiting to take a message meant for the receive below.
+        await asyncio.wait({first}, timeout=T)
+        assert first.cancelled()
     shard = next(s for s in _router(receiver).nodes.values() if s.url.endswith(f":{port}/0"))
     node.command("CLIENT", "KILL", "TYPE", "pubsub")
     # Reconnected, and every topic (three slots: one SSUBSCRIBE each) confirmed again.
@@ -169,6 +174,43 @@ async def test_a_lost_connection_resubscribes_topics_of_several_slots(
         waiting = await _receiving(receiver, name)
         await sender.send(name, {"type": "m"})
         assert await asyncio.wait_for(waiting, T) == {"type": "m"}
+
+
+async def test_a_receive_cancelled_as_redis_confirms_its_topic_ends_cancelled(
+    redis_cluster: RedisCluster,
+    layers: list[RedisPubSubChannelLayer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled in the instant its subscription is confirmed, a receive() ends, and steals nothing.
+
+    The test above cancels its first receives as soon as Redis confirms their
+    topics. ``asyncio.wait_for`` (before Python 3.12), cancelled after what it
+    awaits has completed but before it resumed, returns instead of raising: a
+    subscribe() waiting that way swallowed the cancellation, the receive()
+    went on waiting, and took the next message of its channel from the
+    receive() meant to get it.
+    """
+    receiver = _layer(redis_cluster, layers, "confirmed")
+    sender = _layer(redis_cluster, layers, "confirmed")
+    channel = "confirmed.channel"
+    topic = receiver._topic(channel)
+    on_reply = Subscriber._on_reply
+    first: asyncio.Future[Any] | None = None
+
+    def cancel_on_confirmation(self: Subscriber, reply: Any) -> None:
+        on_reply(self, reply)  # resolves the confirmation's futures: their callbacks are queued
+        if first is not None and type(reply) is list and reply[:2] == [self.CONFIRMED, topic]:
+            # Queued after them: the cancel lands once the subscribe's wait
+            # is complete and before the receive() has resumed.
+            asyncio.get_running_loop().call_soon(first.cancel)
+
+    monkeypatch.setattr(Subscriber, "_on_reply", cancel_on_confirmation)
+    first = asyncio.ensure_future(receiver.receive(channel))
+    await asyncio.wait({first}, timeout=T)
+    assert first.cancelled(), "the cancelled receive() is still waiting"
+    waiting = await _receiving(receiver, channel)
+    await sender.send(channel, {"type": "m"})
+    assert await asyncio.wait_for(waiting, T) == {"type": "m"}
 
 
 # -- faults, on a cluster of their own ------------------------------------------------------

@@ -19,6 +19,8 @@ the state of the connection; commands are written only while ``live`` (the
 task wrote the full SUBSCRIBE after its last connect), so a topic is never
 subscribed on a connection about to be replaced and then forgotten. Writes
 never await, so nothing can change ``wanted`` between a check and a write.
+A ``subscribe`` whose caller is cancelled raises ``CancelledError``, even
+when the confirmation came in the same instant (the topic stays wanted).
 
 Imports redis and ``sluiceway.layers.redis_*`` (hiredis through ``redis_pubsub_pub``);
 never the server.
@@ -95,6 +97,8 @@ class Subscriber:
         Confirmed, a message published on ``topic`` from then on reaches
         this loop. Unconfirmed in time (Redis unreachable), the topic stays
         wanted and is subscribed on reconnection; nothing is raised.
+        Cancelled, it raises ``CancelledError`` whether or not Redis has
+        confirmed meanwhile; the topic stays wanted either way.
         """
         if self.listening(topic):
             return
@@ -107,8 +111,13 @@ class Subscriber:
                 self._write(encode_command(self.SUBSCRIBE, topic))
             else:
                 self.changed.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), wait_s)
+        # asyncio.wait, not wait_for(shield(...)): before Python 3.12, wait_for
+        # cancelled after the future completed (a confirmation and a cancel in
+        # the same instant) returns instead of raising. A receive() cancelled
+        # so went on waiting, and took its channel's next message from the
+        # receive() meant to get it. wait() neither cancels the shared future
+        # nor swallows a cancellation.
+        await asyncio.wait((future,), timeout=wait_s)
 
     async def unsubscribe(self, topics: list[bytes]) -> None:
         """Stop listening to ``topics`` (no wait for Redis to confirm)."""
