@@ -440,12 +440,17 @@ class StreamSet:
             out.append(data if n == total else data[:n])
         else:
             view = memoryview(data)
-            full = frame_header(max_frame, 0, 0, stream_id)  # every frame's but the last
+            full = frame_header(max_frame, 0, 0, stream_id)  # a full frame without flags
             last = n - (n - 1) % max_frame - 1  # where the last frame starts
-            for pos in range(0, last, max_frame):
+            pos = 0
+            while pos < last:  # (a native loop: mypyc's range() with a variable step is not)
                 out.append(full)
                 out.append(view[pos : pos + max_frame])  # no copy: written by a vectored write
-            out.append(frame_header(n - last, 0, flags, stream_id))
+                pos += max_frame
+            size = n - last
+            out.append(
+                full if size == max_frame and not flags else frame_header(size, 0, flags, stream_id)
+            )
             out.append(view[last:n])
             frames = last // max_frame + 1
         if self.no_progress.used:
