@@ -49,6 +49,7 @@ HOT_PATH = [
     "src/sluiceway/http2/streams.py",
     "src/sluiceway/http2/validation.py",
     "src/sluiceway/http2/streamset.py",
+    "src/sluiceway/http2/reader.py",
     "src/sluiceway/http2/connection.py",
     "src/sluiceway/http2/headers.py",
     "src/sluiceway/http2/stream.py",

@@ -8,9 +8,9 @@ the HEADERS and DATA of every response one read started leave in one write.
 The app's side comes back through ``send_headers``, ``send_data``,
 ``acknowledge_received_data``, ``reset_stream`` and ``push_promise``.
 
-Reading follows the wire: the client preface (§3.4), then a loop that reads
-each frame header at an offset of the read (``struct.unpack_from``, no copy
-of the buffer per frame) and dispatches on the frame type. This module keeps
+Reading follows the wire: the client preface (§3.4), then the frames that
+``reader.FrameReader`` cuts from each read, dispatched on their type by
+``on_frame``. This module keeps
 what is connection-wide: the preface, the frame formats, HPACK decoding of
 whole header blocks (§4.3), SETTINGS, PING, GOAWAY, the connection window
 and the shutdown. What belongs to one stream (its §5.1 state, requests,
@@ -18,7 +18,7 @@ trailers, bodies, responses) is ``streamset.StreamSet``'s.
 
 Imports the standard library, ``sluiceway.errors`` and its siblings
 ``config``, ``events``, ``flow``, ``frames``, ``hpack``, ``limits``,
-``settings`` and ``streamset``.
+``reader``, ``settings`` and ``streamset``.
 
 Invariants:
 
@@ -34,7 +34,8 @@ Invariants:
   that is gone; what no app will read is given back at once (``flow.py``).
 * Memory per connection is bounded: a header block by ``limits.HeaderBlock``,
   received bodies by the windows the app has not reopened, the closed-stream
-  memory by ``streams.ClosedStreams``, a partial frame by ``max_frame_size``.
+  memory by ``streams.ClosedStreams``, a partial frame by ``max_frame_size``
+  (``reader.py``).
 
 Judgment calls:
 
@@ -92,6 +93,7 @@ from sluiceway.http2.frames import (
 )
 from sluiceway.http2.hpack import Decoder, Encoder, HeaderListTooLarge, HPACKError
 from sluiceway.http2.limits import ControlBacklog, HeaderBlock
+from sluiceway.http2.reader import FrameReader
 from sluiceway.http2.settings import DEFAULT_TABLE_SIZE, PeerSettings, local_settings
 from sluiceway.http2.streamset import StreamClosedError, StreamSet
 
@@ -118,11 +120,9 @@ _AWAITING_SETTINGS: Final = ConnectionState.AWAITING_SETTINGS
 _OPEN: Final = ConnectionState.OPEN
 _CLOSING: Final = ConnectionState.CLOSING
 _CLOSED: Final = ConnectionState.CLOSED
-_END_OR_PADDED: Final = FLAG_END_STREAM | FLAG_PADDED
 _PROTOCOL_ERROR: Final = ErrorCode.PROTOCOL_ERROR
 _FRAME_SIZE_ERROR: Final = ErrorCode.FRAME_SIZE_ERROR
 
-_unpack_header = struct.Struct(">HBBBL").unpack_from
 _unpack_u32 = struct.Struct(">L").unpack_from
 _unpack_u32x2 = struct.Struct(">LL").unpack_from
 
@@ -147,8 +147,6 @@ class H2Connection:
         )
         self._encoder = Encoder()
         self._out: list[bytes | memoryview] = []
-        self._buf = bytearray()  # a partial frame, carried to the next read
-        self._need = 0  # bytes _buf must hold before it is worth parsing
         self._preface_left = PREFACE
         self._flow = Flow(self._out, config.connection_window_size, config.initial_window_size)
         self._peer = PeerSettings()
@@ -159,6 +157,7 @@ class H2Connection:
         self._block = HeaderBlock(
             config.max_header_list_size + config.max_frame_size, config.max_continuation_frames
         )
+        self._reader = FrameReader(self, config.max_frame_size, self._streams.no_progress)
         self._peer_goaway = False
         self._goaway_sent = False
         self._settings_seen = False
@@ -220,42 +219,10 @@ class H2Connection:
         try:
             if state is _AWAITING_PREFACE:
                 data = self._receive_preface(data)
-            pos = self._complete_partial(data) if self._buf else 0
-            if pos >= 0:
-                pos = self._receive_frames(data, pos)
+            self._reader.feed(data)
         except H2ConnectionError as exc:
             self._connection_error(exc, events)
-            return events
-        if 0 <= pos < len(data):
-            self._buf = bytearray(memoryview(data)[pos:])
         return events
-
-    def _complete_partial(self, data: bytes) -> int:
-        """Finish the frame a previous read left partial, from the front of ``data``.
-
-        Only the missing part is copied in: the frames after it are parsed in
-        place (a 1 MiB upload arrives in reads that rarely end on a frame
-        boundary; joining each read to the partial frame copied it twice).
-
-        Returns:
-            Where ``data``'s own frames start, or -1: all of it went to the
-            partial frame, which is still short.
-        """
-        buf = self._buf
-        view = memoryview(data)
-        pos = 0
-        while buf:
-            take = self._need - len(buf)
-            if take > len(data) - pos:
-                buf += view[pos:]
-                return -1
-            buf += view[pos : pos + take]
-            pos += take
-            frame = bytes(buf)
-            buf.clear()
-            if not self._receive_frames(frame, 0):
-                buf += frame  # that was the frame header: now ``_need`` covers the payload
-        return pos
 
     def _receive_preface(self, data: bytes) -> bytes:
         """Check the client magic (§3.4); return what follows it."""
@@ -269,118 +236,52 @@ class H2Connection:
         self.state = _AWAITING_SETTINGS
         return data[n:]
 
-    def _receive_frames(self, data: bytes, pos: int) -> int:
-        """Handle every whole frame in ``data`` from ``pos``; return where a partial one starts."""
-        end = len(data)
-        max_frame_size = self.config.max_frame_size
-        block = self._block
-        streams = self._streams
-        while end - pos >= 9:
-            high, low, frame_type, flags, stream_id = _unpack_header(data, pos)
-            length = (high << 8) | low
-            if length > max_frame_size:
-                # §4.2: only a frame that cannot touch the connection may be a
-                # stream error; none is worth reading this far for.
-                raise H2ConnectionError(
-                    _FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"
-                )
-            frame_end = pos + 9 + length
-            if frame_end > end:
-                self._need = frame_end - pos
-                return pos
-            stream_id &= 0x7FFFFFFF  # §4.1: the reserved bit is ignored
-            if frame_type == 0 and length and not flags & _END_OR_PADDED and end - frame_end >= 9:
-                payload, frame_end, flags = self._data_run(data, pos, frame_end, stream_id)
-            else:
-                payload = data[pos + 9 : frame_end]
-            pos = frame_end
-            if self.state is _AWAITING_SETTINGS:
-                # §3.4: the client preface ends with SETTINGS (not an ACK).
-                if frame_type != 4 or flags & FLAG_ACK:
-                    raise H2ConnectionError(_PROTOCOL_ERROR, "the preface must end with SETTINGS")
-                self.state = _CLOSING if self._goaway_sent else _OPEN
-            if block.stream_id and frame_type != 9:
-                # §4.3: a field block's frames are contiguous, whatever comes between.
-                raise H2ConnectionError(_PROTOCOL_ERROR, "frame inside a header block")
-            try:
-                if frame_type == 1:
-                    self._on_headers(flags, stream_id, payload)
-                elif frame_type == 0:
-                    self._on_data(flags, stream_id, payload)
-                elif frame_type == 8:
-                    self._on_window_update(stream_id, payload)
-                elif frame_type == 4:
-                    self._on_settings(flags, stream_id, payload)
-                elif frame_type == 6:
-                    self._on_ping(flags, stream_id, payload)
-                elif frame_type == 3:
-                    self._on_rst_stream(stream_id, payload)
-                elif frame_type == 2:
-                    self._on_priority(stream_id, payload)
-                elif frame_type == 9:
-                    whole = block.add(stream_id, payload, bool(flags & FLAG_END_HEADERS))
-                    if whole is not None:
-                        fields = self._decode(whole)
-                        streams.on_field_block(
-                            stream_id, fields, block.end_stream, block.bad_priority
-                        )
-                    elif not payload:
-                        streams.no_progress.spend()
-                elif frame_type == 7:
-                    self._on_goaway(stream_id, payload)
-                elif frame_type == 5:
-                    raise H2ConnectionError(_PROTOCOL_ERROR, "PUSH_PROMISE from a client")  # §8.4
-                else:
-                    streams.no_progress.spend()  # §4.1: unknown types are ignored
-            except H2StreamError as exc:
-                streams.stream_error(exc)
-        self._need = 9
-        return pos
+    def on_frame(self, frame_type: int, flags: int, stream_id: int, payload: bytes) -> None:
+        """One whole frame from the reader (``reader.py``): act on it.
 
-    def _data_run(
-        self, data: bytes, pos: int, frame_end: int, stream_id: int
-    ) -> tuple[bytes, int, int]:
-        """The DATA frame at ``pos`` and the whole DATA frames after it on the same stream, as one.
-
-        An upload arrives as runs of full-size DATA frames; one payload and
-        one event for a run, instead of one per 16 KiB frame, costs one copy
-        of the body (not a slice per frame and a join when the app reads)
-        and a sixteenth of the per-frame work. The windows, content-length
-        and END_STREAM come out as for the frames one by one: all count
-        only the payload total, and only the last frame may end the stream.
-        Padded and empty frames end a run (padding is stripped frame by
-        frame; empty ones are counted against floods), as does anything
-        too long, which the caller then refuses.
-
-        Returns:
-            The joined payload, where the run ends, and the last frame's flags.
+        Raises:
+            H2ConnectionError: the connection is over (the caller sends GOAWAY).
         """
-        end = len(data)
-        max_frame_size = self.config.max_frame_size
-        view = memoryview(data)
-        parts = [view[pos + 9 : frame_end]]
-        flags = 0
-        while end - frame_end >= 9:
-            high, low, frame_type, next_flags, next_id = _unpack_header(data, frame_end)
-            length = (high << 8) | low
-            next_end = frame_end + 9 + length
-            if (
-                frame_type != 0
-                or next_id & 0x7FFFFFFF != stream_id
-                or next_flags & FLAG_PADDED
-                or not length
-                or length > max_frame_size
-                or next_end > end
-            ):
-                break
-            parts.append(view[frame_end + 9 : next_end])
-            frame_end = next_end
-            flags = next_flags
-            if flags & FLAG_END_STREAM:
-                break
-        if len(parts) == 1:
-            return data[pos + 9 : frame_end], frame_end, flags
-        return b"".join(parts), frame_end, flags
+        if self.state is _AWAITING_SETTINGS:
+            # §3.4: the client preface ends with SETTINGS (not an ACK).
+            if frame_type != 4 or flags & FLAG_ACK:
+                raise H2ConnectionError(_PROTOCOL_ERROR, "the preface must end with SETTINGS")
+            self.state = _CLOSING if self._goaway_sent else _OPEN
+        block = self._block
+        if block.stream_id and frame_type != 9:
+            # §4.3: a field block's frames are contiguous, whatever comes between.
+            raise H2ConnectionError(_PROTOCOL_ERROR, "frame inside a header block")
+        streams = self._streams
+        try:
+            if frame_type == 1:
+                self._on_headers(flags, stream_id, payload)
+            elif frame_type == 0:
+                self._on_data(flags, stream_id, payload)
+            elif frame_type == 8:
+                self._on_window_update(stream_id, payload)
+            elif frame_type == 4:
+                self._on_settings(flags, stream_id, payload)
+            elif frame_type == 6:
+                self._on_ping(flags, stream_id, payload)
+            elif frame_type == 3:
+                self._on_rst_stream(stream_id, payload)
+            elif frame_type == 2:
+                self._on_priority(stream_id, payload)
+            elif frame_type == 9:
+                whole = block.add(stream_id, payload, bool(flags & FLAG_END_HEADERS))
+                if whole is not None:
+                    fields = self._decode(whole)
+                    streams.on_field_block(stream_id, fields, block.end_stream, block.bad_priority)
+                elif not payload:
+                    streams.no_progress.spend()
+            elif frame_type == 7:
+                self._on_goaway(stream_id, payload)
+            elif frame_type == 5:
+                raise H2ConnectionError(_PROTOCOL_ERROR, "PUSH_PROMISE from a client")  # §8.4
+            else:
+                streams.no_progress.spend()  # §4.1: unknown types are ignored
+        except H2StreamError as exc:
+            streams.stream_error(exc)
 
     # -- HEADERS (§6.2), DATA (§6.1): the frame, then the stream's rules --------------------------
 
