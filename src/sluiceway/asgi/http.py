@@ -159,6 +159,22 @@ class FileSlice:
             self.file.close()
 
 
+def breaks_length(n: int, remaining: int, more_body: bool) -> bool:
+    """A body chunk of ``n`` bytes breaks a declared length with ``remaining`` left (RFC 9110 §8.6).
+
+    Longer than what is left, or the last chunk and shorter. Every sink
+    checks its later body chunks with this; ``length_error`` words the error.
+    """
+    return n > remaining or (not more_body and n != remaining)
+
+
+def length_error(n: int, remaining: int) -> ASGIMessageError:
+    longer = "longer" if n > remaining else "shorter"
+    return ASGIMessageError(
+        f"response body does not match its Content-Length ({longer} than declared)"
+    )
+
+
 def _body_of(message: Message) -> bytes:
     body = message.get("body", b"")
     if type(body) is not bytes:

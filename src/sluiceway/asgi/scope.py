@@ -53,7 +53,7 @@ def target_authority(target: bytes) -> bytes | None:
     """The authority of an absolute-form target (``http://h:1/p`` -> ``h:1``), else None.
 
     Returned as sent, userinfo included: the caller must refuse userinfo and
-    check the rest before it reaches a scope (``http1/protocol.py`` does, with
+    check the rest before it reaches a scope (``http1/request_reader.py`` does, with
     ``wire.check_host``; RFC 9110 §4.2.4).
     """
     scheme_end = target.find(b"://")

@@ -9,7 +9,7 @@ has no ``sendfile`` (uvloop), reads of 64 KiB in the default executor, each
 write respecting the drain.
 
 Framing (chunk headers, Content-Length accounting) stays with the caller
-(``http1/protocol.py``, which also calls ``transfer``; ``http2/stream.py``
+(``http1/response_writer.py``, which also calls ``transfer``; ``http2/stream.py``
 calls ``open_file`` and sends the slice in DATA frames).
 
 Imports ``sluiceway.asgi.http`` (``FileSlice``), ``sluiceway.errors``,

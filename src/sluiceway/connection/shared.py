@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from sluiceway.http2.config import H2Config
 
 # Chunked request framing allowed beyond the body, before the per-body-byte
-# share (http1/protocol.py, _CHUNK_FRAMING_PER_BODY_BYTE): a fixed 4 KiB
+# share (http1/request_reader.py, _CHUNK_FRAMING_PER_BODY_BYTE): a fixed 4 KiB
 # (Twisted caps a chunk-size line at 4 KiB, http.maxChunkSizeLineLength) plus
 # the head budget (trailers share it, RFC 9112 §7.1.2).
 _CHUNK_FRAMING_BYTES: Final = 4 * 1024
@@ -103,7 +103,7 @@ class Shared:
         # connection costs a getpid() syscall on CPython 3.11 (scenario e).
         self.loop: asyncio.AbstractEventLoop | None = None
         # HTTP/1.1 connections holding output for the end of this loop pass
-        # (http1/protocol.py, _write_body), flushed by one callback for them
+        # (http1/response_writer.py, _write_body), flushed by one callback for them
         # all (flush_holding there). Typed loosely: this module knows no protocol.
         self.holding: list[Any] = []
         self.flush_scheduled = False

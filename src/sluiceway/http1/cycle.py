@@ -1,9 +1,10 @@
 """What an HTTP/1.1 connection and its requests carry: ``Phase``, ``H1Cycle``, two constants.
 
-``http1/protocol.py`` owns both; its delegated modules (``switching.py``, the
-HTTP/2 hand-off and Upgrade dispatch; ``error_replies.py``, the 4xx/5xx
-answers) read and set them, so they live here, below all three, rather than in
-``protocol.py`` (which imports those modules).
+``http1/protocol.py`` owns both; its delegated modules (``request_reader.py``,
+the bytes that come in; ``response_writer.py``, the bytes that go out;
+``switching.py``, the HTTP/2 hand-off and Upgrade dispatch; ``error_replies.py``,
+the 4xx/5xx answers) read and set them, so they live here, below all of them,
+rather than in ``protocol.py`` (which imports those modules).
 
 Imports only ``sluiceway.asgi.http``, ``httptools`` and the standard library.
 """

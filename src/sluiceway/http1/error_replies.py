@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sluiceway import accesslog
 from sluiceway.asgi.http import ResponseState
 from sluiceway.errors import ClientDisconnected, LocalProtocolError, ProtocolError
-from sluiceway.http1 import wire
+from sluiceway.http1 import response_writer, wire
 from sluiceway.http1.cycle import CLOSE_TIMEOUT_S, H1Cycle, Phase
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def write_error(conn: HTTP1Protocol, status: int) -> None:
     if conn._metrics is not None:
         conn._metrics.count_status(status)
     conn._last_write_then_fin()
-    conn._flush_held()
+    response_writer.flush_held(conn)
     conn._transport.write(wire.error_response(status, conn._state.default_headers))
     conn._linger_close()
 
@@ -113,7 +113,7 @@ def finish_with_error(conn: HTTP1Protocol, cycle: H1Cycle, status: int) -> None:
     if cycle.is_head:
         data = data[: data.index(b"\r\n\r\n") + 4]
     if not conn._flow.closed:
-        conn._flush_held()
+        response_writer.flush_held(conn)
         conn._transport.write(data)
     cycle.status = status
     # Logged as any response's: the body bytes sent (none for HEAD).

@@ -30,7 +30,7 @@ import httptools
 
 from sluiceway.asgi.http import BODY_HIGH_WATER_BYTES
 from sluiceway.errors import BadRequest, ProtocolError
-from sluiceway.http1 import upgrade
+from sluiceway.http1 import response_writer, upgrade
 from sluiceway.http1.cycle import NO_PARSER, H1Cycle, Phase
 from sluiceway.http1.error_replies import reject
 
@@ -102,7 +102,7 @@ def on_upgrade(conn: HTTP1Protocol, data: bytes, offset: int) -> None:
     (``http1/upgrade.py``), else the request is served as plain HTTP/1.1
     (RFC 9110 §7.8 lets a server ignore Upgrade).
     """
-    conn._flush_held()  # an earlier answer still held goes out before the 101
+    response_writer.flush_held(conn)  # an earlier answer still held goes out before the 101
     cycle = conn._upgrade_cycle
     conn._upgrade_cycle = None
     rest = data[offset:]

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
-from sluiceway.asgi.http import FileSlice, HTTPCycle, ResponseState
+from sluiceway.asgi.http import FileSlice, HTTPCycle, ResponseState, breaks_length, length_error
 from sluiceway.connection import files
 from sluiceway.errors import ASGIMessageError, ClientDisconnected
 from sluiceway.forward_throw import forward_throw
@@ -220,12 +220,9 @@ class H2Stream:
         n = len(body)
         remaining = self._remaining
         if remaining >= 0:
-            if n > remaining or (not more_body and n != remaining):
+            if breaks_length(n, remaining, more_body):
                 self._reset()
-                raise ASGIMessageError(
-                    "response body does not match its Content-Length"
-                    f" ({'longer' if n > remaining else 'shorter'} than declared)"
-                )
+                raise length_error(n, remaining)
             self._remaining = remaining - n
         self.sent += n
         end = not more_body and not self.cycle.trailers
