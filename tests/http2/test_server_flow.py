@@ -18,6 +18,7 @@ from sluiceway.asgi.http import BODY_HIGH_WATER_BYTES
 
 from .h2_support import NO_ERROR
 from .server_support import (
+    Exchange,
     FrameClient,
     H2Client,
     body,
@@ -128,9 +129,17 @@ async def test_bodies_no_app_reads_go_back_to_the_connection_window() -> None:
 
     async with serving(app) as server, H2Client.connect(server.port) as client:
         # Forty unread bodies, each within a stream window: 2.4 MiB, more than
-        # twice the connection window, which would shut if they were not given back.
+        # twice the connection window, which would shut if they were not given
+        # back. Each request's HEADERS and DATA go in one write, so the body is
+        # in the app's buffer (its stream window already reopened) before the
+        # app answers without reading it.
         for _ in range(40):
-            stream_id = await client.request(b"POST", b"/ignore", body=b"x" * 60_000)
+            stream_id = client.conn.get_next_available_stream_id()
+            client.streams[stream_id] = Exchange()
+            client.conn.send_headers(stream_id, request_fields(b"/ignore", b"POST"))
+            for i in range(4):
+                client.conn.send_data(stream_id, b"x" * 15_000, end_stream=i == 3)
+            await client.flush()
             response = await client.response(stream_id)
             assert response.status == 200 and bytes(response.body) == b"0"
         stream_id = await client.request(b"POST", b"/read", body=b"y" * (2 * MIB))

@@ -358,7 +358,7 @@ class StreamSet:
         stream_id = stream.stream_id
         del self.active[stream_id]
         stream.state = StreamState.CLOSED
-        if stream.recv_unacked:
+        if stream.recv_held or stream.recv_unacked:
             self._flow.release(stream)
         if stream_id & 1:
             self.client_count -= 1
