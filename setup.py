@@ -28,6 +28,7 @@ HOT_PATH = [
     "src/sluiceway/connection/shared.py",
     # The metrics registry (--metrics-port): observe() is called once per exchange.
     "src/sluiceway/connection/metrics.py",
+    "src/sluiceway/connection/app_errors.py",
     "src/sluiceway/transport/flow.py",
     "src/sluiceway/server/proxy_headers.py",
     "src/sluiceway/asgi/scope.py",
@@ -55,6 +56,7 @@ HOT_PATH = [
     "src/sluiceway/http2/connection.py",
     "src/sluiceway/http2/headers.py",
     "src/sluiceway/http2/stream.py",
+    "src/sluiceway/http2/error_replies.py",
     "src/sluiceway/http2/protocol.py",
 ]
 

@@ -10,7 +10,8 @@ them builds these objects (the runner a ``ServerState``, the listener a
   connection reads, and ``connection_info``;
 * ``tasks.py``: ``start_eagerly``, how an app coroutine starts;
 * ``files.py``: pathsend/zerocopysend file bodies;
-* ``metrics.py``: the ``--metrics-port`` registry the protocols bump.
+* ``metrics.py``: the ``--metrics-port`` registry the protocols bump;
+* ``app_errors.py``: how a failed app is told from a client that left, and reported.
 
 May import only ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.errors``,
 ``sluiceway.config``, ``sluiceway.accesslog``, ``sluiceway.forward_throw`` and

@@ -16,8 +16,10 @@ No exception text goes on the wire; the traceback goes to ``sluiceway.error``
 once. Functions take the ``HTTP1Protocol`` and work on its state, as its
 methods did (mypyc compiles the calls between these modules natively).
 
-Imports ``sluiceway.accesslog``, ``sluiceway.asgi.http``, ``sluiceway.errors``
-and its ``http1`` siblings; ``http1/protocol.py`` for types only.
+Imports ``sluiceway.accesslog``, ``sluiceway.asgi.http``, ``sluiceway.errors``,
+``sluiceway.connection.app_errors`` (what a failed app is, and its report,
+shared with HTTP/2) and its ``http1`` siblings; ``http1/protocol.py`` for
+types only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from sluiceway import accesslog
 from sluiceway.asgi.http import ResponseState
-from sluiceway.errors import ClientDisconnected, LocalProtocolError, ProtocolError
+from sluiceway.connection.app_errors import client_left, report_early_return, report_exception
+from sluiceway.errors import LocalProtocolError, ProtocolError
 from sluiceway.http1 import response_writer, wire
 from sluiceway.http1.cycle import CLOSE_TIMEOUT_S, H1Cycle, Phase
 
@@ -125,13 +128,9 @@ def finish_with_error(conn: HTTP1Protocol, cycle: H1Cycle, status: int) -> None:
 
 def app_failed(conn: HTTP1Protocol, cycle: H1Cycle, exc: BaseException) -> None:
     state = cycle.response_state
-    if state is ResponseState.ABORTED or (
-        isinstance(exc, ClientDisconnected) and conn._flow.closed
-    ):
-        return  # the client left: www spec 2.4 says not to log it as an error
-    accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
-    if conn._metrics is not None:
-        conn._metrics.app_exceptions += 1
+    if client_left(state, exc, conn._flow.closed):
+        return
+    report_exception(exc, conn._metrics)
     if state <= ResponseState.HEAD:
         finish_with_error(conn, cycle, 500)
     elif state < ResponseState.DONE:
@@ -142,11 +141,10 @@ def app_returned_early(conn: HTTP1Protocol, cycle: H1Cycle) -> None:
     state = cycle.response_state
     if state is ResponseState.ABORTED:
         return
+    report_early_return(state)
     if state <= ResponseState.HEAD:
-        accesslog.error_logger.error("ASGI application returned without sending a response")
         finish_with_error(conn, cycle, 500)
     else:
-        accesslog.error_logger.error("ASGI application returned before finishing its response")
         conn._close()
 
 

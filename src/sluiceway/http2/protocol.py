@@ -23,7 +23,7 @@ Invariants:
   shut holds only that stream's one pending message).
 * A client's mistake is a RST_STREAM or GOAWAY with the RFC's error code,
   decided by the connection; an app's mistake is a 500 before its head, a
-  RST_STREAM INTERNAL_ERROR after.
+  RST_STREAM INTERNAL_ERROR after (``error_replies.py``).
 
 Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.accesslog``,
 ``sluiceway.connection`` and its ``http2`` siblings; never the HTTP/1.1
@@ -39,8 +39,8 @@ from sluiceway import accesslog
 from sluiceway.asgi.http import HTTPCycle, ResponseState
 from sluiceway.asgi.scope import http_scope, split_target
 from sluiceway.connection.tasks import start_eagerly
-from sluiceway.errors import ClientDisconnected
 from sluiceway.forward_throw import forward_throw
+from sluiceway.http2 import error_replies
 from sluiceway.http2.config import H2Config
 from sluiceway.http2.connection import H2Connection
 from sluiceway.http2.events import (
@@ -89,7 +89,6 @@ class StreamHandler(Protocol):
         ...
 
 
-_S_HEAD: Final = ResponseState.HEAD
 _S_DONE: Final = ResponseState.DONE
 _S_ABORTED: Final = ResponseState.ABORTED
 # Output below this is joined into one write; above, the parts go to a vectored write.
@@ -245,7 +244,7 @@ class H2Protocol:
         if (state.shutting_down and self._going_away and stream_id > self._conn.last_stream_id) or (
             limit is not None and len(state.tasks) >= limit
         ):
-            self._finish_with_error(stream, 503)
+            error_replies.finish_with_error(self, stream, 503)
             return
         task = start_eagerly(self._loop, self._run_app(stream))
         if task is not None:
@@ -346,58 +345,15 @@ class H2Protocol:
                 self.reset(stream.stream_id)
             raise
         except BaseException as exc:
-            self._app_failed(stream, exc)
+            error_replies.app_failed(self, stream, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
             if cycle.response_state < _S_DONE and cycle.response_state is not _S_ABORTED:
-                accesslog.error_logger.error(
-                    "ASGI application returned without sending a response"
-                    if cycle.response_state <= _S_HEAD
-                    else "ASGI application returned before finishing its response"
-                )
-                self._abandon(stream)
+                error_replies.app_returned_early(self, stream)
         finally:
             if cycle.task is not None:
                 self._state.tasks.discard(cycle.task)
-
-    def _app_failed(self, stream: H2Stream, exc: BaseException) -> None:
-        state = stream.cycle.response_state
-        if state is _S_ABORTED or (
-            isinstance(exc, ClientDisconnected) and (self.flow.closed or stream.ended)
-        ):
-            return  # the client reset the stream or left: www spec 2.4, not an error
-        accesslog.error_logger.error("Exception in ASGI application", exc_info=exc)
-        if self._metrics is not None:
-            self._metrics.app_exceptions += 1
-        self._abandon(stream)
-
-    def _abandon(self, stream: H2Stream) -> None:
-        if stream.cycle.response_state <= _S_HEAD:
-            self._finish_with_error(stream, 500)
-        else:
-            stream.ended = True
-            self.reset(stream.stream_id, ErrorCode.INTERNAL_ERROR)
-            stream.cycle.feed_disconnect()
-            self.forget(stream)
-        self._schedule_flush()
-
-    def _finish_with_error(self, stream: H2Stream, status: int) -> None:
-        cycle = stream.cycle
-        if not stream.ended and not self.flow.closed:
-            fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8")]
-            fields += self.default_fields()
-            body = b"Internal Server Error" if status == 500 else b"Service Unavailable"
-            fields.append((b"content-length", b"%d" % len(body)))
-            self.send_headers(stream.stream_id, fields, False)
-            stream.ended = True
-            self.send_data(stream.stream_id, body, True)
-            stream.sent = len(body)  # the access log's bytes, as for any response
-            self._schedule_flush()
-        cycle.status = status
-        cycle.response_state = _S_DONE
-        cycle.feed_disconnect()
-        self.response_complete(stream)
 
     # -- what the streams call ------------------------------------------------------------
 
