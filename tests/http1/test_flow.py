@@ -167,13 +167,16 @@ async def test_write_parts_after_close_never_writes_to_a_reused_descriptor() -> 
         first_peer, _ = listener.accept()
         flow = FlowControl(cast(asyncio.Transport, transport))
         fd = direct_fd(transport)
+        if fd < 0:
+            transport.close()
+            first_peer.close()
+            pytest.skip("this loop's transports are never written to directly")
         transport.close()
         await asyncio.wait_for(lost, 5)
         other = socket.create_connection(("127.0.0.1", port))
         other_peer, _ = listener.accept()
         try:
-            if fd >= 0:
-                assert other.fileno() == fd  # the number came back: the hazard is real here
+            assert other.fileno() == fd  # the number came back: the hazard is real here
             with contextlib.suppress(RuntimeError):  # a closed transport may refuse writes
                 flow.write_parts([b"not ", b"yours"], 9)
             other_peer.setblocking(False)
