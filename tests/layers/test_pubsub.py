@@ -361,6 +361,37 @@ async def test_a_message_handed_to_a_cancelled_receive_goes_to_the_next(make: Fa
     assert [(await layer.receive(local))["i"] for _ in range(2)] == [0, 1]
 
 
+async def test_receivers_in_line_on_one_channel_each_take_one_message(make: Factory) -> None:
+    # A channel's first waiting receive() sits in ``waiting``, the others in
+    # line in ``behind``: a receiver leaving the middle of the line, and one
+    # handed a message but cancelled before it resumed, leave each message
+    # to exactly one of the others, and the line empty at the end.
+    layer = make()
+    local = await layer.new_channel()
+    state = layer._state()
+
+    def deliver(i: int) -> None:
+        entry = encode_entry(
+            int((time.time() + 60) * 1000), local, layer._serializer.dumps({"i": i})
+        )
+        state.on_message(layer._topic(local), entry)
+
+    receivers = [asyncio.ensure_future(layer.receive(local)) for _ in range(4)]
+    await _until(lambda: len(state.behind.get(local, ())) == 3, "four receivers in line")
+    receivers[1].cancel()  # leaves from the middle of the line
+    with pytest.raises(asyncio.CancelledError):
+        await receivers[1]
+    deliver(0)  # to receiver 0
+    deliver(1)  # to receiver 2, the next still waiting
+    receivers[0].cancel()  # handed message 0, not yet resumed: it goes to receiver 3
+    with pytest.raises(asyncio.CancelledError):
+        await receivers[0]
+    assert (await receivers[2])["i"] == 1
+    assert (await receivers[3])["i"] == 0
+    assert local not in state.waiting and local not in state.behind
+    assert layer.stats()["queued_messages"] == 0
+
+
 async def test_a_silent_subscriber_connection_is_pinged_dropped_and_replaced(
     make: Factory, redis_server: RedisServer
 ) -> None:

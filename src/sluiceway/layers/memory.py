@@ -78,7 +78,8 @@ class ChannelStore:
     ) -> None:
         self._get_capacity = get_capacity
         self._on_remove = on_remove
-        self._queues: dict[str, _Queue] = {}
+        # Read by the pub/sub layer's receive(): empty means nothing is buffered.
+        self.queues: dict[str, _Queue] = {}
         self._heap: list[tuple[float, str]] = []
         # Channels with an entry in the heap. Kept apart from the queues, which
         # come and go with every message on a quiet channel: a channel gets one
@@ -86,15 +87,15 @@ class ChannelStore:
         self._scheduled: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._queues)
+        return len(self.queues)
 
     def queued(self) -> int:
         """Messages queued on every channel (expired ones included until purged)."""
-        return sum(len(q.items) for q in self._queues.values())
+        return sum(len(q.items) for q in self.queues.values())
 
     def depth(self, channel: str) -> int:
         """Messages queued on ``channel`` (expired ones included until purged)."""
-        q = self._queues.get(channel)
+        q = self.queues.get(channel)
         return len(q.items) if q else 0
 
     def put(self, channel: str, message: dict[str, Any], deadline: float) -> bool:
@@ -102,9 +103,9 @@ class ChannelStore:
         now = time.monotonic()
         if self._heap and self._heap[0][0] <= now:
             self.purge_expired(now)
-        q = self._queues.get(channel)
+        q = self.queues.get(channel)
         if q is None:
-            q = self._queues[channel] = _Queue()
+            q = self.queues[channel] = _Queue()
         items = q.items
         dropped = 0
         while items and items[0][0] <= now:
@@ -127,9 +128,9 @@ class ChannelStore:
         while True:
             # Looked up afresh each turn: while we slept the queue may have been
             # emptied by another receiver and deleted.
-            q = self._queues.get(channel)
+            q = self.queues.get(channel)
             if q is None:
-                q = self._queues[channel] = _Queue()
+                q = self.queues[channel] = _Queue()
             items = q.items
             if items:
                 now = time.monotonic()
@@ -176,7 +177,7 @@ class ChannelStore:
         while heap and heap[0][0] <= now:
             _, channel = heapq.heappop(heap)
             self._scheduled.discard(channel)
-            q = self._queues.get(channel)
+            q = self.queues.get(channel)
             if q is None:
                 continue
             items = q.items
@@ -196,18 +197,18 @@ class ChannelStore:
 
     def clear(self) -> None:
         """Drop every message. Waiting receivers keep waiting."""
-        for channel, q in self._queues.items():
+        for channel, q in self.queues.items():
             if q.items and self._on_remove is not None:
                 self._on_remove(channel, len(q.items))
             q.items.clear()
         self._heap.clear()
         self._scheduled.clear()
-        for channel, q in list(self._queues.items()):
+        for channel, q in list(self.queues.items()):
             self._forget_if_idle(channel, q)
 
     def _forget_if_idle(self, channel: str, q: _Queue) -> None:
-        if not q.items and not q.waiters and self._queues.get(channel) is q:
-            del self._queues[channel]
+        if not q.items and not q.waiters and self.queues.get(channel) is q:
+            del self.queues[channel]
 
 
 def _wake_one(q: _Queue) -> None:

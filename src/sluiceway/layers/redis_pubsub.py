@@ -62,7 +62,7 @@ from sluiceway.layers.base import (
     require_valid_message,
 )
 from sluiceway.layers.redis_base import RedisLayerBase
-from sluiceway.layers.redis_pubsub_loop import Delivery, PubSubLoop
+from sluiceway.layers.redis_pubsub_loop import PubSubLoop
 from sluiceway.layers.redis_scripts import encode_entry, public_id
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES
 from sluiceway.layers.sharding import HashRing
@@ -237,17 +237,18 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             subscriber, topic = route
             if not subscriber.listening(topic):
                 await subscriber.subscribe(topic, self.receive_timeout_s)
-            if channel in state.returned or state.store.depth(channel):
+            # Nothing buffered anywhere in this loop (the usual case for
+            # receivers that keep up) is two truth tests.
+            if (state.returned or state.store.queues) and (
+                channel in state.returned or state.store.depth(channel)
+            ):
                 return await state.take_buffered(channel)
             # Wait in line for the next message (on_message hands it over):
             # written here rather than in a PubSubLoop method, one call less
             # per message received.
-            waiter: asyncio.Future[Delivery] = state.loop.create_future()
-            futures = state.waiting.get(channel)
-            if futures is None:
-                state.waiting[channel] = [waiter]
-            else:
-                futures.append(waiter)
+            waiter = state.new_future()
+            if state.waiting.setdefault(channel, waiter) is not waiter:
+                state.line_up(channel, waiter)
             try:
                 return (await waiter)[1]
             except BaseException:

@@ -15,8 +15,10 @@ receiver cancelled after the hand-over and before it resumed gives the
 message back (``withdraw``): to the next waiting receiver, else kept in
 ``returned``, taken before anything in the store (it is older).
 
-Invariants: a receiver waits on a future in ``waiting`` only while the
-store and ``returned`` hold nothing for its channel; each message goes to
+Invariants: a receiver waits on a future in ``waiting`` (the first of a
+channel) or ``behind`` (the others, in line) only while the store and
+``returned`` hold nothing for its channel; a channel is in ``behind`` only
+while it is in ``waiting``; each message goes to
 exactly one receiver of this loop, or is buffered, or is dropped and counted
 (full, expired).
 
@@ -26,10 +28,12 @@ Imports ``sluiceway.layers.*``; never the server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sluiceway.errors import InvalidMessage
@@ -68,7 +72,16 @@ class PubSubLoop:
 
     def __init__(self, layer: RedisPubSubChannelLayer) -> None:
         self.layer = layer
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
+        # A receiver's future, made once per message received. On asyncio's
+        # own loops create_future() is a Python method that only calls
+        # Future(loop=loop): calling that directly skips a Python frame per
+        # message. Other loops (uvloop...) keep their own create_future().
+        self.new_future: Callable[[], asyncio.Future[Delivery]] = (
+            functools.partial(asyncio.Future, loop=loop)
+            if type(loop).create_future is asyncio.BaseEventLoop.create_future
+            else loop.create_future
+        )
         self.client_id = secrets.token_hex(6)
         self.local_suffix = f".{self.client_id}!"
         self.publishers: list[Publisher | ClusterPublisher]
@@ -85,7 +98,11 @@ class PubSubLoop:
         self.store = ChannelStore(layer.get_capacity)
         # Receivers waiting with nothing buffered: a message for one of them
         # is handed to its future (``receive``); the store holds the rest.
-        self.waiting: dict[str, list[asyncio.Future[Delivery]]] = {}
+        # The first waiter of a channel is here, any others in line behind
+        # it in ``behind``: most channels have one receiver, and a list per
+        # receive() would be one more object made (and collected) per message.
+        self.waiting: dict[str, asyncio.Future[Delivery]] = {}
+        self.behind: dict[str, deque[asyncio.Future[Delivery]]] = {}
         # Messages handed to a receiver that was cancelled before it took
         # them: older than anything in the store, so taken first.
         self.returned: dict[str, deque[Delivery]] = {}
@@ -140,6 +157,7 @@ class PubSubLoop:
         # another's edits.
         shared = len(targets) > 1
         waiting = self.waiting
+        behind = self.behind
         put = self.store.put
         # Nothing below can change ``targets``: set_result only schedules
         # the waiter's wake-up, and the store and the overflow log do not
@@ -148,47 +166,63 @@ class PubSubLoop:
             if until <= now:
                 continue  # membership expired; the sweeper removes it
             copy = dict(message) if shared else message
-            futures = waiting.get(target)
-            if futures is not None:
-                # Most often one receiver waits: hand it over without a call.
-                first = futures[0]
-                if len(futures) == 1 and not first.done():
-                    del waiting[target]
+            first = waiting.pop(target, None)
+            if first is not None:
+                if behind and target in behind:
+                    self._next_in_line(target)
+                # A waiter here is pending: one that gave up withdrew itself.
+                if not first.done():
                     first.set_result((mono_deadline, copy))
                     continue
-                if self._hand_over(target, futures, (mono_deadline, copy)):
+                if self._hand_over(target, (mono_deadline, copy)):
                     continue
             if not put(target, copy, mono_deadline):
                 layer._overflowed(target)
 
-    def _hand_over(
-        self, channel: str, futures: list[asyncio.Future[Delivery]], delivery: Delivery
-    ) -> bool:
+    def line_up(self, channel: str, future: asyncio.Future[Delivery]) -> None:
+        """``future``'s receiver waits on ``channel`` behind the one in ``waiting``."""
+        line = self.behind.get(channel)
+        if line is None:
+            self.behind[channel] = deque((future,))
+        else:
+            line.append(future)
+
+    def _next_in_line(self, channel: str) -> None:
+        """The first waiter of ``channel`` left ``waiting``: the next in line takes its place."""
+        line = self.behind[channel]
+        self.waiting[channel] = line.popleft()
+        if not line:
+            del self.behind[channel]
+
+    def _hand_over(self, channel: str, delivery: Delivery) -> bool:
         """Give ``delivery`` to the first receiver still waiting on ``channel``, if any."""
-        handed = False
-        while futures:
-            future = futures.pop(0)
+        while True:
+            future = self.waiting.pop(channel, None)
+            if future is None:
+                return False
+            if channel in self.behind:
+                self._next_in_line(channel)
             if not future.done():
                 future.set_result(delivery)
-                handed = True
-                break
-        if not futures:
-            del self.waiting[channel]
-        return handed
+                return True
 
     def withdraw(self, channel: str, future: asyncio.Future[Delivery]) -> None:
         """A receiver gave up: its message, if it had been handed one, goes to the next."""
         if future.done() and not future.cancelled() and future.exception() is None:
-            futures = self.waiting.get(channel)
-            if futures is None or not self._hand_over(channel, futures, future.result()):
+            if not self._hand_over(channel, future.result()):
                 self.returned.setdefault(channel, deque()).append(future.result())
             return
         future.cancel()
-        futures = self.waiting.get(channel)
-        if futures is not None and future in futures:
-            futures.remove(future)
-            if not futures:
-                del self.waiting[channel]
+        if self.waiting.get(channel) is future:
+            del self.waiting[channel]
+            if channel in self.behind:
+                self._next_in_line(channel)
+            return
+        line = self.behind.get(channel)
+        if line is not None and future in line:
+            line.remove(future)
+            if not line:
+                del self.behind[channel]
 
     async def take_buffered(self, channel: str) -> dict[str, Any]:
         """The next message of ``channel`` already here: given back ones first, then the store."""
