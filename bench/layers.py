@@ -14,6 +14,8 @@ Scenarios (issue 6):
 * round trip: one ``send`` then one ``receive`` on the same channel, in sequence,
   ``--trips`` times, on a process-local channel (what consumers use) and on a normal
   channel (what workers use). Reported: round trips per second and the p99 latency.
+  With the pub/sub family, each round also measures the same round trip with no
+  layer at all (``floor_roundtrip``): the floor both pub/sub layers stand on.
 
 Both run for the Redis layers (sluiceway ``RedisChannelLayer`` and
 ``channels_redis.core.RedisChannelLayer``, same Redis), the pub/sub layers (sluiceway
@@ -77,6 +79,11 @@ IMPLS = {
     # channels_redis's pub/sub layer on the standalone server.
     "pubsub-cluster": ("sluiceway-pubsub-cluster", "channels_redis-pubsub"),
 }
+
+
+# Not a layer: a bare client's pub/sub round trip (floor_roundtrip), run
+# beside the pub/sub layers' round trips to show what Redis alone costs.
+FLOOR = "no-layer"
 
 
 def make_layer(impl: str, redis_url: str) -> Any:
@@ -187,7 +194,61 @@ async def roundtrip(
     }
 
 
+async def floor_roundtrip(redis_url: str, trips: int) -> dict[str, float]:
+    """The pub/sub round trip with no layer at all: what Redis and the loop cost alone.
+
+    One connection PUBLISHes a 64-byte payload, a second one subscribed to its
+    topic reads the message; each side a bare asyncio Protocol that hands the
+    first bytes read to a future (no parsing: one reply per read here). Both
+    layers' pub/sub round trips are this plus their own work.
+    """
+    host, port = redis_url.split("//")[1].split("/")[0].rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+
+    class Reads(asyncio.Protocol):
+        future: asyncio.Future[bytes] | None = None
+
+        def data_received(self, data: bytes) -> None:
+            if self.future is not None and not self.future.done():
+                self.future.set_result(data)
+
+    publisher, subscriber = Reads(), Reads()
+    pub, _ = await loop.create_connection(lambda: publisher, host, int(port))
+    sub, _ = await loop.create_connection(lambda: subscriber, host, int(port))
+    subscriber.future = loop.create_future()
+    sub.write(b"*2\r\n$9\r\nSUBSCRIBE\r\n$5\r\nfloor\r\n")
+    await subscriber.future
+    command = b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nfloor\r\n$64\r\n" + b"x" * 64 + b"\r\n"
+
+    async def trip() -> None:
+        publisher.future, subscriber.future = loop.create_future(), loop.create_future()
+        pub.write(command)
+        await publisher.future  # the PUBLISH reply, as a layer's send() awaits it
+        await subscriber.future  # the message, as a receive() awaits it
+
+    for _ in range(50):
+        await trip()
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(trips):
+        t0 = time.perf_counter()
+        await trip()
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    pub.close()
+    sub.close()
+    latencies.sort()
+    return {
+        "trips_per_s": trips / elapsed,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
 async def child_main(args: argparse.Namespace) -> None:
+    if args.impl == FLOOR:
+        result = await floor_roundtrip(args.redis, args.trips)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
     layer = make_layer(args.impl, args.redis)
     if args.scenario == "fanout":
         result = await fanout(layer, args.messages)
@@ -360,6 +421,10 @@ def main() -> None:
                         r = run_child(impl, scenario, urls, args)
                         results.setdefault((impl, scenario), []).append(r)
                         print(f"round {rnd + 1} {scenario:16} {impl:17} {r}", flush=True)
+            if "pubsub" in families:
+                r = run_child(FLOOR, "roundtrip-plain", urls, args)
+                results.setdefault((FLOOR, "roundtrip-plain"), []).append(r)
+                print(f"round {rnd + 1} {'floor':16} {FLOOR:17} {r}", flush=True)
     finally:
         for proc in procs:
             proc.terminate()
@@ -402,6 +467,17 @@ def main() -> None:
         "Ratio: sluiceway / peer for rates, peer / sluiceway for latency (above 1 = sluiceway "
         "better).",
     ]
+    if "pubsub" in families:
+        floor = med(FLOOR, "roundtrip-plain", "trips_per_s")
+        peer = med(IMPLS["pubsub"][1], "roundtrip-plain", "trips_per_s")
+        lines += [
+            "",
+            f"No layer at all (`floor_roundtrip`: a bare asyncio client, PUBLISH on one "
+            f"connection, the message read on a second, subscribed): {floor:,.0f} trips/s, "
+            f"p99 {med(FLOOR, 'roundtrip-plain', 'p99_ms'):.3f} ms, "
+            f"{floor / peer:.2f}x channels_redis's pub/sub round trip. Every pub/sub layer's "
+            "round trip is this and its own work.",
+        ]
     lost = [
         f"{impl} {s}: delivered {r['delivered']:.0f}/{r['expected']:.0f}"
         for (impl, s), rs in results.items()
