@@ -53,7 +53,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sluiceway.errors import InvalidChannelName
 from sluiceway.layers.base import (
     CapacityPatterns,
     non_local_name,
@@ -63,6 +62,7 @@ from sluiceway.layers.base import (
 )
 from sluiceway.layers.redis_base import RedisLayerBase
 from sluiceway.layers.redis_pubsub_loop import PubSubLoop
+from sluiceway.layers.redis_pubsub_loop import receive as receive_in_loop
 from sluiceway.layers.redis_scripts import encode_entry, public_id
 from sluiceway.layers.serializers import DEFAULT_MAX_MESSAGE_BYTES
 from sluiceway.layers.sharding import HashRing
@@ -187,83 +187,9 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             state, local, self._topic(channel), encode_entry(deadline_ms, channel, payload)
         )
 
-    async def receive(self, channel: str) -> dict[str, Any]:
-        """Wait for the next message published on ``channel`` (listening from now on).
-
-        Survives Redis restarts (the subscriber reconnects); what was
-        published while it was away is lost.
-
-        Raises:
-            InvalidChannelName: a bad name, or a process-local channel that
-                this layer did not make in this event loop.
-        """
-        # The hot path of every consumer: one cached route lookup, an await
-        # on Redis only while its topic is unconfirmed, and a future that
-        # on_message resolves with the message itself. A process-local
-        # channel received here before is in ``local_routes``: its name was
-        # checked and routed then, so one lookup does both (a group member
-        # calls this once per message of the group).
-        state = self._loops.get(asyncio.get_running_loop())
-        if state is None or state.closed:
-            require_valid_channel_name(channel)  # before connecting for it
-            state = self._state()
-        try:
-            route = state.local_routes.get(channel)
-        except TypeError:  # unhashable: not a name; refused below
-            route = None
-        normal = False
-        if route is None:
-            require_valid_channel_name(channel)
-            bang = channel.find("!")
-            normal = bang < 0
-            if normal:
-                route = state.route(channel)
-                state.receivers[channel] = state.receivers.get(channel, 0) + 1
-                if state.sweeper is None or state.sweeper.done():
-                    state.start_sweeper()
-            else:
-                local = channel[: bang + 1]
-                found = state.routes.get(local)
-                if found is None:
-                    if not local.endswith(state.local_suffix):
-                        raise InvalidChannelName(
-                            f"channel {channel!r} is process-local to another process, layer"
-                            f" or event loop: only the layer that made it with new_channel()"
-                            f" may receive it (here, in this event loop: '*{state.local_suffix}*')"
-                        )
-                    found = state.route(local)
-                route = state.remember_local(channel, found)
-        try:
-            subscriber, topic = route
-            if not subscriber.listening(topic):
-                await subscriber.subscribe(topic, self.receive_timeout_s)
-            # Nothing buffered anywhere in this loop (the usual case for
-            # receivers that keep up) is two truth tests.
-            if (state.returned or state.store.queues) and (
-                channel in state.returned or state.store.depth(channel)
-            ):
-                return await state.take_buffered(channel)
-            # Wait in line for the next message (on_message hands it over):
-            # written here rather than in a PubSubLoop method, one call less
-            # per message received.
-            waiter = state.new_future()
-            if state.waiting.setdefault(channel, waiter) is not waiter:
-                state.line_up(channel, waiter)
-            try:
-                return (await waiter)[1]
-            except BaseException:
-                state.withdraw(channel, waiter)
-                raise
-        finally:
-            if normal:
-                # Counted while waiting, stamped when done: the sweeper leaves
-                # a channel subscribed while either says it is in use.
-                receivers = state.receivers
-                if receivers[channel] == 1:
-                    del receivers[channel]
-                else:
-                    receivers[channel] -= 1
-                state.last_used[channel] = time.monotonic()
+    # The hot path of every consumer: compiled with mypyc, with what it
+    # reads of PubSubLoop (redis_pubsub_loop.receive, where the docstring is).
+    receive = receive_in_loop
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel, ``<prefix>.<loop id>!<random>``, listened to already.

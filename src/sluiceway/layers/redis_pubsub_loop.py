@@ -22,7 +22,13 @@ while it is in ``waiting``; each message goes to
 exactly one receiver of this loop, or is buffered, or is dropped and counted
 (full, expired).
 
-Imports ``sluiceway.layers.*``; never the server.
+Compiled with mypyc (setup.py's HOT_PATH: ``on_message`` runs once per
+member of a group message, ``receive`` once per message received), so every
+``await`` here of something mypyc did not compile goes through
+``forward_throw`` (see that module: a cancelled receiver must get its
+CancelledError on Python 3.12+).
+
+Imports ``sluiceway.layers.*`` and ``sluiceway.forward_throw``; never the server.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sluiceway.errors import InvalidMessage
-from sluiceway.layers.base import non_local_name
+from sluiceway.errors import InvalidChannelName, InvalidMessage
+from sluiceway.forward_throw import forward_throw
+from sluiceway.layers.base import non_local_name, require_valid_channel_name
 from sluiceway.layers.memory import ChannelStore
 from sluiceway.layers.redis_pubsub_cluster import (
     ClusterPublisher,
@@ -239,7 +246,7 @@ class PubSubLoop:
             del self.returned[channel]
         # Waits only if everything buffered had expired; a message arriving
         # then goes to the store (no waiter here), which wakes us.
-        return await self.store.get(channel)
+        return await forward_throw(self.store.get(channel))
 
     def subscriber(self, name: str) -> Subscriber | ClusterSubscriber:
         return self.subscribers[self.layer._ring.index_for(name)]
@@ -269,7 +276,9 @@ class PubSubLoop:
         while not self.stopping.is_set():
             expiry = self.layer.expiry_s
             try:
-                await asyncio.wait_for(self.stopping.wait(), min(max(expiry / 2, 0.1), 30.0))
+                await forward_throw(
+                    asyncio.wait_for(self.stopping.wait(), min(max(expiry / 2, 0.1), 30.0))
+                )
                 return
             except asyncio.TimeoutError:
                 pass
@@ -282,22 +291,26 @@ class PubSubLoop:
             for channel in idle:
                 del self.last_used[channel]
                 self.routes.pop(channel, None)
-                await self.subscriber(channel).unsubscribe([self.layer._topic(channel)])
+                await forward_throw(
+                    self.subscriber(channel).unsubscribe([self.layer._topic(channel)])
+                )
             for group, members in list(self.groups.items()):
                 for member in [m for m, until in members.items() if until <= now]:
                     del members[member]
                 if not members:
                     del self.groups[group]
-                    await self.subscriber(group).unsubscribe([self.layer._group_topic(group)])
+                    await forward_throw(
+                        self.subscriber(group).unsubscribe([self.layer._group_topic(group)])
+                    )
 
     async def close(self) -> None:
         self.stopping.set()
         if self.sweeper is not None:
             self.sweeper.cancel()
         for subscriber in self.subscribers:
-            await subscriber.close()
+            await forward_throw(subscriber.close())
         for publisher in self.publishers:
-            await publisher.close()
+            await forward_throw(publisher.close())
         self.closed = True
 
     def reopen(self) -> None:
@@ -308,3 +321,82 @@ class PubSubLoop:
             subscriber.restart()
         if self.last_used or self.groups:
             self.start_sweeper()
+
+
+async def receive(layer: RedisPubSubChannelLayer, channel: Any) -> dict[str, Any]:
+    """``RedisPubSubChannelLayer.receive``: the next message published on ``channel``.
+
+    Listens to ``channel`` from now on. Survives Redis restarts (the
+    subscriber reconnects); what was published while it was away is lost.
+
+    Raises:
+        InvalidChannelName: a bad name, or a process-local channel that
+            this layer did not make in this event loop.
+    """
+    # The hot path of every consumer: one cached route lookup, an await
+    # on Redis only while its topic is unconfirmed, and a future that
+    # on_message resolves with the message itself. A process-local
+    # channel received here before is in ``local_routes``: its name was
+    # checked and routed then, so one lookup does both (a group member
+    # calls this once per message of the group).
+    state = layer._loops.get(asyncio.get_running_loop())
+    if state is None or state.closed:
+        require_valid_channel_name(channel)  # before connecting for it
+        state = layer._state()
+    try:
+        route = state.local_routes.get(channel)
+    except TypeError:  # unhashable: not a name; refused below
+        route = None
+    normal = False
+    if route is None:
+        require_valid_channel_name(channel)
+        bang = channel.find("!")
+        normal = bang < 0
+        if normal:
+            route = state.route(channel)
+            state.receivers[channel] = state.receivers.get(channel, 0) + 1
+            if state.sweeper is None or state.sweeper.done():
+                state.start_sweeper()
+        else:
+            local = channel[: bang + 1]
+            found = state.routes.get(local)
+            if found is None:
+                if not local.endswith(state.local_suffix):
+                    raise InvalidChannelName(
+                        f"channel {channel!r} is process-local to another process, layer"
+                        f" or event loop: only the layer that made it with new_channel()"
+                        f" may receive it (here, in this event loop: '*{state.local_suffix}*')"
+                    )
+                found = state.route(local)
+            route = state.remember_local(channel, found)
+    try:
+        subscriber, topic = route
+        if not subscriber.listening(topic):
+            await forward_throw(subscriber.subscribe(topic, layer.receive_timeout_s))
+        # Nothing buffered anywhere in this loop (the usual case for
+        # receivers that keep up) is two truth tests.
+        if (state.returned or state.store.queues) and (
+            channel in state.returned or state.store.depth(channel)
+        ):
+            return await state.take_buffered(channel)
+        # Wait in line for the next message (on_message hands it over):
+        # written here rather than in a PubSubLoop method, one call less
+        # per message received.
+        waiter = state.new_future()
+        if state.waiting.setdefault(channel, waiter) is not waiter:
+            state.line_up(channel, waiter)
+        try:
+            return (await forward_throw(waiter))[1]
+        except BaseException:
+            state.withdraw(channel, waiter)
+            raise
+    finally:
+        if normal:
+            # Counted while waiting, stamped when done: the sweeper leaves
+            # a channel subscribed while either says it is in use.
+            receivers = state.receivers
+            if receivers[channel] == 1:
+                del receivers[channel]
+            else:
+                receivers[channel] -= 1
+            state.last_used[channel] = time.monotonic()
