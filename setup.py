@@ -60,6 +60,7 @@ HOT_PATH = [
     "src/sluiceway/http2/protocol.py",
     # The pub/sub layer's delivery: on_message (once per member of a group
     # message) and receive() (once per message received).
+    "src/sluiceway/layers/wakeups.py",
     "src/sluiceway/layers/redis_pubsub_loop.py",
 ]
 

@@ -22,7 +22,7 @@ what is guaranteed (``docs/layers.md`` sets the two side by side):
   when received is never returned (``expired_on_receive``). ``send`` never
   raises ``ChannelFull``: the sender cannot know. A message for a channel
   with a ``receive()`` already waiting (so an empty buffer) is handed to
-  that receiver's future at once, in the subscriber's socket callback; a
+  that receiver at once, in the subscriber's socket callback; a
   receiver cancelled before it resumes gives it back, first in line;
 * groups are per process: ``group_add`` records the member in this loop and
   subscribes the group's topic, ``group_send`` is one PUBLISH, and each
@@ -37,7 +37,7 @@ sharded pub/sub: one of each per primary that owns a slot of a topic used
 here, each topic routed by its slot (``redis_pubsub_cluster.py``). All are
 made by redis-py and then driven by hiredis from ``data_received``: see
 ``redis_pubsub_pub.py`` for why. What the layer keeps per event loop, and how
-an arriving message is delivered (to a waiting receiver's future, else the
+an arriving message is delivered (to a waiting receiver, else the
 buffer): ``redis_pubsub_loop.py``.
 
 Imports redis (through ``redis_conn`` and ``redis_pubsub_*``), ``sluiceway.layers.*``;

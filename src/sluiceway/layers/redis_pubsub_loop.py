@@ -9,13 +9,14 @@ published entry into deliveries (``on_message``, called from the
 subscriber's socket callback).
 
 Delivery: a message for a channel whose ``receive()`` already waits (so
-nothing is buffered for it) is handed to that receiver's future at once;
+nothing is buffered for it) is handed to that receiver's waiter at once
+(``wakeups.Waiter``: receivers woken in one loop callback per burst);
 otherwise it goes into the store, where capacity and expiry apply. A
 receiver cancelled after the hand-over and before it resumed gives the
 message back (``withdraw``): to the next waiting receiver, else kept in
 ``returned``, taken before anything in the store (it is older).
 
-Invariants: a receiver waits on a future in ``waiting`` (the first of a
+Invariants: a receiver's ``Waiter`` is in ``waiting`` (the first of a
 channel) or ``behind`` (the others, in line) only while the store and
 ``returned`` hold nothing for its channel; a channel is in ``behind`` only
 while it is in ``waiting``; each message goes to
@@ -34,12 +35,10 @@ Imports ``sluiceway.layers.*`` and ``sluiceway.forward_throw``; never the server
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sluiceway.errors import InvalidChannelName, InvalidMessage
@@ -54,6 +53,7 @@ from sluiceway.layers.redis_pubsub_cluster import (
 from sluiceway.layers.redis_pubsub_pub import Publisher
 from sluiceway.layers.redis_pubsub_sub import Subscriber
 from sluiceway.layers.redis_scripts import parse_entry
+from sluiceway.layers.wakeups import Waiter, Waker
 
 if TYPE_CHECKING:
     from sluiceway.layers.redis_pubsub import RedisPubSubChannelLayer
@@ -80,15 +80,9 @@ class PubSubLoop:
     def __init__(self, layer: RedisPubSubChannelLayer) -> None:
         self.layer = layer
         self.loop = loop = asyncio.get_running_loop()
-        # A receiver's future, made once per message received. On asyncio's
-        # own loops create_future() is a Python method that only calls
-        # Future(loop=loop): calling that directly skips a Python frame per
-        # message. Other loops (uvloop...) keep their own create_future().
-        self.new_future: Callable[[], asyncio.Future[Delivery]] = (
-            functools.partial(asyncio.Future, loop=loop)
-            if type(loop).create_future is asyncio.BaseEventLoop.create_future
-            else loop.create_future
-        )
+        # Wakes the receivers whose messages arrived, one loop callback per
+        # burst of messages (wakeups.py).
+        self.waker = Waker(loop)
         self.client_id = secrets.token_hex(6)
         self.local_suffix = f".{self.client_id}!"
         self.publishers: list[Publisher | ClusterPublisher]
@@ -104,12 +98,12 @@ class PubSubLoop:
             ]
         self.store = ChannelStore(layer.get_capacity)
         # Receivers waiting with nothing buffered: a message for one of them
-        # is handed to its future (``receive``); the store holds the rest.
+        # is handed to its waiter (``receive``); the store holds the rest.
         # The first waiter of a channel is here, any others in line behind
         # it in ``behind``: most channels have one receiver, and a list per
         # receive() would be one more object made (and collected) per message.
-        self.waiting: dict[str, asyncio.Future[Delivery]] = {}
-        self.behind: dict[str, deque[asyncio.Future[Delivery]]] = {}
+        self.waiting: dict[str, Waiter] = {}
+        self.behind: dict[str, deque[Waiter]] = {}
         # Messages handed to a receiver that was cancelled before it took
         # them: older than anything in the store, so taken first.
         self.returned: dict[str, deque[Delivery]] = {}
@@ -186,13 +180,13 @@ class PubSubLoop:
             if not put(target, copy, mono_deadline):
                 layer._overflowed(target)
 
-    def line_up(self, channel: str, future: asyncio.Future[Delivery]) -> None:
-        """``future``'s receiver waits on ``channel`` behind the one in ``waiting``."""
+    def line_up(self, channel: str, waiter: Waiter) -> None:
+        """``waiter``'s receiver waits on ``channel`` behind the one in ``waiting``."""
         line = self.behind.get(channel)
         if line is None:
-            self.behind[channel] = deque((future,))
+            self.behind[channel] = deque((waiter,))
         else:
-            line.append(future)
+            line.append(waiter)
 
     def _next_in_line(self, channel: str) -> None:
         """The first waiter of ``channel`` left ``waiting``: the next in line takes its place."""
@@ -204,30 +198,30 @@ class PubSubLoop:
     def _hand_over(self, channel: str, delivery: Delivery) -> bool:
         """Give ``delivery`` to the first receiver still waiting on ``channel``, if any."""
         while True:
-            future = self.waiting.pop(channel, None)
-            if future is None:
+            waiter = self.waiting.pop(channel, None)
+            if waiter is None:
                 return False
             if channel in self.behind:
                 self._next_in_line(channel)
-            if not future.done():
-                future.set_result(delivery)
+            if not waiter.done():
+                waiter.set_result(delivery)
                 return True
 
-    def withdraw(self, channel: str, future: asyncio.Future[Delivery]) -> None:
+    def withdraw(self, channel: str, waiter: Waiter) -> None:
         """A receiver gave up: its message, if it had been handed one, goes to the next."""
-        if future.done() and not future.cancelled() and future.exception() is None:
-            if not self._hand_over(channel, future.result()):
-                self.returned.setdefault(channel, deque()).append(future.result())
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            if not self._hand_over(channel, waiter.result()):
+                self.returned.setdefault(channel, deque()).append(waiter.result())
             return
-        future.cancel()
-        if self.waiting.get(channel) is future:
+        waiter.cancel()
+        if self.waiting.get(channel) is waiter:
             del self.waiting[channel]
             if channel in self.behind:
                 self._next_in_line(channel)
             return
         line = self.behind.get(channel)
-        if line is not None and future in line:
-            line.remove(future)
+        if line is not None and waiter in line:
+            line.remove(waiter)
             if not line:
                 del self.behind[channel]
 
@@ -334,7 +328,7 @@ async def receive(layer: RedisPubSubChannelLayer, channel: Any) -> dict[str, Any
             this layer did not make in this event loop.
     """
     # The hot path of every consumer: one cached route lookup, an await
-    # on Redis only while its topic is unconfirmed, and a future that
+    # on Redis only while its topic is unconfirmed, and a waiter that
     # on_message resolves with the message itself. A process-local
     # channel received here before is in ``local_routes``: its name was
     # checked and routed then, so one lookup does both (a group member
@@ -382,11 +376,12 @@ async def receive(layer: RedisPubSubChannelLayer, channel: Any) -> dict[str, Any
         # Wait in line for the next message (on_message hands it over):
         # written here rather than in a PubSubLoop method, one call less
         # per message received.
-        waiter = state.new_future()
+        waiter = Waiter(state.waker)
         if state.waiting.setdefault(channel, waiter) is not waiter:
             state.line_up(channel, waiter)
         try:
-            return (await forward_throw(waiter))[1]
+            delivery: Delivery = await waiter
+            return delivery[1]
         except BaseException:
             state.withdraw(channel, waiter)
             raise
