@@ -2,8 +2,8 @@
 
     python bench/django_load.py [--rounds 3] [--duration 8] [--output bench/results/django.md]
 
-One Django project (bench/apps/django_bench: an async JSON view behind Django's default
-middleware, and the Channels tutorial's consumer shape as a group echo, on the in-memory
+One Django project (bench/apps/django_bench: an async JSON view, with no middleware and no
+database, and the Channels tutorial's consumer shape as a group echo, on the in-memory
 layer) served three ways, with only the imports differing:
 
 - ``daphne``: Daphne with Channels' router and consumer base (``asgi_channels``), what a
