@@ -44,6 +44,7 @@ HOT_PATH = [
     "src/sluiceway/http2/frames.py",
     "src/sluiceway/http2/huffman.py",
     "src/sluiceway/http2/hpack.py",
+    "src/sluiceway/http2/hpack_encoder.py",
     "src/sluiceway/http2/config.py",
     "src/sluiceway/http2/events.py",
     "src/sluiceway/http2/settings.py",

@@ -43,7 +43,8 @@ from importlib import metadata
 import hpack
 
 from sluiceway.http2 import huffman
-from sluiceway.http2.hpack import Decoder, Encoder
+from sluiceway.http2.hpack import Decoder
+from sluiceway.http2.hpack_encoder import Encoder
 
 Fields = list[tuple[bytes, bytes]]
 

@@ -20,12 +20,11 @@ from sluiceway.http2 import huffman
 from sluiceway.http2.hpack import (
     STATIC_TABLE,
     Decoder,
-    Encoder,
     HeaderListTooLarge,
     HPACKError,
-    _encode_integer,
     _read_integer,
 )
+from sluiceway.http2.hpack_encoder import Encoder, _encode_integer
 
 Fields = list[tuple[bytes, bytes]]
 

@@ -91,7 +91,8 @@ from sluiceway.http2.frames import (
     headers_fragment,
     parse_settings,
 )
-from sluiceway.http2.hpack import Decoder, Encoder, HeaderListTooLarge, HPACKError
+from sluiceway.http2.hpack import Decoder, HeaderListTooLarge, HPACKError
+from sluiceway.http2.hpack_encoder import Encoder
 from sluiceway.http2.limits import ControlBacklog, HeaderBlock
 from sluiceway.http2.reader import FrameReader
 from sluiceway.http2.settings import DEFAULT_TABLE_SIZE, PeerSettings, local_settings

@@ -14,7 +14,7 @@ end in a state outside ``_ACCEPTING``: the root (the last symbol ended on a
 byte boundary) or one of the 7 nodes reached from it by 1 to 7 one-bits.
 
 ``encode`` serves the tests and bench/micro_hpack.py: our HPACK encoder sends
-its literals raw (hpack.py says why).
+its literals raw (hpack_encoder.py says why).
 
 Invariants: everything here is a pure function of its argument; the tables are
 built once, at import (some 15 ms and 2 MB), and never change. Imports only the

@@ -51,7 +51,7 @@ from sluiceway.http2.frames import (
     build_rst_stream,
     frame_header,
 )
-from sluiceway.http2.hpack import Encoder
+from sluiceway.http2.hpack_encoder import Encoder
 from sluiceway.http2.limits import Budget, ControlBacklog
 from sluiceway.http2.settings import PeerSettings
 from sluiceway.http2.streams import MIN_CLOSED_MEMORY, ClosedBy, ClosedStreams, Stream, StreamState
