@@ -134,3 +134,55 @@ async def test_a_thread_left_busy_is_not_reused() -> None:
     finally:
         release.set()
         await asyncio.gather(*left, return_exceptions=True)
+
+
+def concurrent_app(parties: int) -> tuple[Any, list[int]]:
+    """An app whose requests each hold their thread until ``parties`` of them hold one."""
+    from asgiref.sync import sync_to_async
+
+    barrier = threading.Barrier(parties)
+    threads: list[int] = []
+
+    def meet() -> None:
+        threads.append(threading.get_ident())
+        barrier.wait(T)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await sync_to_async(meet)()
+
+    return app, threads
+
+
+async def test_as_many_threads_as_requests_in_flight_stay_for_the_next_ones() -> None:
+    # 40 requests at once, twice: the second wave finds the first wave's 40
+    # threads idle. (With a pool that kept 32, 8 threads ended as the first
+    # wave finished and 8 new ones started for the second: under steady load
+    # past the pool's size, a thread started every few requests.)
+    app, threads = concurrent_app(40)
+    pool = RequestThreads(app)
+    scope = {"type": "http", "path": "/"}
+    for _ in range(2):
+        await asyncio.gather(*(pool(dict(scope), None, None) for _ in range(40)))  # type: ignore[arg-type]
+    assert len(set(threads)) == 40 and pool.threads_started == 40
+    assert pool.idle_threads == 40
+
+
+async def test_a_thread_idle_past_the_timeout_ends() -> None:
+    app, threads = concurrent_app(2)
+    pool = RequestThreads(app, idle_timeout_s=0.05)
+    scope = {"type": "http", "path": "/"}
+    await asyncio.gather(*(pool(dict(scope), None, None) for _ in range(2)))  # type: ignore[arg-type]
+    assert pool.idle_threads == 2
+    await asyncio.sleep(0.1)  # both idle past the timeout: the subject is time itself
+    single, _ = concurrent_app(1)
+    pool.app = single
+    await pool(dict(scope), None, None)  # type: ignore[arg-type]
+    # The newest idle thread served it; the older one had idled too long and ended.
+    assert pool.idle_threads == 1 and pool.threads_started == 2
+    alive = {t.ident for t in threading.enumerate()}
+    first_two = set(threads)
+    deadline = asyncio.get_running_loop().time() + T
+    while len(first_two & alive) != 1:  # ending is the thread's own, after shutdown()
+        assert asyncio.get_running_loop().time() < deadline, "the idle thread did not end"
+        await asyncio.sleep(0.01)
+        alive = {t.ident for t in threading.enumerate()}

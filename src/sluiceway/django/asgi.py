@@ -24,7 +24,14 @@ left on a thread that ends).
 Invariant: a thread goes back to the pool only when nothing the request
 submitted to it is still queued or running (a request cancelled while its
 sync code runs leaves that thread to finish alone and end: the next request
-must never wait behind it). At most ``max_idle`` idle threads are kept.
+must never wait behind it). At most ``max_idle`` idle threads are kept, and
+none idle longer than ``idle_timeout_s``: the pool follows the concurrency
+the server sees. The most recently used thread is taken first, so under a
+steady load the same threads serve and the ones a past peak left behind age
+out. Why ``max_idle`` is large: a pool smaller than the requests in flight
+ends threads as requests finish and starts new ones as the next arrive; at
+64 connections a limit of 32 started a thread every few requests and cost a
+fifth of the JSON view's throughput (docs/performance.md, session 12).
 
 Needs asgiref 3.13 or newer (``ThreadSensitiveContext(executor=...)``, which
 needs Python 3.11); with an older asgiref, ``get_asgi_application()`` is
@@ -37,6 +44,8 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -87,12 +96,16 @@ class RequestThreads:
         app: Django's ASGI handler (or anything that enters its own
             ``ThreadSensitiveContext``).
         max_idle: idle threads kept for the next requests; more are ended.
+        idle_timeout_s: an idle thread not used for this long is ended.
     """
 
-    def __init__(self, app: ASGIApp, max_idle: int = 32) -> None:
+    def __init__(self, app: ASGIApp, max_idle: int = 256, idle_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_idle = max_idle
-        self._idle: list[_RequestThread] = []
+        self.idle_timeout_s = idle_timeout_s
+        # Idle threads with when each went idle (time.monotonic()), oldest
+        # first: a request takes the newest, the oldest are ended first.
+        self._idle: deque[tuple[_RequestThread, float]] = deque()
         # Threads started so far (Django's own handler: one per request, plus a joiner).
         self.threads_started = 0
 
@@ -101,7 +114,7 @@ class RequestThreads:
             await self.app(scope, receive, send)
             return
         if self._idle:
-            executor = self._idle.pop()
+            executor = self._idle.pop()[0]
         else:
             executor = _RequestThread()
             self.threads_started += 1
@@ -112,8 +125,14 @@ class RequestThreads:
             self._release(executor)
 
     def _release(self, executor: _RequestThread) -> None:
-        if executor.idle and len(self._idle) < self.max_idle:
-            self._idle.append(executor)
+        now = time.monotonic()
+        idle = self._idle
+        # Threads idle too long end, oldest first (checked here, per request:
+        # no timer; an idle server keeps its threads until the next request).
+        while idle and now - idle[0][1] > self.idle_timeout_s:
+            idle.popleft()[0].shutdown(wait=False)
+        if executor.idle and len(idle) < self.max_idle:
+            idle.append((executor, now))
         else:
             # Its thread finishes what the request left it, then ends; no
             # wait here (the loop must not block on a sync call).
