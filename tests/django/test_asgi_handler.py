@@ -186,3 +186,37 @@ async def test_a_thread_idle_past_the_timeout_ends() -> None:
         assert asyncio.get_running_loop().time() < deadline, "the idle thread did not end"
         await asyncio.sleep(0.01)
         alive = {t.ident for t in threading.enumerate()}
+
+
+def test_a_request_thread_runs_calls_in_order_and_counts_what_is_left() -> None:
+    from sluiceway.django.asgi import _RequestThread
+
+    executor = _RequestThread()
+    gate = threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def record(name: str) -> str:
+        ran.append((name, threading.get_ident()))
+        return name
+
+    def fail() -> None:
+        raise ValueError("from the sync side")
+
+    first = executor.submit(gate.wait, T)
+    queued = [executor.submit(record, "a"), executor.submit(fail), executor.submit(record, "b")]
+    skipped = executor.submit(record, "cancelled")
+    assert skipped.cancel()  # still queued: never runs, but counted as done
+    assert not executor.idle
+    gate.set()
+    assert first.result(T) is True
+    assert queued[0].result(T) == "a" and queued[2].result(T) == "b"
+    with pytest.raises(ValueError, match="from the sync side"):
+        queued[1].result(T)
+    assert [name for name, _ in ran] == ["a", "b"]
+    assert len({ident for _, ident in ran}) == 1 and ran[0][1] != threading.get_ident()
+    executor.submit(record, "last").result(T)
+    assert executor.idle  # every call is counted before its future resolves
+    executor.shutdown(wait=True)
+    assert not executor._thread.is_alive()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(record, "late")

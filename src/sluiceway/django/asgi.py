@@ -47,7 +47,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
+from queue import SimpleQueue
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
@@ -60,33 +61,72 @@ __all__ = ["RequestThreads", "get_asgi_application"]
 HAS_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 
 
-class _RequestThread(ThreadPoolExecutor):
-    """One worker thread; knows whether work it was given is still queued or running."""
+# One call for a request's thread: its future, the function and its arguments.
+_Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _RequestThread(Executor):
+    """One thread that runs what it is given, in order; knows whether any of it is left.
+
+    ``ThreadPoolExecutor(max_workers=1)`` does the same with two locks, a
+    semaphore and a thread check per call; a request makes two calls (the
+    ``request_started`` receivers, ``response.close()``). Each counter is
+    written by one thread only (``submitted`` by the event loop's, ``finished``
+    by the worker), so ``idle`` needs no lock; ``finished`` counts a call
+    before its future is resolved, so the loop never sees a result from a
+    thread that still looks busy.
+
+    The thread is a daemon: an idle one must not hold the process at exit,
+    and the server's graceful shutdown has already waited for the requests.
+    """
 
     def __init__(self) -> None:
-        super().__init__(max_workers=1, thread_name_prefix="sluiceway-django")
-        self._pending = 0
-        self._lock = threading.Lock()
+        self.submitted = 0
+        self.finished = 0
+        self._closed = False
+        self._calls: SimpleQueue[_Call | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="sluiceway-django", daemon=True)
+        self._thread.start()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        with self._lock:
-            self._pending += 1
-        try:
-            future = super().submit(fn, *args, **kwargs)
-        except BaseException:
-            self._done()
-            raise
-        future.add_done_callback(lambda _: self._done())
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future: Future[Any] = Future()
+        self.submitted += 1
+        self._calls.put((future, fn, args, kwargs))
         return future
 
-    def _done(self) -> None:
-        with self._lock:
-            self._pending -= 1
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            self._run(*call)
+            del call  # nothing of a finished call is kept while the thread waits
+
+    def _run(
+        self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+    ) -> None:
+        if not future.set_running_or_notify_cancel():
+            self.finished += 1
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.finished += 1
+            future.set_exception(exc)
+        else:
+            self.finished += 1
+            future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more calls; the thread ends once those already given are done."""
+        if not self._closed:
+            self._closed = True
+            self._calls.put(None)
+        if wait:
+            self._thread.join()
 
     @property
     def idle(self) -> bool:
-        with self._lock:
-            return self._pending == 0
+        return self.finished == self.submitted
 
 
 class RequestThreads:
