@@ -220,3 +220,53 @@ def test_a_request_thread_runs_calls_in_order_and_counts_what_is_left() -> None:
     assert not executor._thread.is_alive()
     with pytest.raises(RuntimeError, match="after shutdown"):
         executor.submit(record, "late")
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_request_thread_hands_results_back_to_the_loop_that_asked(kind: str) -> None:
+    import operator
+
+    import uvloop
+
+    from sluiceway.django.asgi import _RequestThread
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        executor = _RequestThread()
+        gate = threading.Event()
+        ran: list[str] = []
+        first = loop.run_in_executor(executor, gate.wait, T)
+        assert isinstance(first, asyncio.Future)  # the loop's own future, not a wrapper
+        skipped = loop.run_in_executor(executor, ran.append, "cancelled")
+        failing = loop.run_in_executor(executor, operator.truediv, 1, 0)
+        skipped.cancel()  # still queued: never runs
+        gate.set()
+        assert await first is True
+        with pytest.raises(ZeroDivisionError):
+            await failing
+        await loop.run_in_executor(executor, ran.append, "after")
+        assert ran == ["after"] and executor.idle
+        executor.shutdown()
+
+    if kind == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def test_a_call_outliving_its_loop_leaves_the_thread_working() -> None:
+    from sluiceway.django.asgi import _RequestThread
+
+    executor = _RequestThread()
+    gate = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def start() -> Any:
+        return loop.run_in_executor(executor, gate.wait, T)
+
+    pending = loop.run_until_complete(start())
+    loop.close()  # the call's result has nowhere to go now
+    gate.set()
+    assert not pending.done()
+    assert executor.submit(threading.get_ident).result(T) == executor._thread.ident
+    executor.shutdown()
