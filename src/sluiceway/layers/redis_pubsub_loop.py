@@ -79,10 +79,9 @@ class PubSubLoop:
 
     def __init__(self, layer: RedisPubSubChannelLayer) -> None:
         self.layer = layer
-        self.loop = loop = asyncio.get_running_loop()
         # Wakes the receivers whose messages arrived, one loop callback per
         # burst of messages (wakeups.py).
-        self.waker = Waker(loop)
+        self.waker = Waker(asyncio.get_running_loop())
         self.client_id = secrets.token_hex(6)
         self.local_suffix = f".{self.client_id}!"
         self.publishers: list[Publisher | ClusterPublisher]
