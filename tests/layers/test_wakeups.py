@@ -213,3 +213,19 @@ def test_a_task_on_another_loop_cannot_wait_on_a_waiter() -> None:
             asyncio.run(wait())
     finally:
         other.close()
+
+
+def test_a_callback_removed_after_its_waiter_was_resolved_is_not_called() -> None:
+    async def main() -> None:
+        waker = Waker(asyncio.get_running_loop())
+        seen: list[str] = []
+        first, second = Waiter(waker), Waiter(waker)
+        first.add_done_callback(lambda w: seen.append("first"))
+        second.add_done_callback(lambda w: seen.append("second"))
+        first.set_result(1)
+        second.set_result(2)
+        assert first.remove_done_callback(first.callback) == 1  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert seen == ["second"] and waker.due == []
+
+    asyncio.run(main())

@@ -23,9 +23,9 @@ that raises is reported to the loop's exception handler, as ``Handle`` does,
 without stopping the others (``SystemExit`` and ``KeyboardInterrupt``
 propagate, after the rest of the batch is scheduled again).
 
-Invariant: a waiter is in ``Waker.due`` at most once, and only when it is done
-and has a callback; the waker has a callback scheduled exactly when ``due``
-is not empty.
+Invariant: a waiter is in ``Waker.due`` at most once, and only once it is
+done (with a callback then; ``run`` skips one removed since); the waker has
+a callback scheduled exactly when ``due`` is not empty.
 
 Compiled with mypyc (setup.py's HOT_PATH). Imports only the standard library.
 """
@@ -61,7 +61,7 @@ class Waker:
         for i, waiter in enumerate(due):
             callback, context = waiter.callback, waiter.context
             waiter.callback = waiter.context = None
-            if callback is None or context is None:  # pragma: no cover - wake() needs both
+            if callback is None or context is None:  # its callback was removed once resolved
                 continue
             try:
                 context.run(callback, waiter)
