@@ -143,7 +143,11 @@ class _RequestThread(Executor):
             _settle(future, _succeed, result)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No more calls; the thread ends once those already given are done."""
+        """No more calls; the thread ends once those already given are done.
+
+        ``cancel_futures`` is accepted for ``Executor``'s signature and
+        ignored: a call already given runs (its request may still await it).
+        """
         if not self._closed:
             self._closed = True
             self._calls.put(None)
