@@ -6,7 +6,7 @@ Run with ``manage.py runserver`` (development) or
 
 import os
 
-from sluiceway.django.asgi import get_asgi_application  # django.core.asgi; reuses request threads
+from sluiceway.django.asgi import get_asgi_application  # django.core.asgi, leaner; threads reused
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 # Initialize Django's app registry early, before importing code that may import ORM models.

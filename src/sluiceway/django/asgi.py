@@ -1,7 +1,9 @@
 """Django's ASGI application, with each request's sync work on a thread reused between requests.
 
 ``get_asgi_application()`` is ``django.core.asgi.get_asgi_application()``
-wrapped in ``RequestThreads``. Django runs every HTTP request inside a fresh
+wrapped in ``RequestThreads`` (on Django 5.0+ and Python 3.11+, with the
+handler of ``sluiceway.django.handler``, which spends less per request on
+asyncio machinery). Django runs every HTTP request inside a fresh
 asgiref ``ThreadSensitiveContext``: all the request's thread-sensitive sync
 work (sync middleware, sync views, ``response.close()`` and the
 ``request_finished`` receivers such as ``close_old_connections``) runs on one
@@ -45,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 import threading
 import time
 from collections import deque
@@ -240,10 +243,21 @@ class RequestThreads:
 
 
 def get_asgi_application() -> ASGIApp:
-    """``django.core.asgi.get_asgi_application()``, its requests' sync work on reused threads."""
+    """``django.core.asgi.get_asgi_application()``: a leaner handler, sync work on reused threads.
+
+    On Django 5.0+ and Python 3.11+ the handler is ``sluiceway.django.handler.ASGIHandler``
+    (Django's, with less asyncio machinery per request; that module says what differs);
+    before, Django's own. Either is wrapped in ``RequestThreads`` when asgiref has
+    ``executor=``.
+    """
+    import django
     from django.core.asgi import get_asgi_application as django_application
 
-    application: ASGIApp = django_application()
     if not HAS_EXECUTOR:
-        return application
-    return RequestThreads(application)
+        return django_application()  # type: ignore[no-any-return]
+    if django.VERSION < (5, 0) or sys.version_info < (3, 11):
+        return RequestThreads(django_application())
+    from sluiceway.django.handler import ASGIHandler
+
+    django.setup(set_prefix=False)  # what Django's get_asgi_application() does first
+    return RequestThreads(ASGIHandler())
