@@ -8,12 +8,17 @@ tasks at once on one event loop, and the process's CPU time per request is print
 
 - ``django``: ``django.core.asgi.get_asgi_application()``, Django's handler as is
   (a thread started per request, and another to join it);
-- ``sluiceway.django``: ``sluiceway.django.asgi.get_asgi_application()``, the same
-  handler with each request's sync work on a reused thread (what the server runs);
-- ``no threads``: the same handler with its sync work run inline on the loop's
+- ``sluiceway.django``: ``sluiceway.django.asgi.get_asgi_application()``, what the
+  server runs: on Django 5.0+ sluiceway.django.handler's leaner handler, with each
+  request's sync work on a reused thread;
+- ``threads only``: Django's own handler with sluiceway.django's reused threads (what
+  the server ran before sluiceway.django.handler);
+- ``no threads``: sluiceway.django's handler with its sync work run inline on the loop's
   thread. Not something to deploy (a sync view or a database call would block the
-  loop, and Django refuses database access there): a lower bound for Django's
-  handler, whatever the server and whatever the threads.
+  loop, and Django refuses database access there): what the handler costs with no
+  thread at all. It is not lower than ``sluiceway.django``: running a call inline still
+  goes through a ``concurrent.futures.Future`` chained to the loop's, which costs about
+  what a hop to a reused thread that answers on the loop's own future does.
 
 The server's budget per request for a multiple of Daphne's rate is the time Daphne
 takes per request divided by that multiple (bench/results/django.md has Daphne's
@@ -69,10 +74,12 @@ def applications() -> dict[str, Any]:
     from asgiref.sync import ThreadSensitiveContext
     from django.core.asgi import get_asgi_application as django_application
 
-    from sluiceway.django.asgi import get_asgi_application
+    from sluiceway.django.asgi import RequestThreads, get_asgi_application
 
     django.setup()
-    handler = django_application()
+    served = get_asgi_application()
+    # The handler the server runs (sluiceway.django.handler's on Django 5.0+), unwrapped.
+    handler = served.app if isinstance(served, RequestThreads) else served
 
     async def no_threads(scope: Any, receive: Any, send: Any) -> None:
         async with ThreadSensitiveContext(executor=Inline()):
@@ -80,7 +87,8 @@ def applications() -> dict[str, Any]:
 
     return {
         "django": django_application(),
-        "sluiceway.django": get_asgi_application(),
+        "sluiceway.django": served,
+        "threads only": RequestThreads(django_application()),
         "no threads": no_threads,
     }
 
