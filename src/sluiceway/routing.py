@@ -28,22 +28,23 @@ Invariants:
 * No match answers the client (HTTP 404, WebSocket close before accept, which
   a server turns into 403); other scope types get a ``ValueError``.
 
-Toolkit module: imports ``sluiceway.asgi`` and ``sluiceway._toolkit`` only,
-never the server side.
+Toolkit module: imports ``sluiceway.asgi``, ``sluiceway._toolkit`` and
+``sluiceway.url_converters`` (the converters of ``path()``) only, never the
+server side.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 from sluiceway._toolkit import answer_lifespan, refuse_websocket, send_text_response
 from sluiceway.asgi.compat import guarantee_single_callable
 from sluiceway.asgi.types import ASGIApp, Receive, Scope, Send
+from sluiceway.url_converters import CONVERTERS, Converter, register_converter
 
 __all__ = [
     "ChannelNameRouter",
@@ -56,80 +57,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# -- converters (Django's path converter interface) ---------------------------
-
-
-class Converter(Protocol):
-    regex: str
-
-    def to_python(self, value: str) -> Any: ...
-
-    def to_url(self, value: Any) -> str: ...
-
-
-class StringConverter:
-    regex = "[^/]+"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: Any) -> str:
-        return str(value)
-
-
-class IntConverter:
-    regex = "[0-9]+"
-
-    def to_python(self, value: str) -> int:
-        return int(value)
-
-    def to_url(self, value: Any) -> str:
-        return str(value)
-
-
-class SlugConverter(StringConverter):
-    regex = "[-a-zA-Z0-9_]+"
-
-
-class UUIDConverter:
-    regex = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-    def to_python(self, value: str) -> uuid.UUID:
-        return uuid.UUID(value)
-
-    def to_url(self, value: Any) -> str:
-        return str(value)
-
-
-class PathConverter(StringConverter):
-    regex = ".+"
-
-
-_CONVERTERS: dict[str, Converter] = {
-    "str": StringConverter(),
-    "int": IntConverter(),
-    "slug": SlugConverter(),
-    "uuid": UUIDConverter(),
-    "path": PathConverter(),
-}
-
-
-def register_converter(converter: Any, type_name: str) -> None:
-    """Make ``<type_name:...>`` available in ``path()`` routes defined afterwards.
-
-    ``converter`` is a class or instance with ``regex``, ``to_python`` and
-    ``to_url`` (Django's converter interface, so Django converters work).
-    ``to_python`` raising ``ValueError`` means "this route does not match".
-    """
-    instance = converter() if isinstance(converter, type) else converter
-    if not isinstance(getattr(instance, "regex", None), str) or not callable(
-        getattr(instance, "to_python", None)
-    ):
-        raise TypeError("a converter needs a str 'regex' and a 'to_python' method")
-    re.compile(instance.regex)  # fail now, not on the first request
-    _CONVERTERS[type_name] = instance
 
 
 # -- routes -------------------------------------------------------------------
@@ -237,7 +164,7 @@ def path(
         if not parameter.isidentifier():
             raise ValueError(f"route {route!r}: {parameter!r} is not a Python identifier")
         converter_name = m.group("converter") or "str"
-        converter = (_CONVERTERS if converters is None else converters).get(converter_name)
+        converter = (CONVERTERS if converters is None else converters).get(converter_name)
         if converter is None:
             raise ValueError(f"route {route!r}: unknown converter {converter_name!r}")
         count += 1
