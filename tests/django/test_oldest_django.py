@@ -1,0 +1,60 @@
+"""tests/django again, on the oldest Django the ``django`` extra accepts (4.2).
+
+The suite itself runs on the newest Django pip picks for this Python. sluiceway.django
+promises ``django>=4.2``, where Django's ASGI handler differs (no ``Signal.asend``, no
+disconnect listener: ``get_asgi_application()`` keeps Django's own handler there,
+docs/django.md note 13), so the floor is tested too: a virtual environment on top of
+this one (it sees sluiceway and the test tools installed here) gets Django 4.2 from pip,
+and runs tests/django in a child pytest. Its own failures are printed in the assertion.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OLDEST = "django>=4.2,<5.0"
+
+
+@pytest.mark.timeout(600)
+def test_tests_django_pass_on_the_oldest_supported_django(tmp_path: Path) -> None:
+    if os.environ.get("SLUICEWAY_CHILD_SUITE"):
+        pytest.skip("already the child suite")
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", OLDEST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    version = subprocess.run(
+        [python, "-c", "import django; print(django.get_version())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert version.startswith("4.2."), version
+    suite = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/django"],
+        cwd=ROOT,
+        env={**os.environ, "SLUICEWAY_CHILD_SUITE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    summary = suite.stdout.strip().splitlines()[-1] if suite.stdout.strip() else ""
+    assert suite.returncode == 0, f"Django {version}: {summary}\n{suite.stdout[-6000:]}"
+    assert " passed" in summary and "failed" not in summary, summary
