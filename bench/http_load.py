@@ -1,4 +1,4 @@
-"""HTTP/1.1 benchmark: sluiceway beside uvicorn, granian and gunicorn, one command.
+"""HTTP/1.1 benchmark: sluiceway beside uvicorn (httptools and zttp), granian and gunicorn.
 
     python bench/http_load.py                      # 3 rounds of 10 s, every server, every scenario
     python bench/http_load.py --duration 3 --rounds 1 --servers sluiceway,uvicorn --scenarios a,b
@@ -96,6 +96,19 @@ def _uvicorn_argv(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _uvicorn_zttp_argv(port: int) -> list[str]:
+    # uvicorn's other HTTP/1.1 engine (uvicorn >= 0.55): the zttp parser, written in Zig.
+    return [
+        sys.executable, "-m", "uvicorn", "http_apps:app", "--host", HOST, "--port", str(port),
+        "--http", "zttp", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _uvicorn_zttp_version() -> str | None:
+    uvicorn, zttp = python_module_version("uvicorn")(), python_module_version("zttp")()
+    return f"{uvicorn} (zttp {zttp})" if uvicorn and zttp else None
+
+
 def _granian_argv(port: int) -> list[str]:
     return [
         _script("granian"), "--interface", "asgi", "--http", "1",
@@ -135,12 +148,13 @@ def _sluiceway_src() -> str:
 SERVERS: dict[str, ServerSpec] = {
     "sluiceway": ServerSpec("sluiceway", _sluiceway_argv, _sluiceway_version),
     "uvicorn": ServerSpec("uvicorn", _uvicorn_argv, python_module_version("uvicorn")),
+    "uvicorn-zttp": ServerSpec("uvicorn-zttp", _uvicorn_zttp_argv, _uvicorn_zttp_version),
     "granian": ServerSpec("granian", _granian_argv, python_module_version("granian")),
     "gunicorn": ServerSpec("gunicorn", _gunicorn_argv, python_module_version("gunicorn")),
     # Not a server: a uvloop protocol answering without parsing (bench/apps/raw_uvloop.py).
     "ceiling": ServerSpec("ceiling", _ceiling_argv, python_module_version("uvloop")),
 }
-DEFAULT_SERVERS = ("sluiceway", "uvicorn", "granian", "gunicorn")
+DEFAULT_SERVERS = ("sluiceway", "uvicorn", "uvicorn-zttp", "granian", "gunicorn")
 # Scenarios a server can run at all (the ceiling only knows canned answers).
 ONLY_SCENARIOS = {"ceiling": {"a", "c", "e"}}
 
