@@ -1,4 +1,4 @@
-"""WebSocket benchmark: sluiceway beside uvicorn (three engines), hypercorn and granian.
+"""WebSocket benchmark: sluiceway beside uvicorn (three engines, and zttp), hypercorn and granian.
 
     python bench/ws.py [--rounds 3] [--seconds 4] [--idle 5000] [--only sluiceway,uvicorn-wsproto]
 
@@ -61,6 +61,13 @@ def servers() -> list[Server]:
         Server("uvicorn-websockets", [*uv, "--ws", "websockets"], "uvicorn"),
         Server("uvicorn-websockets-sansio", [*uv, "--ws", "websockets-sansio"], "uvicorn"),
         Server("uvicorn-wsproto", [*uv, "--ws", "wsproto"], "uvicorn"),
+        # uvicorn 0.55's Zig HTTP/1.1 engine reads the handshake, then hands the connection to
+        # the same WebSocket engines: one row, on its fastest engine, shows what the switch costs.
+        Server(
+            "uvicorn-zttp-websockets-sansio",
+            [*uv[:-1], "zttp", "--ws", "websockets-sansio"],
+            "zttp",
+        ),
         Server(
             "hypercorn",
             [py, "-m", "hypercorn", APP, "-b", "127.0.0.1:{port}", "-k", "uvloop", "-w", "1"],
@@ -306,7 +313,7 @@ def main() -> int:
         )
     lines += [
         "",
-        "x fastest uvicorn: messages/s divided by the best median of uvicorn's three engines. "
+        "x fastest uvicorn: messages/s divided by the best median of uvicorn's rows (its engines, and zttp). "
         "Server CPU µs/msg is the server process tree's user+system CPU time over the whole run "
         "divided by the messages echoed: it moves less than messages/s when the machine is shared.",
     ]
