@@ -313,9 +313,10 @@ def main() -> int:
         )
     lines += [
         "",
-        "x fastest uvicorn: messages/s divided by the best median of uvicorn's rows (its engines, and zttp). "
-        "Server CPU µs/msg is the server process tree's user+system CPU time over the whole run "
-        "divided by the messages echoed: it moves less than messages/s when the machine is shared.",
+        "x fastest uvicorn: messages/s divided by the best median of uvicorn's rows "
+        "(its engines, and zttp). Server CPU µs/msg is the server process tree's user+system "
+        "CPU time over the whole run divided by the messages echoed: it moves less than "
+        "messages/s when the machine is shared.",
     ]
     lines += ["", "Raw rounds:", "", "```"]
     lines += [f"{n}: {json.dumps(rows)}" for n, rows in results.items()]
