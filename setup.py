@@ -39,6 +39,7 @@ HOT_PATH = [
     "src/sluiceway/http1/switching.py",
     "src/sluiceway/http1/request_reader.py",
     "src/sluiceway/http1/response_writer.py",
+    "src/sluiceway/http1/closing.py",
     "src/sluiceway/http1/protocol.py",
     # HTTP/2: the engine (frames, HPACK, streams, flow control), then the adapter.
     "src/sluiceway/http2/frames.py",

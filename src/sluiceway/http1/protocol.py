@@ -11,7 +11,9 @@ sibling that takes the protocol:
   call to ``http1/_head.c``, everything else fed to llhttp, the callbacks'
   work, the checks llhttp leaves to us, the scope and the cycle);
 * ``response_writer.py``: the bytes that go out (head encoding and framing,
-  body writes and their batching, files, trailers, 1xx).
+  body writes and their batching, files, trailers, 1xx);
+* ``closing.py``: how the connection ends (the close after the last answer,
+  lingering close, the client's half-close, deadlines, graceful shutdown).
 
 Off the per-request path: ``switching.py`` (the HTTP/2 hand-off by ALPN,
 prior knowledge or ``Upgrade: h2c``, and the Upgrade dispatch, WebSocket via
@@ -39,51 +41,35 @@ Imports ``sluiceway.asgi``, ``sluiceway.transport``, ``sluiceway.http1.*``,
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
-if sys.platform != "win32":
-    import fcntl
-    import termios
-
 from sluiceway import accesslog
 from sluiceway.asgi.http import (
     BODY_HIGH_WATER_BYTES,
     FileSlice,
     HTTPCycle,
-    RequestState,
     ResponseState,
 )
 from sluiceway.connection import files
 from sluiceway.connection.shared import Shared, connection_info
 from sluiceway.connection.state import ConnectionInfo
 from sluiceway.connection.tasks import start_eagerly
-from sluiceway.errors import BadRequest, RequestTimeout
+from sluiceway.errors import BadRequest
 from sluiceway.forward_throw import forward_throw
-from sluiceway.http1 import error_replies, request_reader, response_writer, switching
-from sluiceway.http1.cycle import CLOSE_TIMEOUT_S, NO_PARSER, H1Cycle, Phase
+from sluiceway.http1 import closing, error_replies, request_reader, response_writer, switching
+from sluiceway.http1.cycle import NO_PARSER, H1Cycle, Phase
 from sluiceway.http1.request_reader import PARSE_HEAD, HeadReader
-from sluiceway.transport.fin import cork_for_fin
 from sluiceway.transport.flow import FlowControl
-from sluiceway.transport.linger import LINGER_S
 
 if TYPE_CHECKING:
     from sluiceway.http2.config import H2Config
 
 _S_DONE: Final = ResponseState.DONE
-_R_CONTINUE: Final = RequestState.CONTINUE
-
-# How long a graceful shutdown leaves an idle keep-alive connection open for a
-# request already on its way (shutdown()): a client loop's next request is
-# microseconds behind its last response; one idle longer was not about to send.
-_IDLE_CLOSE_GRACE_S: Final = 1.0
-
 _IDLE: Final = Phase.IDLE
-_HEAD: Final = Phase.HEAD
 _BODY: Final = Phase.BODY
 _CLOSED: Final = Phase.CLOSED
 
@@ -443,126 +429,30 @@ class HTTP1Protocol:
         if self._phase is _BODY and self.deadline is not None:
             self.deadline = self._loop.time() + self._shared.body_timeout_s
 
-    # -- closing after the last answer (error answers: http1/error_replies.py) --------------
+    # -- closing, deadlines and shutdown (their work: http1/closing.py) --------------------
+
+    def _close(self) -> None:
+        closing.close(self)
 
     def _linger_close(self) -> None:
-        """Close after the last answer as RFC 9112 §9.6 advises: half-close first.
-
-        Closing with request bytes unread makes the kernel send a RST, which can
-        destroy the answer before the client reads it (a pipelined request
-        behind a ``Connection: close``, the rest of a refused body). So the
-        write side closes (the FIN follows the answer), what still arrives is
-        read and dropped (data_received ignores it once CLOSED), and the
-        transport closes at the client's EOF or ``LINGER_S`` later. The client
-        then closes first, as the RFC's staged close intends, and nothing it
-        sent can reset the answer. TLS cannot half-close and a client that
-        already half-closed has nothing left to send: those close at once.
-        """
-        self._phase = _CLOSED
-        transport = self._transport
-        if self._peer_eof or not transport.can_write_eof() or transport.is_closing():
-            self._close()
-            return
-        if self._held:
-            self._last_write_then_fin()
-        response_writer.flush_held(self)
-        transport.write_eof()
-        self._flow.resume_reading()
-        self.deadline = self._loop.time() + LINGER_S
+        closing.linger_close(self)
 
     def _last_write_then_fin(self) -> None:
-        """The next write is the connection's last: let the FIN ride in its segment.
-
-        Our callers close or half-close right after that write, which the
-        cork needs (transport/fin.py). One segment and one client wake-up
-        fewer per closed connection; not under TLS, whose close must first
-        get the peer's close_notify, nor on a Unix socket.
-        """
-        server = self.info.server
-        if not self._shared.tls and server is not None and server[1] is not None:
-            cork_for_fin(self._transport)  # TCP: a Unix socket's address has no port
-
-    # -- deadlines and shutdown (the ServerState tick and the runner call these) ------------
+        closing.last_write_then_fin(self)
 
     def on_deadline(self) -> None:
-        """Keep-alive idle or request-head timeout: close quietly; a stalled body: 408."""
-        self.deadline = None
-        if self._transport.is_closing():
-            self._transport.abort()  # our close did not finish in time
-            return
-        if self._phase is _BODY:
-            parsing = self._parsing
-            if self._flow.read_paused or (
-                parsing is not None and parsing.request_state is _R_CONTINUE
-            ):
-                # We stopped reading (the app does not consume, or answers
-                # ahead of this request are pending), or the client waits for
-                # a 100 Continue the app has not asked for: the app's choice,
-                # not the client's stall. The clock restarts when we resume.
-                self.deadline = self._loop.time() + self._shared.body_timeout_s
-            elif parsing is not None and parsing.response_state >= _S_DONE:
-                self._close()  # answered already: the rest of the body would be dropped
-            else:
-                # RFC 9110 §15.5.9. An app reading the body sees http.disconnect;
-                # one that already started its response is cut short instead.
-                error_replies.reject(self, RequestTimeout("request body timed out"))
-        elif self._active is None and not self._pipeline:
-            self._close()
-        elif self._phase is _HEAD:
-            # A pipelined head that never completes: finish what is in
-            # flight, read nothing more, then close (response_complete).
-            self._phase = _CLOSED
-            self._flow.pause_reading()
+        """The ``ServerState`` tick: this connection's ``deadline`` has passed."""
+        closing.on_deadline(self)
 
     def shutdown(self) -> None:
-        """Graceful: finish the in-flight response, or the request on its way, then close.
-
-        No connection the client may be using is closed under it: a new
-        connection that has not sent its first request yet (as Go's server
-        does, it gets its header timeout to send it), a head partly received,
-        or request bytes waiting unread in the socket. Closing those would lose
-        a request the client has every reason to think was accepted (the peers'
-        "connection reset during worker restart" reports); instead that one
-        request is answered with Connection: close. An idle keep-alive
-        connection gets ``_IDLE_CLOSE_GRACE_S`` (at most its keep-alive timeout)
-        for a request already on its way to arrive, the same way: closed at
-        once, it would cross a busy client's next request, which then gets no
-        response (RFC 9112 §9.3.1), on every SIGHUP restart.
-        """
-        self._pipeline.clear()
-        self._pending_error = 0
-        if self._active is not None:
-            self._flow.pause_reading()
-            self._active.keep_alive = False
-        elif self._phase is _HEAD or self._fresh or _has_unread_bytes(self._transport):
-            self._last_request = True
-            if self._phase is _IDLE and not self._fresh:
-                self.deadline = self._loop.time() + self._headers_timeout_s
-        else:
-            self._last_request = True
-            self.deadline = self._loop.time() + min(_IDLE_CLOSE_GRACE_S, self._shared.keep_alive_s)
+        """Graceful shutdown began (the runner): finish what the client is owed, then close."""
+        closing.shutdown(self)
 
     def abort(self) -> None:
         """Drop the connection at once (after the graceful timeout)."""
         self._phase = _CLOSED
         self._held = []
         self._transport.abort()
-
-    def _close(self) -> None:
-        self._phase = _CLOSED
-        transport = self._transport
-        if transport.is_closing():
-            return
-        if self._held:
-            self._last_write_then_fin()
-        response_writer.flush_held(self)  # what the app sent before the close still goes out
-        # Keep reading while the transport closes: TLS finishes its close by
-        # reading the peer's close_notify, and with reading paused Python
-        # 3.10's SSL transport never completes it. data_received drops what
-        # arrives. The deadline cuts off a close the peer never lets finish.
-        self._flow.resume_reading()
-        transport.close()
-        self.deadline = self._loop.time() + CLOSE_TIMEOUT_S
 
     # -- flow control callbacks from the transport --------------------------------------
 
@@ -575,27 +465,7 @@ class HTTP1Protocol:
         self._flow.resume_writing()
 
     def eof_received(self) -> bool | None:
-        """The client half-closed. RFC 9112 §9.6: that "does not delimit a request
-        message, nor does it imply that the client is no longer interested in a
-        response". So the requests it completed are answered, in order, and the
-        connection closes after the last answer (marked Connection: close if its
-        head is not out yet); their apps see http.disconnect from receive() once
-        they have their body. A request cut short, an idle connection, or TLS
-        (which cannot half-close): returning None lets the transport close, and
-        connection_lost follows.
-        """
-        # An answer held for the end of this loop pass goes to the transport now:
-        # returning None below closes it, after what it has buffered.
-        response_writer.flush_held(self)
-        active = self._active
-        if active is None or self._phase is not _IDLE or self._shared.tls:
-            return None
-        self._peer_eof = True
-        pipeline = self._pipeline
-        for cycle in (active, *pipeline):
-            cycle.feed_client_done()
-        (pipeline[-1] if pipeline else active).keep_alive = False
-        return True
+        return closing.eof_received(self)
 
     # -- connection_lost -------------------------------------------------------------------
 
@@ -617,17 +487,3 @@ class HTTP1Protocol:
         # connection's other objects, for the cyclic GC (one such cycle per
         # connection; scenario (e) makes thousands a second).
         self._parser = NO_PARSER
-
-
-def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:
-    """Whether bytes wait in the socket that the loop has not handed to us yet."""
-    if sys.platform == "win32":
-        return False
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return False  # closed meanwhile, or not a socket the ioctl knows
-    return int.from_bytes(raw, sys.byteorder) > 0
