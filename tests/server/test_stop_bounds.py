@@ -156,4 +156,3 @@ async def test_a_worker_with_a_blocked_loop_is_killed_soon_after_a_second_signal
         assert await proc.wait_exit(timeout=40) == 130
         writer.close()
     assert "Killing 1 worker(s) still running" in proc.text
-
