@@ -59,6 +59,7 @@ HOT_PATH = [
     "src/sluiceway/http2/headers.py",
     "src/sluiceway/http2/stream.py",
     "src/sluiceway/http2/error_replies.py",
+    "src/sluiceway/http2/request_start.py",
     "src/sluiceway/http2/protocol.py",
     # The pub/sub layer's delivery: on_message (once per member of a group
     # message) and receive() (once per message received).

@@ -6,9 +6,9 @@ It reads in the order bytes flow: ``start`` (the HTTP/1.1 protocol hands the
 transport over: ALPN "h2", the prior-knowledge preface, or ``Upgrade: h2c``),
 ``data_received`` (feed the sans-I/O connection, act on its events), the
 request side (``_request``: a scope, an ``H2Stream`` sink and the app's
-task), the response side (the streams call ``send_headers``/``send_data``,
-output leaves in one write at the end of the loop pass), deadlines,
-shutdown and ``connection_lost``.
+task, in ``http2/request_start.py``), the response side (the streams call
+``send_headers``/``send_data``, output leaves in one write at the end of
+the loop pass), deadlines, shutdown and ``connection_lost``.
 
 Invariants:
 
@@ -36,11 +36,8 @@ import asyncio
 from typing import TYPE_CHECKING, Final, Protocol
 
 from sluiceway import accesslog
-from sluiceway.asgi.http import HTTPCycle, ResponseState
-from sluiceway.asgi.scope import http_scope, split_target
-from sluiceway.connection.tasks import start_eagerly
-from sluiceway.forward_throw import forward_throw
-from sluiceway.http2 import error_replies
+from sluiceway.asgi.http import HTTPCycle
+from sluiceway.http2 import request_start
 from sluiceway.http2.config import H2Config
 from sluiceway.http2.connection import H2Connection
 from sluiceway.http2.events import (
@@ -52,18 +49,13 @@ from sluiceway.http2.events import (
     WindowOpened,
 )
 from sluiceway.http2.frames import ErrorCode
-from sluiceway.http2.headers import Request, parse_default_headers, split_request
+from sluiceway.http2.headers import parse_default_headers
 from sluiceway.http2.stream import H2Stream
 from sluiceway.transport.flow import FlowControl
 
 if TYPE_CHECKING:
     from sluiceway.connection.shared import Shared
     from sluiceway.connection.state import ConnectionInfo
-
-# Fields of an h2c upgrade request that served only the upgrade (RFC 7540 §3.2).
-_UPGRADE_ONLY: Final = frozenset(
-    (b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"proxy-connection", b"te")
-)
 
 
 class StreamHandler(Protocol):
@@ -89,8 +81,6 @@ class StreamHandler(Protocol):
         ...
 
 
-_S_DONE: Final = ResponseState.DONE
-_S_ABORTED: Final = ResponseState.ABORTED
 # Output below this is joined into one write; above, the parts go to a vectored write.
 _JOIN_MAX_BYTES: Final = 32 * 1024
 # DATA payload bytes the connection may hold unwritten before ``send_data``
@@ -158,7 +148,7 @@ class H2Protocol:
         self._conn.initiate(upgrade_settings=upgrade_settings)
         self._idle_deadline()
         if upgraded is not None:
-            self._upgraded_request(upgraded)
+            request_start.upgraded_request(self, upgraded)
         if self._state.shutting_down:
             self._conn.start_graceful_shutdown()
             self._going_away = True
@@ -200,82 +190,7 @@ class H2Protocol:
         self.flush()
 
     def _request(self, event: RequestReceived) -> None:
-        shared = self._shared
-        stream_id = event.stream_id
-        request = split_request(event.headers)
-        method = request.method
-        if request.protocol is not None:
-            # RFC 8441 extended CONNECT (the connection allowed only this form).
-            self._extended_connect(stream_id, request, event.end_stream)
-            return
-        stream = H2Stream(self, stream_id, method == "HEAD")
-        raw_path, query = split_target(request.path)
-        info = self.info
-        scope = http_scope(
-            method,
-            "2",
-            # The transport's, as over HTTP/1.1 (a client's :scheme claiming
-            # https over cleartext must not reach the app; --proxy-headers
-            # handles a TLS-terminating proxy).
-            info.scheme,
-            raw_path,
-            query,
-            shared.root_path,
-            request.headers,
-            info.client,
-            info.server,
-            self._state.lifespan_state,
-            info.tls,
-        )
-        scope["extensions"]["http.response.push"] = {}
-        cycle = HTTPCycle(scope, stream)
-        stream.cycle = cycle
-        stream.authority = request.authority or b""
-        self.streams[stream_id] = stream
-        self._progress()
-        if self._timed:
-            stream.started = self._loop.time()
-            stream.target = request.path
-        self._state.requests += 1
-        if event.end_stream:
-            cycle.feed_end()
-        state = self._state
-        limit = shared.limit_concurrency
-        if (state.shutting_down and self._going_away and stream_id > self._conn.last_stream_id) or (
-            limit is not None and len(state.tasks) >= limit
-        ):
-            error_replies.finish_with_error(self, stream, 503)
-            return
-        task = start_eagerly(self._loop, self._run_app(stream))
-        if task is not None:
-            cycle.task = task
-            state.tasks.add(task)
-
-    def _upgraded_request(self, h1: HTTPCycle) -> None:
-        """Stream 1 of an h2c upgrade: the HTTP/1.1 request, now answered over HTTP/2.
-
-        The scope is an HTTP/2 one (``http_version`` "2", the response is
-        HTTP/2's), its headers without the fields that only served the
-        upgrade; the body, already read, is fed at once.
-        """
-        scope = h1.scope
-        query = scope["query_string"]
-        fields = [
-            (b":method", scope["method"].encode("ascii")),
-            (b":scheme", scope["scheme"].encode("ascii")),
-            (b":path", scope["raw_path"] + (b"?" + query if query else b"")),
-        ]
-        for name, value in scope["headers"]:
-            if name == b"host":
-                fields.insert(2, (b":authority", value))
-            elif name not in _UPGRADE_ONLY:
-                fields.append((name, value))
-        body = h1.take_body()
-        self._request(RequestReceived(1, fields, not body))
-        stream = self.streams.get(1)
-        if stream is not None and body:
-            stream.receive_body(body, 0)  # nothing to give back: it never used a window
-            stream.receive_end()
+        request_start.start_request(self, event)
 
     def _data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -327,34 +242,6 @@ class H2Protocol:
             return
         self._close()
 
-    def _extended_connect(self, stream_id: int, request: Request, end_stream: bool) -> None:
-        """A WebSocket over this stream (RFC 8441); other protocols are refused with 501."""
-        from sluiceway.http2.websocket import start_websocket
-
-        start_websocket(self, stream_id, request, end_stream)
-
-    # -- the app ---------------------------------------------------------------------------
-
-    async def _run_app(self, stream: H2Stream) -> None:
-        cycle = stream.cycle
-        try:
-            await forward_throw(self._app(cycle.scope, cycle.receive, cycle.send))
-        except asyncio.CancelledError:
-            if cycle.response_state < _S_DONE:
-                stream.ended = True
-                self.reset(stream.stream_id)
-            raise
-        except BaseException as exc:
-            error_replies.app_failed(self, stream, exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            if cycle.response_state < _S_DONE and cycle.response_state is not _S_ABORTED:
-                error_replies.app_returned_early(self, stream)
-        finally:
-            if cycle.task is not None:
-                self._state.tasks.discard(cycle.task)
-
     # -- what the streams call ------------------------------------------------------------
 
     def default_fields(self) -> list[tuple[bytes, bytes]]:
@@ -392,7 +279,7 @@ class H2Protocol:
         if promised is None:
             return  # the client disabled push, or cannot take another stream
         self._schedule_flush()
-        self._request(RequestReceived(promised, fields, True))
+        request_start.start_request(self, RequestReceived(promised, fields, True))
 
     def acknowledge(self, stream_id: int, n: int) -> None:
         self._conn.acknowledge_received_data(stream_id, n)
