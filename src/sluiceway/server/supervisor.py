@@ -64,8 +64,9 @@ Imports ``sluiceway.config``, ``sluiceway.errors``, ``sluiceway.server.stopping`
 (the workers' stop bound), ``sluiceway.server.sockets`` (binding),
 ``sluiceway.server.systemd``, ``sluiceway.transport.tls`` (to check the TLS
 files before any worker starts), ``sluiceway.server.reload``,
-``sluiceway.server.worker_process`` (spawning a worker, and its entry point)
-and ``sluiceway.server.rolling`` (SIGHUP).
+``sluiceway.server.worker_process`` (spawning a worker, and its entry point),
+``sluiceway.server.rolling`` (SIGHUP) and ``sluiceway.server.signal_catcher``
+(signals that wake the supervisor's wait).
 """
 
 from __future__ import annotations
@@ -78,13 +79,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from types import FrameType
 from typing import Any
 
 from sluiceway.config import Config
 from sluiceway.errors import ConfigError
 from sluiceway.server import systemd
 from sluiceway.server.rolling import RollingRestart
+from sluiceway.server.signal_catcher import SignalCatcher, drain
 from sluiceway.server.stopping import process_exit_bound_s
 from sluiceway.server.worker_process import (
     KILL_MARGIN_S,
@@ -146,7 +147,7 @@ class Supervisor:
             watcher.changes()  # the baseline
             logger.info("Watching for changes in %s (%s)", ", ".join(watcher.dirs), watcher.backend)
         count = 1 if config.reload else config.workers
-        with _SignalCatcher(self.signals, self.hups) as wakeup:
+        with SignalCatcher(self.signals, self.hups) as wakeup:
             logger.info("Supervisor (pid %d) starting %d worker(s).", os.getpid(), count)
             for slot in range(count):
                 self.slots[slot] = _Slot()
@@ -160,7 +161,7 @@ class Supervisor:
                     due.append(next_poll)
                 timeout = max(0.0, min(due) - now) if due else None
                 wait(self._waitables(wakeup), timeout)
-                _drain(wakeup)
+                drain(wakeup)
                 if self.signals:
                     break
                 self._collect_messages()
@@ -403,7 +404,7 @@ class Supervisor:
                 break
             until = min([deadline, *self._watchdog_due()]) - time.monotonic()
             wait([wakeup, *(w.process.sentinel for w in alive)], max(0.0, until))
-            _drain(wakeup)
+            drain(wakeup)
             self._tick_watchdog()
             if len(self.signals) > seen_signals:
                 # Another signal: the workers treat a second one as "now".
@@ -433,44 +434,6 @@ class Supervisor:
             return 1
         logger.info("All workers stopped.")
         return 0
-
-
-def _drain(wakeup: socket.socket) -> None:
-    with contextlib.suppress(BlockingIOError, InterruptedError):
-        while wakeup.recv(512):
-            pass
-
-
-class _SignalCatcher:
-    """SIGINT/SIGTERM append to ``signals``, SIGHUP to ``hups``; each wakes the ``select``.
-
-    The wake-up goes through a socket pair (``signal.set_wakeup_fd``).
-    """
-
-    def __init__(self, signals: list[int], hups: list[int]) -> None:
-        self._signals = signals
-        self._hups = hups
-        self._previous: dict[int, Any] = {}
-        self._old_wakeup = -1
-        self._pair = socket.socketpair()
-        for sock in self._pair:
-            sock.setblocking(False)
-
-    def __enter__(self) -> socket.socket:
-        self._old_wakeup = signal.set_wakeup_fd(self._pair[1].fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-        return self._pair[0]
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self._old_wakeup)
-        for sock in self._pair:
-            sock.close()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        (self._hups if signum == signal.SIGHUP else self._signals).append(signum)
 
 
 # --- the supervisor's entry point -----------------------------------------------------------
